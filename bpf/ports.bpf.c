@@ -1,0 +1,245 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+/* Ports: keeps the pinned map of listening TCP sockets (inet_sock_set_state) and reports bind() and
+ * listen() calls that fail with EADDRINUSE, with the address the caller asked for. */
+#include "common.bpf.h"
+#include "sock.bpf.h"
+#include "ports.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+#define TCP_LISTEN_STATE 10
+#define MAX_FDS_SCAN 1048576
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, REV_MAX_LISTENERS);
+	__type(key, struct listener_key);
+	__type(value, struct listener_val);
+} listeners SEC(".maps");
+
+/* A bind()/listen() between syscall entry and exit, per thread. The kernel clears a socket's port
+ * when bind fails, so the requested address must be captured at entry. */
+struct pending_call {
+	__u8 addr[REV_ADDR_LEN];
+	__s32 fd;
+	__u16 port;
+	__u8 family;
+	__u8 syscall;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct pending_call);
+} calls SEC(".maps");
+
+static __always_inline struct sock *sock_of_fd(int fd)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	struct file **fds, *f = NULL;
+
+	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds) || fd >= MAX_FDS_SCAN)
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return NULL;
+	return sock_of_file(f);
+}
+
+static __always_inline void key_of(struct listener_key *k, const struct sock *sk,
+				   const struct sock_id *id)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->sk = (__u64)sk;
+	__builtin_memcpy(k->addr, id->addr, sizeof(k->addr));
+	k->netns = id->netns;
+	k->port = id->port;
+	k->family = id->family;
+	k->proto = id->proto;
+}
+
+static __always_inline void emit_port(__u32 type, const struct sock_id *id, __u8 syscall)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct port_event *e = reserve_event(sizeof(*e));
+	__u64 id64 = bpf_get_current_pid_tgid();
+
+	if (!e)
+		return;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->type = type;
+	e->pid = id64 >> 32;
+	e->ts_ns = bpf_ktime_get_ns();
+	__builtin_memcpy(e->addr, id->addr, sizeof(e->addr));
+	e->netns = id->netns;
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->ppid = BPF_CORE_READ(t, real_parent, tgid);
+	e->port = id->port;
+	e->family = id->family;
+	e->proto = id->proto;
+	e->syscall = syscall;
+	e->v6only = id->v6only;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Into LISTEN: recorded unconfirmed, because the kernel announces LISTEN before it validates the
+ * port; listen()'s return confirms it (or the failure path takes it out of LISTEN again). */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	struct listener_key k;
+	struct listener_val v, *old;
+	struct sock_id id;
+
+	if (newstate != TCP_LISTEN_STATE && oldstate != TCP_LISTEN_STATE)
+		return 0;
+	if (read_sock_id(sk, &id) || id.proto != REV_PROTO_TCP)
+		return 0;
+	key_of(&k, sk, &id);
+
+	if (newstate == TCP_LISTEN_STATE) {
+		__builtin_memset(&v, 0, sizeof(v));
+		v.ts_ns = bpf_ktime_get_ns();
+		v.pid = bpf_get_current_pid_tgid() >> 32;
+		v.uid = (__u32)bpf_get_current_uid_gid();
+		v.v6only = id.v6only;
+		bpf_get_current_comm(v.comm, sizeof(v.comm));
+		bpf_map_update_elem(&listeners, &k, &v, BPF_ANY);
+		return 0;
+	}
+
+	old = bpf_map_lookup_elem(&listeners, &k);
+	if (!old)
+		return 0;
+	if (old->confirmed) {
+		/* Report the owner that listened, not whoever closes (an exiting child, say). */
+		struct port_event *e = reserve_event(sizeof(*e));
+
+		if (e) {
+			__builtin_memset(e, 0, sizeof(*e));
+			e->type = REV_EV_RELEASE;
+			e->pid = old->pid;
+			e->ts_ns = bpf_ktime_get_ns();
+			__builtin_memcpy(e->addr, id.addr, sizeof(e->addr));
+			e->netns = id.netns;
+			e->uid = old->uid;
+			e->port = id.port;
+			e->family = id.family;
+			e->proto = id.proto;
+			e->v6only = id.v6only;
+			__builtin_memcpy(e->comm, old->comm, sizeof(e->comm));
+			bpf_ringbuf_submit(e, 0);
+		}
+	}
+	bpf_map_delete_elem(&listeners, &k);
+	return 0;
+}
+
+static __always_inline void remember_call(int fd, __u8 syscall, const void *uaddr)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct pending_call c;
+
+	__builtin_memset(&c, 0, sizeof(c));
+	c.fd = fd;
+	c.syscall = syscall;
+	if (uaddr) {
+		__u16 family = 0;
+
+		bpf_probe_read_user(&family, sizeof(family), uaddr);
+		if (family == REV_AF_INET) {
+			struct sockaddr_in sin;
+
+			if (bpf_probe_read_user(&sin, sizeof(sin), uaddr))
+				return;
+			c.port = bpf_ntohs(sin.sin_port);
+			__builtin_memcpy(c.addr, &sin.sin_addr, 4);
+		} else if (family == REV_AF_INET6) {
+			struct sockaddr_in6 sin6;
+
+			if (bpf_probe_read_user(&sin6, sizeof(sin6), uaddr))
+				return;
+			c.port = bpf_ntohs(sin6.sin6_port);
+			__builtin_memcpy(c.addr, &sin6.sin6_addr, 16);
+		} else {
+			return; /* AF_UNIX, AF_NETLINK...: not ours */
+		}
+		c.family = family;
+	}
+	bpf_map_update_elem(&calls, &tid, &c, BPF_ANY);
+}
+
+SEC("tp/syscalls/sys_enter_bind")
+int on_bind_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	remember_call((int)ctx->args[0], REV_SYS_BIND, (const void *)ctx->args[1]);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_enter_listen")
+int on_listen_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	remember_call((int)ctx->args[0], REV_SYS_LISTEN, NULL);
+	return 0;
+}
+
+static __always_inline int finish_call(long ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct pending_call *c = bpf_map_lookup_elem(&calls, &tid);
+	struct listener_key k;
+	struct listener_val *v;
+	struct sock_id id;
+	struct sock *sk;
+	__u8 syscall;
+	int fd;
+
+	if (!c)
+		return 0;
+	fd = c->fd;
+	syscall = c->syscall;
+	if (ret != -REV_EADDRINUSE && !(ret == 0 && syscall == REV_SYS_LISTEN)) {
+		bpf_map_delete_elem(&calls, &tid);
+		return 0;
+	}
+	sk = sock_of_fd(fd);
+	if (!sk || read_sock_id(sk, &id)) {
+		bpf_map_delete_elem(&calls, &tid);
+		return 0;
+	}
+
+	if (ret == 0) {
+		/* listen() succeeded: confirm the entry the state tracepoint made, once. */
+		key_of(&k, sk, &id);
+		v = bpf_map_lookup_elem(&listeners, &k);
+		if (v && !v->confirmed) {
+			v->confirmed = 1;
+			emit_port(REV_EV_LISTEN, &id, 0);
+		}
+	} else {
+		if (syscall == REV_SYS_BIND) {
+			/* The socket's own address was reset by the failure; use the requested one. */
+			__builtin_memcpy(id.addr, c->addr, sizeof(id.addr));
+			id.port = c->port;
+			id.family = c->family;
+		}
+		emit_port(REV_EV_COLLISION, &id, syscall);
+	}
+	bpf_map_delete_elem(&calls, &tid);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_exit_bind")
+int on_bind_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return finish_call(ctx->ret);
+}
+
+SEC("tp/syscalls/sys_exit_listen")
+int on_listen_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return finish_call(ctx->ret);
+}

@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: MIT */
+/* Records of bpf/ports.bpf.c: the pinned listeners map and the listen/release/collision events. */
+#ifndef REVENANT_PORTS_REC_H
+#define REVENANT_PORTS_REC_H
+
+#include "event.h"
+
+#define REV_MAX_LISTENERS 65536
+#define REV_LISTENERS_PIN "listeners" /* under the pin root, /sys/fs/bpf/revenant */
+
+/* One entry per listening socket: SO_REUSEPORT siblings and the same port in different network
+ * namespaces are separate entries, so `sk` (the kernel address of the socket) is part of the key. */
+struct listener_key {
+	__u64 sk;
+	__u8 addr[REV_ADDR_LEN];
+	__u32 netns;
+	__u16 port; /* host order */
+	__u8 family;
+	__u8 proto;
+};
+_Static_assert(sizeof(struct listener_key) == 32, "listener_key layout");
+
+struct listener_val {
+	__u64 ts_ns;
+	__u32 pid;
+	__u32 uid;
+	char comm[REV_COMM_LEN];
+	__u8 confirmed; /* listen() returned 0 (or seeded from a snapshot) */
+	__u8 v6only;
+	__u8 pad[6];
+};
+_Static_assert(sizeof(struct listener_val) == 40, "listener_val layout");
+
+struct port_event {
+	__u32 type; /* REV_EV_LISTEN, REV_EV_RELEASE or REV_EV_COLLISION */
+	__u32 pid;
+	__u64 ts_ns;
+	__u8 addr[REV_ADDR_LEN];
+	__u32 netns;
+	__u32 uid;
+	__u32 ppid;
+	__u16 port;
+	__u8 family;
+	__u8 proto;
+	__u8 syscall; /* enum rev_syscall, for collisions */
+	__u8 v6only;
+	__u8 pad[6];
+	char comm[REV_COMM_LEN];
+};
+_Static_assert(sizeof(struct port_event) == 72, "port_event layout");
+
+#endif

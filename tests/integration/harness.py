@@ -1,0 +1,219 @@
+"""Integration-test harness: runs the real revenant binary as root against real processes.
+
+Waits are on events (inotify on the event log, pidfds, sockets) with deadlines, never fixed
+sleeps. Tests end only processes they started, by pid.
+"""
+import ctypes
+import json
+import os
+import random
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+BIN = os.environ.get("REVENANT_BIN") or os.path.join(
+    os.path.dirname(__file__), "..", "..", "build", "revenant")
+SRC = os.environ.get("REVENANT_SRC") or os.path.join(os.path.dirname(__file__), "..", "..")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+IN_MODIFY, IN_CREATE, IN_MOVED_TO, IN_CLOSE_WRITE = 0x2, 0x100, 0x80, 0x8
+
+
+class Inotify:
+    """Wakes a waiter when a file in a directory changes (the event log being appended)."""
+
+    def __init__(self, directory):
+        self.fd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        wd = _libc.inotify_add_watch(self.fd, directory.encode(),
+                                     IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE)
+        if wd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_add_watch " + directory)
+
+    def wait(self, timeout):
+        r, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
+        if r:
+            try:
+                os.read(self.fd, 65536)
+            except BlockingIOError:
+                pass
+
+    def close(self):
+        os.close(self.fd)
+
+
+def free_port(kind=socket.SOCK_STREAM, lo=20000, hi=60000):
+    """A random high port free for TCP and UDP on v4 and v6 loopback/wildcard right now."""
+    for _ in range(200):
+        port = random.randint(lo, hi)
+        ok = True
+        for fam, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+            for typ in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                s = socket.socket(fam, typ)
+                try:
+                    if fam == socket.AF_INET6:
+                        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    s.bind((addr, port))
+                except OSError:
+                    ok = False
+                finally:
+                    s.close()
+        if ok:
+            return port
+    raise RuntimeError("no free port found")
+
+
+class Agent:
+    """A `revenant run` with its own temp dir, config, log and control socket."""
+
+    def __init__(self, config=None, name="t"):
+        self.dir = tempfile.mkdtemp(prefix="revenant-%s-" % name)
+        os.chmod(self.dir, 0o755)
+        cfg = {"log": {"path": "events.jsonl"},
+               "control": {"socket": os.path.join(self.dir, "control.sock")}}
+        for k, v in (config or {}).items():
+            if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+                cfg[k].update(v)
+            else:
+                cfg[k] = v
+        self.config = cfg
+        self.config_path = os.path.join(self.dir, "revenant.json")
+        with open(self.config_path, "w") as f:
+            json.dump(cfg, f)
+        self.log_path = os.path.join(self.dir, cfg["log"]["path"])
+        self.proc = None
+        self.offset = 0
+        self.events = []
+        self.ino = Inotify(self.dir)
+
+    def start(self, extra=(), wait=True):
+        self.stderr = open(os.path.join(self.dir, "agent.stderr"), "w+")
+        self.proc = subprocess.Popen([BIN, "run", "-c", self.config_path, *extra],
+                                     stdout=self.stderr, stderr=self.stderr)
+        if wait:
+            self.wait_event(lambda e: e["type"] == "agent_start" and e.get("pid") == self.proc.pid,
+                            timeout=20, what="agent_start")
+        return self
+
+    def read_new(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n")
+        if end < 0:
+            return []
+        self.offset += end + 1
+        new = [json.loads(line) for line in data[:end].split(b"\n") if line]
+        self.events.extend(new)
+        return new
+
+    def wait_event(self, pred, timeout=10.0, what="event", since=0):
+        """The first event (from index `since` of everything seen) matching pred."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.read_new()
+            for e in self.events[since:]:
+                if pred(e):
+                    return e
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError("agent exited (%s) while waiting for %s\n%s" %
+                                     (self.proc.returncode, what, self.stderr_text()))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("timed out waiting for %s; events:\n%s\nstderr:\n%s" % (
+                    what, "\n".join(json.dumps(e) for e in self.events[-30:]), self.stderr_text()))
+            self.ino.wait(min(left, 1.0))
+
+    def stderr_text(self):
+        try:
+            with open(os.path.join(self.dir, "agent.stderr")) as f:
+                return f.read()[-4000:]
+        except OSError:
+            return ""
+
+    def cli(self, *args, check=None, timeout=60, user=None):
+        cmd = [BIN, *args]
+        kw = {}
+        if user is not None:
+            kw["user"] = user
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+        if check is not None and r.returncode != check:
+            raise AssertionError("%s exited %d, expected %d\nstdout:%s\nstderr:%s" %
+                                 (" ".join(cmd), r.returncode, check, r.stdout, r.stderr))
+        return r
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("agent did not stop within %ss after %s" % (timeout, sig))
+
+    def close(self):
+        try:
+            self.stop()
+        except AssertionError:
+            pass
+        self.ino.close()
+
+
+def spawn(code, *args):
+    """A python child running `code`; it prints 'ready [WORDS]' when set up.
+    Returns the Popen, with .info = the words after 'ready'."""
+    p = subprocess.Popen([sys.executable, "-c", code, *map(str, args)],
+                         stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
+    line = p.stdout.readline().split()
+    if not line or line[0] != "ready":
+        p.kill()
+        p.wait()
+        raise AssertionError("helper did not get ready: %r" % line)
+    p.info = line[1:]
+    return p
+
+
+def tell(p, line="go"):
+    """Send a line to a helper's stdin and read its one-line answer."""
+    p.stdin.write(line + "\n")
+    p.stdin.flush()
+    return p.stdout.readline().split()
+
+
+def end(p):
+    """End a helper process we started, by its pid only."""
+    if p.poll() is None:
+        p.kill()
+    p.wait()
+
+
+def run_tests(tests):
+    if os.geteuid() != 0:
+        print("integration tests need root")
+        print("0 passed, 0 failed, %d skipped" % len(tests))
+        sys.exit(77)
+    passed = failed = 0
+    for t in tests:
+        start = time.monotonic()
+        try:
+            t()
+            passed += 1
+            print("PASS %s (%.2fs)" % (t.__name__, time.monotonic() - start), flush=True)
+        except Exception:
+            failed += 1
+            print("FAIL %s (%.2fs)" % (t.__name__, time.monotonic() - start), flush=True)
+            traceback.print_exc()
+    print("%d passed, %d failed" % (passed, failed))
+    sys.exit(1 if failed else 0)

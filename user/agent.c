@@ -1,0 +1,510 @@
+// SPDX-License-Identifier: MIT
+/* `revenant run`: owns the agent's lifetime. Loads the config, opens the event log, starts the
+ * sensor, seeds listeners and zombies from a snapshot, then turns kernel records into events. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "cli.h"
+#include "log.h"
+#include "loop.h"
+#include "ports.h"
+#include "sensor.h"
+#include "snapshot.h"
+#include "util.h"
+#include "zombie.h"
+
+#define ZOMBIE_TABLE_MAX (1u << 20)
+
+struct agent {
+	struct rev_config cfg;
+	struct loop *loop;
+	struct evlog *log;
+	struct sensor *sensor;
+	struct ztrack *zt;
+	struct loop_timer ztimer;
+	int sigfd;
+	int lockfd;
+	int verbose;
+	const char *stop_reason;
+	uint64_t ztable_full; /* exits not tracked because the table was full */
+};
+
+static void arm_zombie_timer(struct agent *a)
+{
+	uint64_t d = ztrack_next_deadline(a->zt);
+
+	if (d)
+		loop_timer_at(a->loop, &a->ztimer, d);
+	else
+		loop_timer_cancel(a->loop, &a->ztimer);
+}
+
+static void emit_zombie(struct agent *a, const struct zrec *z, uint64_t now)
+{
+	cJSON *e = ev_new("zombie", 0);
+
+	ev_add_num(e, "pid", z->pid);
+	ev_add_num(e, "ppid", z->ppid);
+	ev_add_str(e, "comm", z->comm);
+	ev_add_str(e, "parent_comm", z->parent_comm);
+	ev_add_num(e, "age_ms", (double)((now - z->exit_ns) / 1000000));
+	ev_add_str(e, "service", NULL);
+	ev_add_str(e, "action", "report");
+	if (z->seeded)
+		ev_add_bool(e, "existing", true);
+	evlog_emit(a->log, e);
+}
+
+static void on_zombie_deadline(struct loop *l, void *ctx)
+{
+	struct agent *a = ctx;
+	uint64_t now = mono_ns();
+	struct zrec z;
+
+	(void)l;
+	while (ztrack_pop_due(a->zt, now, &z)) {
+		/* One read at the deadline guards against a reap record lost in an overflow. */
+		if (proc_state(z.pid) != 'Z') {
+			ztrack_forget(a->zt, z.pid);
+			continue;
+		}
+		emit_zombie(a, &z, now);
+	}
+	arm_zombie_timer(a);
+}
+
+static void on_exit_rec(struct agent *a, const struct exit_event *r)
+{
+	struct zrec z = {0};
+	int rc;
+
+	z.pid = r->pid;
+	z.ppid = r->ppid;
+	z.uid = r->uid;
+	z.start_ns = r->start_ns;
+	z.exit_ns = r->ts_ns;
+	memcpy(z.comm, r->comm, sizeof(z.comm));
+	memcpy(z.parent_comm, r->parent_comm, sizeof(z.parent_comm));
+	z.comm[sizeof(z.comm) - 1] = z.parent_comm[sizeof(z.parent_comm) - 1] = 0;
+	rc = ztrack_exit(a->zt, &z);
+	if (rc == -ENOSPC)
+		a->ztable_full++;
+	if (!a->ztimer.armed)
+		arm_zombie_timer(a);
+}
+
+static void on_reap_rec(struct agent *a, const struct exit_event *r)
+{
+	struct zrec z;
+
+	if (ztrack_reap(a->zt, r->pid, r->start_ns, &z) == 1) {
+		cJSON *e = ev_new("zombie_reaped", r->ts_ns);
+
+		ev_add_num(e, "pid", z.pid);
+		ev_add_num(e, "ppid", z.ppid);
+		ev_add_str(e, "comm", z.comm);
+		ev_add_num(e, "age_ms", (double)((r->ts_ns - z.exit_ns) / 1000000));
+		ev_add_str(e, "service", NULL);
+		evlog_emit(a->log, e);
+	}
+}
+
+static void add_sock_fields(cJSON *e, int family, int proto, const uint8_t *addr, int port,
+			    uint32_t netns)
+{
+	char buf[64];
+
+	addr_format(buf, sizeof(buf), family, addr);
+	ev_add_num(e, "port", port);
+	ev_add_str(e, "proto", proto_name(proto));
+	ev_add_str(e, "addr", buf);
+	ev_add_str(e, "family", family_name(family));
+	ev_add_num(e, "netns", netns);
+}
+
+/* Who holds the port a collision wanted: the listeners map first, then (UDP, or a TCP socket bound
+ * but not listening) a socket snapshot. */
+static void find_owner(struct agent *a, const struct port_event *r, uint32_t *pid, char *comm,
+		       size_t comm_len)
+{
+	struct sock_ident want = {0};
+	struct listener *ls;
+	size_t n;
+	int i;
+
+	*pid = 0;
+	comm[0] = 0;
+	memcpy(want.addr, r->addr, sizeof(want.addr));
+	want.netns = r->netns;
+	want.port = r->port;
+	want.family = r->family;
+	want.proto = r->proto;
+	want.v6only = r->v6only;
+	if (r->proto == REV_PROTO_TCP &&
+	    ports_read_map(sensor_listeners_fd(a->sensor), &ls, &n) == 0) {
+		i = ports_best_listener(ls, n, &want);
+		if (i >= 0) {
+			*pid = ls[i].v.pid;
+			snprintf(comm, comm_len, "%.*s", REV_COMM_LEN, ls[i].v.comm);
+		}
+		free(ls);
+		if (*pid)
+			return;
+	}
+	{
+		struct snap s;
+		char err[256];
+
+		if (snapshot_take(&s, SNAP_SOCK_FDS, err, sizeof(err)))
+			return;
+		i = ports_best_snap(s.socks, s.n_socks, &want);
+		/* The loser's own socket also holds the port after a failed listen(): skip it. */
+		if (i >= 0 && !(s.socks[i].pid == r->pid && r->syscall == REV_SYS_LISTEN &&
+				s.socks[i].state != 10)) {
+			*pid = s.socks[i].pid;
+			snprintf(comm, comm_len, "%.*s", REV_COMM_LEN, s.socks[i].comm);
+		}
+		snapshot_free(&s);
+	}
+}
+
+static void on_port_rec(struct agent *a, const struct port_event *r)
+{
+	char comm[REV_COMM_LEN + 1];
+	cJSON *e;
+
+	snprintf(comm, sizeof(comm), "%.*s", REV_COMM_LEN, r->comm);
+	if (r->type == REV_EV_COLLISION) {
+		char owner_comm[REV_COMM_LEN + 1];
+		uint32_t owner;
+
+		find_owner(a, r, &owner, owner_comm, sizeof(owner_comm));
+		e = ev_new("port_collision", r->ts_ns);
+		add_sock_fields(e, r->family, r->proto, r->addr, r->port, r->netns);
+		ev_add_num(e, "pid", r->pid);
+		ev_add_num(e, "ppid", r->ppid);
+		ev_add_str(e, "comm", comm);
+		ev_add_str(e, "service", NULL);
+		if (owner) {
+			ev_add_num(e, "owner_pid", owner);
+			ev_add_str(e, "owner_comm", owner_comm);
+		} else {
+			cJSON_AddNullToObject(e, "owner_pid");
+			cJSON_AddNullToObject(e, "owner_comm");
+		}
+		ev_add_str(e, "owner_service", NULL);
+		ev_add_str(e, "syscall", r->syscall == REV_SYS_LISTEN ? "listen" : "bind");
+		ev_add_str(e, "action", "report");
+	} else {
+		e = ev_new(r->type == REV_EV_LISTEN ? "port_listen" : "port_release", r->ts_ns);
+		add_sock_fields(e, r->family, r->proto, r->addr, r->port, r->netns);
+		ev_add_num(e, "pid", r->pid);
+		ev_add_str(e, "comm", comm);
+		ev_add_str(e, "service", NULL);
+	}
+	evlog_emit(a->log, e);
+}
+
+static void on_record(void *ctx, const void *rec, size_t len)
+{
+	struct agent *a = ctx;
+	uint32_t type;
+
+	if (len < sizeof(type))
+		return;
+	memcpy(&type, rec, sizeof(type));
+	switch (type) {
+	case REV_EV_EXIT:
+		if (len >= sizeof(struct exit_event))
+			on_exit_rec(a, rec);
+		break;
+	case REV_EV_REAP:
+		if (len >= sizeof(struct exit_event))
+			on_reap_rec(a, rec);
+		break;
+	case REV_EV_LISTEN:
+	case REV_EV_RELEASE:
+	case REV_EV_COLLISION:
+		if (len >= sizeof(struct port_event))
+			on_port_rec(a, rec);
+		break;
+	}
+}
+
+static void on_lost(void *ctx, uint64_t lost)
+{
+	struct agent *a = ctx;
+	cJSON *e = ev_new("events_lost", 0);
+
+	ev_add_num(e, "count", (double)lost);
+	evlog_emit(a->log, e);
+}
+
+static void on_signal(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	struct agent *a = ctx;
+	struct signalfd_siginfo si;
+
+	(void)events;
+	while (read(fd, &si, sizeof(si)) == sizeof(si)) {
+		switch (si.ssi_signo) {
+		case SIGTERM:
+			a->stop_reason = "SIGTERM";
+			loop_stop(l, EXIT_OK);
+			break;
+		case SIGINT:
+			a->stop_reason = "SIGINT";
+			loop_stop(l, EXIT_OK);
+			break;
+		case SIGCHLD:
+			/* Not ours to keep: anything that reaches us as a child is reaped now. */
+			while (waitpid(-1, NULL, WNOHANG) > 0)
+				;
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+static void seed(struct agent *a)
+{
+	struct snap s;
+	char err[256];
+	uint64_t now = mono_ns();
+	int added;
+
+	if (snapshot_take(&s, SNAP_SOCK_FDS | SNAP_ZOMBIES, err, sizeof(err))) {
+		cli_err("warning: %s; listeners and zombies that predate the agent are not known", err);
+		return;
+	}
+	added = ports_seed(sensor_listeners_fd(a->sensor), &s);
+	for (size_t i = 0; i < s.n_zombies; i++) {
+		const struct snap_zombie *sz = &s.zombies[i];
+		struct zrec z = {0};
+		uint64_t grace = (uint64_t)a->cfg.monitoring.zombie_grace_ms * 1000000ull;
+
+		z.pid = sz->pid;
+		z.ppid = sz->ppid;
+		z.uid = sz->uid;
+		z.start_ns = sz->start_ns;
+		z.exit_ns = sz->age_ns < now ? now - sz->age_ns : 0;
+		z.deadline_ns = z.exit_ns + grace > now ? z.exit_ns + grace : now;
+		z.seeded = true;
+		memcpy(z.comm, sz->comm, sizeof(z.comm));
+		memcpy(z.parent_comm, sz->parent_comm, sizeof(z.parent_comm));
+		ztrack_exit(a->zt, &z);
+	}
+	if (a->verbose)
+		cli_err("seeded %d listeners and %zu zombies from the kernel", added, s.n_zombies);
+	snapshot_free(&s);
+	arm_zombie_timer(a);
+}
+
+/* One agent per control socket: the lock is the truth `scan` and a second `run` consult. */
+static int take_lock(struct agent *a, char *err, size_t errlen)
+{
+	char dir[4096], path[4200];
+	char *slash;
+	int rc;
+
+	snprintf(dir, sizeof(dir), "%s", a->cfg.control.socket);
+	slash = strrchr(dir, '/');
+	if (slash && slash != dir)
+		*slash = 0;
+	rc = mkdir_p(dir, 0700);
+	if (rc) {
+		snprintf(err, errlen, "cannot create %s: %s (check control.socket)", dir, strerror(-rc));
+		return rc;
+	}
+	snprintf(path, sizeof(path), "%s/agent.lock", dir);
+	a->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (a->lockfd < 0) {
+		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	if (flock(a->lockfd, LOCK_EX | LOCK_NB)) {
+		char pid[32] = "";
+		ssize_t n = pread(a->lockfd, pid, sizeof(pid) - 1, 0);
+
+		if (n > 0)
+			pid[n] = 0;
+		pid[strcspn(pid, "\n")] = 0;
+		snprintf(err, errlen,
+			 "another agent (pid %s) already runs for control socket %s: stop it first, "
+			 "or give this one another control.socket",
+			 pid[0] ? pid : "?", a->cfg.control.socket);
+		return -EBUSY;
+	}
+	if (ftruncate(a->lockfd, 0) == 0)
+		dprintf(a->lockfd, "%d\n", getpid());
+	return 0;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: revenant run [-c FILE] [-v]\n"
+		   "\n"
+		   "Run the agent in the foreground: load the BPF sensor, start the configured\n"
+		   "services, watch for zombies and port collisions, react and log events.\n"
+		   "SIGTERM/SIGINT stop it gracefully (exit 0); SIGHUP reloads the config.\n"
+		   "\n"
+		   "  -c, --config FILE  configuration (default %s, else %s)\n"
+		   "  -v, --verbose      say more (twice: libbpf debug output)\n"
+		   "  -h, --help         this help\n",
+		   CONFIG_DEFAULT_PATH, CONFIG_FALLBACK_PATH);
+}
+
+int cmd_run(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"verbose", no_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	struct agent a = {.sigfd = -1, .lockfd = -1};
+	const char *cfg_path = NULL;
+	char err[1024], mounted[64] = "", pin_dir[256];
+	struct evlog_opts lo = {0};
+	struct sensor_opts so = {0};
+	sigset_t mask;
+	int c, rc = EXIT_FAILED;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "c:vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			cfg_path = optarg;
+			break;
+		case 'v':
+			a.verbose++;
+			break;
+		case 'h':
+			usage(stdout);
+			return EXIT_OK;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind < argc) {
+		cli_err("run: unexpected argument '%s'", argv[optind]);
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	rc = cli_load_config(cfg_path, &a.cfg);
+	if (rc)
+		return rc;
+	if (!is_root()) {
+		config_free(&a.cfg);
+		return cli_need_root("run");
+	}
+	rc = EXIT_FAILED;
+	sensor_set_verbose(a.verbose);
+
+	if (take_lock(&a, err, sizeof(err))) {
+		cli_err("%s", err);
+		goto out;
+	}
+	lo.path = a.cfg.log.path;
+	lo.max_bytes = a.cfg.log.max_bytes;
+	lo.keep = a.cfg.log.keep;
+	lo.compress = a.cfg.log.compress;
+	lo.echo = a.verbose > 0;
+	a.log = evlog_open(&lo, err, sizeof(err));
+	if (!a.log) {
+		cli_err("%s", err);
+		goto out;
+	}
+	a.loop = loop_new();
+	a.zt = ztrack_new((uint64_t)a.cfg.monitoring.zombie_grace_ms * 1000000ull,
+			  ZOMBIE_TABLE_MAX);
+	if (!a.loop || !a.zt) {
+		cli_err("out of memory");
+		goto out;
+	}
+	loop_timer_init(&a.ztimer, on_zombie_deadline, &a);
+
+	/* Signals become a signalfd before anything can fork, so children inherit a known mask. */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigaddset(&mask, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	a.sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (a.sigfd < 0 || loop_add_fd(a.loop, a.sigfd, EPOLLIN, on_signal, &a)) {
+		cli_err("cannot watch signals: %s", strerror(errno));
+		goto out;
+	}
+
+	ports_pin_dir(a.cfg.control.socket, pin_dir, sizeof(pin_dir));
+	so.pin_dir = pin_dir;
+	so.on_record = on_record;
+	so.on_lost = on_lost;
+	so.ctx = &a;
+	a.sensor = sensor_start(a.loop, &so, mounted, sizeof(mounted), err, sizeof(err));
+	if (!a.sensor) {
+		cli_err("%s", err);
+		rc = errno == EPERM || errno == EACCES ? EXIT_NOT_PERMITTED : EXIT_FAILED;
+		goto out;
+	}
+	if (mounted[0])
+		cli_err("mounted %s (it was not mounted)", mounted);
+
+	{
+		cJSON *e = ev_new("agent_start", 0);
+		cJSON *m = cJSON_AddArrayToObject(e, "mounted");
+		char *save = NULL;
+
+		ev_add_str(e, "version", REVENANT_VERSION);
+		ev_add_str(e, "config", a.cfg.path);
+		ev_add_num(e, "pid", getpid());
+		ev_add_str(e, "pin", pin_dir);
+		for (char *t = strtok_r(mounted, ",", &save); t; t = strtok_r(NULL, ",", &save))
+			cJSON_AddItemToArray(m, cJSON_CreateString(t));
+		evlog_emit(a.log, e);
+	}
+	seed(&a);
+	if (a.verbose)
+		cli_err("agent running (pid %d), events in %s", getpid(), a.cfg.log.path);
+
+	rc = loop_run(a.loop);
+	if (rc < 0) {
+		cli_err("event loop failed: %s", strerror(-rc));
+		a.stop_reason = "error";
+		rc = EXIT_FAILED;
+	}
+	sensor_stop(a.sensor); /* drains the ring buffer first: nothing queued is lost */
+	a.sensor = NULL;
+	{
+		cJSON *e = ev_new("agent_stop", 0);
+
+		ev_add_str(e, "reason", a.stop_reason ? a.stop_reason : "error");
+		evlog_emit(a.log, e);
+	}
+out:
+	sensor_stop(a.sensor);
+	ztrack_free(a.zt);
+	if (a.sigfd >= 0)
+		close(a.sigfd);
+	loop_free(a.loop);
+	evlog_close(a.log);
+	if (a.lockfd >= 0)
+		close(a.lockfd);
+	config_free(&a.cfg);
+	return rc;
+}

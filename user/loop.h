@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+/* The one event loop (after redis ae): modules register fds with a callback, and timers with an
+ * absolute CLOCK_MONOTONIC deadline; one timerfd is armed for the earliest. Nothing else waits. */
+#ifndef REVENANT_LOOP_H
+#define REVENANT_LOOP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct loop;
+typedef void (*loop_fd_cb)(struct loop *l, int fd, uint32_t events, void *ctx);
+typedef void (*loop_timer_cb)(struct loop *l, void *ctx);
+
+/* Embedded in its owner; the loop links it into a list sorted by deadline. */
+struct loop_timer {
+	uint64_t deadline_ns;
+	loop_timer_cb cb;
+	void *ctx;
+	struct loop_timer *prev, *next;
+	bool armed;
+};
+
+struct loop *loop_new(void);
+void loop_free(struct loop *l);
+
+int loop_add_fd(struct loop *l, int fd, uint32_t events, loop_fd_cb cb, void *ctx);
+int loop_mod_fd(struct loop *l, int fd, uint32_t events);
+int loop_del_fd(struct loop *l, int fd);
+
+void loop_timer_init(struct loop_timer *t, loop_timer_cb cb, void *ctx);
+/* (Re)arm t for the absolute deadline; an armed timer is moved. */
+int loop_timer_at(struct loop *l, struct loop_timer *t, uint64_t deadline_ns);
+int loop_timer_after_ms(struct loop *l, struct loop_timer *t, uint64_t ms);
+void loop_timer_cancel(struct loop *l, struct loop_timer *t);
+
+/* Runs until loop_stop(); returns the code given to it. */
+int loop_run(struct loop *l);
+void loop_stop(struct loop *l, int code);
+
+uint64_t mono_ns(void);
+
+#endif

@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: MIT
+/* revenant: parses the command name and hands the rest of the command line to its module. */
+#include <stdio.h>
+#include <string.h>
+
+#include "agent.h"
+#include "cli.h"
+
+struct command {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *summary;
+};
+
+static const struct command commands[] = {
+	{"run", cmd_run, "run the agent in the foreground (BPF sensor, services, event log)"},
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: revenant COMMAND [OPTIONS]\n\ncommands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+	fprintf(f, "\n'revenant COMMAND --help' describes a command. Exit codes: 0 ok, 1 failed,\n"
+		   "2 usage or config error, 3 agent not running, 4 not permitted.\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+		usage(stdout);
+		return EXIT_OK;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+		printf("revenant %s\n", REVENANT_VERSION);
+		return EXIT_OK;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(argv[1], commands[i].name))
+			return commands[i].run(argc - 1, argv + 1);
+	cli_err("unknown command '%s'", argv[1]);
+	usage(stderr);
+	return EXIT_USAGE;
+}

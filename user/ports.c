@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: MIT
+/* Port ownership from the kernel's point of view: the pinned listeners map the probes maintain,
+ * seeded at start-up from the iterators, and the conflict rules that name the owner of a port. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <bpf/bpf.h>
+
+#include "ports.h"
+#include "sensor.h"
+
+#define DEFAULT_CONTROL_SOCKET "/run/revenant/control.sock"
+
+static bool is_any(const struct sock_ident *s)
+{
+	static const uint8_t zero[REV_ADDR_LEN];
+
+	return !memcmp(s->addr, zero, s->family == REV_AF_INET6 ? 16 : 4);
+}
+
+/* ::ffff:a.b.c.d: the v4 address in *v4 */
+static bool v4_mapped(const struct sock_ident *s, const uint8_t **v4)
+{
+	static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+	if (s->family != REV_AF_INET6 || memcmp(s->addr, prefix, 12))
+		return false;
+	*v4 = s->addr + 12;
+	return true;
+}
+
+static int cross_family(const struct sock_ident *v6, const struct sock_ident *v4)
+{
+	const uint8_t *mapped;
+
+	if (is_any(v6))
+		return v6->v6only ? 0 : 1;
+	if (v4_mapped(v6, &mapped))
+		return is_any(v4) || !memcmp(mapped, v4->addr, 4) ? 1 : 0;
+	return 0;
+}
+
+int ports_conflict(const struct sock_ident *held, const struct sock_ident *want)
+{
+	if (held->netns != want->netns || held->proto != want->proto || held->port != want->port)
+		return 0;
+	if (held->family == want->family) {
+		if (!memcmp(held->addr, want->addr, want->family == REV_AF_INET6 ? 16 : 4))
+			return 3;
+		return is_any(held) || is_any(want) ? 2 : 0;
+	}
+	return held->family == REV_AF_INET6 ? cross_family(held, want) : cross_family(want, held);
+}
+
+void ports_ident_of_key(const struct listener_key *k, uint8_t v6only, struct sock_ident *id)
+{
+	memcpy(id->addr, k->addr, sizeof(id->addr));
+	id->netns = k->netns;
+	id->port = k->port;
+	id->family = k->family;
+	id->proto = k->proto;
+	id->v6only = v6only;
+}
+
+void ports_ident_of_snap(const struct snap_sock *s, struct sock_ident *id)
+{
+	memcpy(id->addr, s->addr, sizeof(id->addr));
+	id->netns = s->netns;
+	id->port = s->port;
+	id->family = s->family;
+	id->proto = s->proto;
+	id->v6only = s->v6only;
+}
+
+int ports_best_listener(const struct listener *ls, size_t n, const struct sock_ident *want)
+{
+	int best = -1, best_score = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct sock_ident id;
+		int score;
+
+		ports_ident_of_key(&ls[i].k, ls[i].v.v6only, &id);
+		score = ports_conflict(&id, want) * 2;
+		if (!score)
+			continue;
+		score += ls[i].v.confirmed; /* a listen() still being validated ranks lower */
+		if (score > best_score) {
+			best = i;
+			best_score = score;
+		}
+	}
+	return best;
+}
+
+int ports_best_snap(const struct snap_sock *ss, size_t n, const struct sock_ident *want)
+{
+	int best = -1, best_score = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct sock_ident id;
+		int score;
+
+		ports_ident_of_snap(&ss[i], &id);
+		score = ports_conflict(&id, want) * 4;
+		if (!score)
+			continue;
+		/* Listening beats merely bound; a row with a process beats a table-only row. */
+		score += (ss[i].state == 10) * 2 + (ss[i].type == REV_SNAP_SOCK_FD);
+		if (score > best_score) {
+			best = i;
+			best_score = score;
+		}
+	}
+	return best;
+}
+
+int ports_read_map(int fd, struct listener **out, size_t *n)
+{
+	struct listener_key key, next, *prev = NULL;
+	struct listener *ls = NULL;
+	size_t cnt = 0, cap = 0;
+	bool own = false;
+	int rc = 0;
+
+	*out = NULL;
+	*n = 0;
+	if (fd < 0)
+		return -EBADF;
+	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+		if (cnt == cap) {
+			struct listener *p;
+
+			cap = cap ? cap * 2 : 64;
+			p = realloc(ls, cap * sizeof(*p));
+			if (!p) {
+				rc = -ENOMEM;
+				break;
+			}
+			ls = p;
+		}
+		key = next;
+		prev = &key;
+		ls[cnt].k = next;
+		/* An entry deleted between the two calls is simply skipped. */
+		if (bpf_map_lookup_elem(fd, &next, &ls[cnt].v) == 0)
+			cnt++;
+	}
+	(void)own;
+	if (rc) {
+		free(ls);
+		return rc;
+	}
+	*out = ls;
+	*n = cnt;
+	return 0;
+}
+
+int ports_seed(int map_fd, const struct snap *s)
+{
+	int added = 0;
+
+	for (size_t i = 0; i < s->n_socks; i++) {
+		const struct snap_sock *r = &s->socks[i];
+		struct listener_key k = {0};
+		struct listener_val v = {0};
+
+		if (r->proto != REV_PROTO_TCP || r->state != 10 || r->type != REV_SNAP_SOCK_FD)
+			continue;
+		k.sk = r->sk;
+		memcpy(k.addr, r->addr, sizeof(k.addr));
+		k.netns = r->netns;
+		k.port = r->port;
+		k.family = r->family;
+		k.proto = r->proto;
+		v.pid = r->pid;
+		v.uid = r->uid;
+		memcpy(v.comm, r->comm, sizeof(v.comm));
+		v.confirmed = 1;
+		v.v6only = r->v6only;
+		/* Rows come in pid order: the first holder of a shared socket (the parent) wins. */
+		if (bpf_map_update_elem(map_fd, &k, &v, BPF_NOEXIST) == 0)
+			added++;
+	}
+	return added;
+}
+
+void ports_pin_dir(const char *control_socket, char *buf, size_t len)
+{
+	uint32_t h = 2166136261u;
+
+	if (!control_socket || !strcmp(control_socket, DEFAULT_CONTROL_SOCKET)) {
+		snprintf(buf, len, "%s/revenant", REV_PIN_ROOT);
+		return;
+	}
+	for (const char *p = control_socket; *p; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	snprintf(buf, len, "%s/revenant-%08x", REV_PIN_ROOT, h);
+}

@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: MIT */
+/* Small helpers with no home of their own: paths, pidfds, /proc reads, address formatting. */
+#ifndef REVENANT_UTIL_H
+#define REVENANT_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* mkdir -p of the directory that will hold path. 0 or -errno. */
+int mkdir_p_parent(const char *path, mode_t mode);
+int mkdir_p(const char *dir, mode_t mode);
+
+/* "127.0.0.1", "::", "::ffff:1.2.3.4" from the raw address bytes of a record. */
+void addr_format(char *buf, size_t len, int family, const uint8_t *addr);
+const char *proto_name(int proto);
+const char *family_name(int family);
+
+int pidfd_open_pid(pid_t pid);
+int pidfd_signal(int pidfd, int sig);
+
+/* The process's state letter from /proc/PID/stat ('Z' for a zombie) or 0 when gone. */
+char proc_state(pid_t pid);
+/* comm of pid from /proc, "" when gone. */
+void proc_comm(pid_t pid, char *buf, size_t len);
+uid_t proc_uid(pid_t pid);
+
+/* Name of signal (e.g. "SIGTERM"), or a number as text. */
+const char *signal_name(int sig, char *buf, size_t len);
+int signal_from_name(const char *s);
+
+bool is_root(void);
+
+#endif
