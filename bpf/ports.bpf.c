@@ -3,6 +3,7 @@
  * listen() calls that fail with EADDRINUSE, with the address the caller asked for. */
 #include "common.bpf.h"
 #include "sock.bpf.h"
+#include "core_fixes.bpf.h"
 #include "ports.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
@@ -34,7 +35,7 @@ struct {
 	__type(value, struct pending_call);
 } calls SEC(".maps");
 
-static __always_inline struct sock *sock_of_fd(int fd)
+static __always_inline struct sock *sock_of_fd(int fd, struct file **filep)
 {
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
@@ -45,6 +46,7 @@ static __always_inline struct sock *sock_of_fd(int fd)
 	fds = BPF_CORE_READ(fdt, fd);
 	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
 		return NULL;
+	*filep = f;
 	return sock_of_file(f);
 }
 
@@ -193,6 +195,7 @@ static __always_inline int finish_call(long ret)
 	struct listener_key k;
 	struct listener_val *v;
 	struct sock_id id;
+	struct file *file = NULL;
 	struct sock *sk;
 	__u8 syscall;
 	int fd;
@@ -205,7 +208,7 @@ static __always_inline int finish_call(long ret)
 		bpf_map_delete_elem(&calls, &tid);
 		return 0;
 	}
-	sk = sock_of_fd(fd);
+	sk = sock_of_fd(fd, &file);
 	if (!sk || read_sock_id(sk, &id)) {
 		bpf_map_delete_elem(&calls, &tid);
 		return 0;
@@ -217,6 +220,7 @@ static __always_inline int finish_call(long ret)
 		v = bpf_map_lookup_elem(&listeners, &k);
 		if (v && !v->confirmed) {
 			v->confirmed = 1;
+			v->file = (__u64)file;
 			emit_port(REV_EV_LISTEN, &id, 0);
 		}
 	} else {
@@ -243,3 +247,4 @@ int on_listen_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	return finish_call(ctx->ret);
 }
+

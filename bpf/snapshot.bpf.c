@@ -7,6 +7,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include "sock.bpf.h"
+#include "core_fixes.bpf.h"
 #include "snapshot.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
@@ -59,6 +60,7 @@ int dump_socket_fds(struct bpf_iter__task_file *ctx)
 	r.uid = BPF_CORE_READ(task, cred, uid.val);
 	r.fd = ctx->fd;
 	r.ino = BPF_CORE_READ(file, f_inode, i_ino);
+	r.file = (__u64)file;
 	bpf_probe_read_kernel_str(r.comm, sizeof(r.comm), task->group_leader->comm);
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;
@@ -74,6 +76,7 @@ static __always_inline void dump_table_sock(struct seq_file *seq, const struct s
 	fill_sock(&r, REV_SNAP_SOCK_TABLE, sk, &id);
 	r.uid = uid;
 	r.ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+	r.refs = file_refs(BPF_CORE_READ(sk, sk_socket, file));
 	bpf_seq_write(seq, &r, sizeof(r));
 }
 

@@ -6,7 +6,8 @@
 #include "event.h"
 
 #define REV_MAX_LISTENERS 65536
-#define REV_LISTENERS_PIN "listeners" /* under the pin root, /sys/fs/bpf/revenant */
+#define REV_LISTENERS_PIN "listeners" /* under the pin directory, /sys/fs/bpf/revenant */
+
 
 /* One entry per listening socket: SO_REUSEPORT siblings and the same port in different network
  * namespaces are separate entries, so `sk` (the kernel address of the socket) is part of the key. */
@@ -22,6 +23,7 @@ _Static_assert(sizeof(struct listener_key) == 32, "listener_key layout");
 
 struct listener_val {
 	__u64 ts_ns;
+	__u64 file; /* struct file * of the socket: its reference count tells whether it is shared */
 	__u32 pid;
 	__u32 uid;
 	char comm[REV_COMM_LEN];
@@ -29,7 +31,7 @@ struct listener_val {
 	__u8 v6only;
 	__u8 pad[6];
 };
-_Static_assert(sizeof(struct listener_val) == 40, "listener_val layout");
+_Static_assert(sizeof(struct listener_val) == 48, "listener_val layout");
 
 struct port_event {
 	__u32 type; /* REV_EV_LISTEN, REV_EV_RELEASE or REV_EV_COLLISION */

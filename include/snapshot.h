@@ -6,6 +6,12 @@
 
 #include "event.h"
 
+/* Iterator links the agent pins in its pin directory, so one-shot callers skip loading BPF. */
+#define REV_SOCKETS_PIN "iter_sockets"
+#define REV_TCP_PIN "iter_tcp"
+#define REV_UDP_PIN "iter_udp"
+#define REV_ZOMBIES_PIN "iter_zombies"
+
 enum rev_snap_kind {
 	REV_SNAP_SOCK_FD = 1,	 /* a task holds the socket through an fd */
 	REV_SNAP_SOCK_TABLE = 2, /* the socket is in a TCP/UDP table (maybe held by nobody) */
@@ -17,6 +23,7 @@ struct snap_sock {
 	__u32 pid;
 	__u64 sk;
 	__u64 ino; /* socket inode: what /proc/PID/fd and ss call socket:[ino] */
+	__u64 file; /* struct file *, for the listeners map */
 	__u8 addr[REV_ADDR_LEN];
 	__u32 netns;
 	__u32 uid;
@@ -26,10 +33,11 @@ struct snap_sock {
 	__u8 proto;
 	__u8 state; /* TCP state (10 = LISTEN, 7 = CLOSE); UDP sockets report 7 */
 	__u8 v6only;
-	__u8 pad[6];
+	__u8 pad[2];
+	__u32 refs; /* references to the socket's file: more than one, more than one holder may exist */
 	char comm[REV_COMM_LEN];
 };
-_Static_assert(sizeof(struct snap_sock) == 80, "snap_sock layout");
+_Static_assert(sizeof(struct snap_sock) == 88, "snap_sock layout");
 
 struct snap_zombie {
 	__u32 type; /* REV_SNAP_ZOMBIE */

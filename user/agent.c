@@ -31,6 +31,8 @@ struct agent {
 	struct loop *loop;
 	struct evlog *log;
 	struct sensor *sensor;
+	struct snap_pins *pins;
+	char pin_dir[256];
 	struct ztrack *zt;
 	struct loop_timer ztimer;
 	int sigfd;
@@ -166,7 +168,7 @@ static void find_owner(struct agent *a, const struct port_event *r, uint32_t *pi
 		struct snap s;
 		char err[256];
 
-		if (snapshot_take(&s, SNAP_SOCK_FDS, err, sizeof(err)))
+		if (snapshot_take(&s, SNAP_SOCK_FDS, a->pin_dir, err, sizeof(err)))
 			return;
 		i = ports_best_snap(s.socks, s.n_socks, &want);
 		/* The loser's own socket also holds the port after a failed listen(): skip it. */
@@ -285,7 +287,7 @@ static void seed(struct agent *a)
 	uint64_t now = mono_ns();
 	int added;
 
-	if (snapshot_take(&s, SNAP_SOCK_FDS | SNAP_ZOMBIES, err, sizeof(err))) {
+	if (snapshot_take(&s, SNAP_SOCK_FDS | SNAP_ZOMBIES, a->pin_dir, err, sizeof(err))) {
 		cli_err("warning: %s; listeners and zombies that predate the agent are not known", err);
 		return;
 	}
@@ -376,7 +378,7 @@ int cmd_run(int argc, char **argv)
 	};
 	struct agent a = {.sigfd = -1, .lockfd = -1};
 	const char *cfg_path = NULL;
-	char err[1024], mounted[64] = "", pin_dir[256];
+	char err[1024], mounted[64] = "";
 	struct evlog_opts lo = {0};
 	struct sensor_opts so = {0};
 	sigset_t mask;
@@ -451,8 +453,8 @@ int cmd_run(int argc, char **argv)
 		goto out;
 	}
 
-	ports_pin_dir(a.cfg.control.socket, pin_dir, sizeof(pin_dir));
-	so.pin_dir = pin_dir;
+	ports_pin_dir(a.cfg.control.socket, a.pin_dir, sizeof(a.pin_dir));
+	so.pin_dir = a.pin_dir;
 	so.on_record = on_record;
 	so.on_lost = on_lost;
 	so.ctx = &a;
@@ -464,6 +466,10 @@ int cmd_run(int argc, char **argv)
 	}
 	if (mounted[0])
 		cli_err("mounted %s (it was not mounted)", mounted);
+	/* Pinned iterators let `scan`, `zombies` and our own look-ups skip loading BPF each time. */
+	a.pins = snapshot_pin(a.pin_dir, err, sizeof(err));
+	if (!a.pins)
+		cli_err("warning: %s; scan will load its own iterators", err);
 
 	{
 		cJSON *e = ev_new("agent_start", 0);
@@ -473,7 +479,7 @@ int cmd_run(int argc, char **argv)
 		ev_add_str(e, "version", REVENANT_VERSION);
 		ev_add_str(e, "config", a.cfg.path);
 		ev_add_num(e, "pid", getpid());
-		ev_add_str(e, "pin", pin_dir);
+		ev_add_str(e, "pin", a.pin_dir);
 		for (char *t = strtok_r(mounted, ",", &save); t; t = strtok_r(NULL, ",", &save))
 			cJSON_AddItemToArray(m, cJSON_CreateString(t));
 		evlog_emit(a.log, e);
@@ -488,6 +494,8 @@ int cmd_run(int argc, char **argv)
 		a.stop_reason = "error";
 		rc = EXIT_FAILED;
 	}
+	snapshot_unpin(a.pins);
+	a.pins = NULL;
 	sensor_stop(a.sensor); /* drains the ring buffer first: nothing queued is lost */
 	a.sensor = NULL;
 	{
@@ -497,6 +505,7 @@ int cmd_run(int argc, char **argv)
 		evlog_emit(a.log, e);
 	}
 out:
+	snapshot_unpin(a.pins);
 	sensor_stop(a.sensor);
 	ztrack_free(a.zt);
 	if (a.sigfd >= 0)

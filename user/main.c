@@ -5,6 +5,7 @@
 
 #include "agent.h"
 #include "cli.h"
+#include "scan.h"
 
 struct command {
 	const char *name;
@@ -14,6 +15,8 @@ struct command {
 
 static const struct command commands[] = {
 	{"run", cmd_run, "run the agent in the foreground (BPF sensor, services, event log)"},
+	{"scan", cmd_scan, "who owns which port now (also: revenant --scan)"},
+	{"zombies", cmd_zombies, "the zombie processes that exist now"},
 };
 
 static void usage(FILE *f)
@@ -39,6 +42,8 @@ int main(int argc, char **argv)
 		printf("revenant %s\n", REVENANT_VERSION);
 		return EXIT_OK;
 	}
+	if (!strcmp(argv[1], "--scan"))
+		return cmd_scan(argc - 1, argv + 1);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (!strcmp(argv[1], commands[i].name))
 			return commands[i].run(argc - 1, argv + 1);

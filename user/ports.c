@@ -175,6 +175,7 @@ int ports_seed(int map_fd, const struct snap *s)
 		k.port = r->port;
 		k.family = r->family;
 		k.proto = r->proto;
+		v.file = r->file;
 		v.pid = r->pid;
 		v.uid = r->uid;
 		memcpy(v.comm, r->comm, sizeof(v.comm));

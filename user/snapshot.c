@@ -2,6 +2,7 @@
 /* Runs the iterators of bpf/snapshot.bpf.c once and collects their fixed-size rows. The kernel walks
  * its own task and socket tables, so this sees owners that /proc hides (PID 1's fds here). */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,18 +18,8 @@ struct buf {
 	size_t len, cap;
 };
 
-static int read_iter(struct bpf_program *prog, struct buf *b)
+static int read_fd_all(int fd, struct buf *b)
 {
-	struct bpf_link *link = bpf_program__attach_iter(prog, NULL);
-	int fd, rc = 0;
-
-	if (!link)
-		return -errno;
-	fd = bpf_iter_create(bpf_link__fd(link));
-	if (fd < 0) {
-		rc = -errno;
-		goto out;
-	}
 	for (;;) {
 		ssize_t n;
 
@@ -36,10 +27,8 @@ static int read_iter(struct bpf_program *prog, struct buf *b)
 			size_t ncap = b->cap ? b->cap * 2 : 1 << 20;
 			char *p = realloc(b->data, ncap);
 
-			if (!p) {
-				rc = -ENOMEM;
-				break;
-			}
+			if (!p)
+				return -ENOMEM;
 			b->data = p;
 			b->cap = ncap;
 		}
@@ -47,15 +36,45 @@ static int read_iter(struct bpf_program *prog, struct buf *b)
 		if (n < 0) {
 			if (errno == EINTR || errno == EAGAIN)
 				continue;
-			rc = -errno;
-			break;
+			return -errno;
 		}
 		if (n == 0)
-			break;
+			return 0;
 		b->len += n;
 	}
+}
+
+int snapshot_read_pinned(const char *path, char **data, size_t *len)
+{
+	struct buf b = {0};
+	int fd = open(path, O_RDONLY | O_CLOEXEC), rc;
+
+	*data = NULL;
+	*len = 0;
+	if (fd < 0)
+		return -errno;
+	rc = read_fd_all(fd, &b);
 	close(fd);
-out:
+	if (rc) {
+		free(b.data);
+		return rc;
+	}
+	*data = b.data;
+	*len = b.len;
+	return 0;
+}
+
+static int read_iter(struct bpf_program *prog, struct buf *b)
+{
+	struct bpf_link *link = bpf_program__attach_iter(prog, NULL);
+	int fd, rc;
+
+	if (!link)
+		return -errno;
+	fd = bpf_iter_create(bpf_link__fd(link));
+	rc = fd < 0 ? -errno : read_fd_all(fd, b);
+	if (fd >= 0)
+		close(fd);
 	bpf_link__destroy(link);
 	return rc;
 }
@@ -97,44 +116,90 @@ static int collect(struct snap *s, const struct buf *b)
 	return 0;
 }
 
-int snapshot_take(struct snap *s, unsigned what, char *err, size_t errlen)
-{
-	struct snapshot_bpf *skel;
-	struct bpf_program *progs[4];
-	struct buf b = {0};
-	int rc, n = 0;
+struct iter_spec {
+	unsigned what;
+	const char *pin;
+};
 
-	memset(s, 0, sizeof(*s));
-	skel = snapshot_bpf__open();
+static const struct iter_spec specs[] = {
+	{SNAP_SOCK_FDS, REV_SOCKETS_PIN},
+	{SNAP_SOCK_TABLES, REV_TCP_PIN},
+	{SNAP_SOCK_TABLES, REV_UDP_PIN},
+	{SNAP_ZOMBIES, REV_ZOMBIES_PIN},
+};
+
+static struct bpf_program *spec_prog(struct snapshot_bpf *skel, size_t i)
+{
+	struct bpf_program *progs[] = {skel->progs.dump_socket_fds, skel->progs.dump_tcp,
+				       skel->progs.dump_udp, skel->progs.dump_zombies};
+
+	return progs[i];
+}
+
+static struct snapshot_bpf *load(unsigned what, char *err, size_t errlen)
+{
+	struct snapshot_bpf *skel = snapshot_bpf__open();
+	int rc;
+
 	if (!skel) {
-		rc = -errno;
-		snprintf(err, errlen, "failed to open the snapshot BPF object: %s", strerror(-rc));
-		return rc;
+		snprintf(err, errlen, "failed to open the snapshot BPF object: %s", strerror(errno));
+		return NULL;
 	}
 	/* Load only what was asked: verification is most of the cost of a one-shot call. */
-	bpf_program__set_autoload(skel->progs.dump_socket_fds, what & SNAP_SOCK_FDS);
-	bpf_program__set_autoload(skel->progs.dump_tcp, what & SNAP_SOCK_TABLES);
-	bpf_program__set_autoload(skel->progs.dump_udp, what & SNAP_SOCK_TABLES);
-	bpf_program__set_autoload(skel->progs.dump_zombies, what & SNAP_ZOMBIES);
+	for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++)
+		bpf_program__set_autoload(spec_prog(skel, i), what & specs[i].what);
 	rc = snapshot_bpf__load(skel);
 	if (rc) {
 		snprintf(err, errlen, "failed to load the snapshot iterators: %s (%s)", strerror(-rc),
 			 rc == -EPERM ? "run as root" : "the kernel needs BPF iterators, 5.8 or later");
-		goto out;
+		snapshot_bpf__destroy(skel);
+		errno = -rc;
+		return NULL;
 	}
-	if (what & SNAP_SOCK_FDS)
-		progs[n++] = skel->progs.dump_socket_fds;
-	if (what & SNAP_SOCK_TABLES) {
-		progs[n++] = skel->progs.dump_tcp;
-		progs[n++] = skel->progs.dump_udp;
+	return skel;
+}
+
+int snapshot_take(struct snap *s, unsigned what, const char *pin_dir, char *err, size_t errlen)
+{
+	struct snapshot_bpf *skel = NULL;
+	struct buf b = {0};
+	unsigned todo = what;
+	int rc = 0;
+
+	memset(s, 0, sizeof(*s));
+	if (pin_dir) {
+		for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]) && !rc; i++) {
+			char path[512];
+			int fd;
+
+			if (!(what & specs[i].what))
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", pin_dir, specs[i].pin);
+			fd = open(path, O_RDONLY | O_CLOEXEC);
+			if (fd < 0) {
+				todo |= specs[i].what;
+				continue;
+			}
+			rc = read_fd_all(fd, &b);
+			close(fd);
+			if (!rc && (specs[i].what != SNAP_SOCK_TABLES || !strcmp(specs[i].pin, REV_UDP_PIN)))
+				todo &= ~specs[i].what;
+		}
 	}
-	if (what & SNAP_ZOMBIES)
-		progs[n++] = skel->progs.dump_zombies;
-	for (int i = 0; i < n && !rc; i++) {
-		rc = read_iter(progs[i], &b);
-		if (rc)
-			snprintf(err, errlen, "failed to run iterator %s: %s",
-				 bpf_program__name(progs[i]), strerror(-rc));
+	if (todo && !rc) {
+		skel = load(todo, err, errlen);
+		if (!skel) {
+			rc = -errno;
+			goto out;
+		}
+		for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]) && !rc; i++) {
+			if (!(todo & specs[i].what))
+				continue;
+			rc = read_iter(spec_prog(skel, i), &b);
+			if (rc)
+				snprintf(err, errlen, "failed to run iterator %s: %s",
+					 bpf_program__name(spec_prog(skel, i)), strerror(-rc));
+		}
 	}
 	if (!rc)
 		rc = collect(s, &b);
@@ -151,4 +216,49 @@ void snapshot_free(struct snap *s)
 	free(s->socks);
 	free(s->zombies);
 	memset(s, 0, sizeof(*s));
+}
+
+struct snap_pins {
+	struct snapshot_bpf *skel;
+	struct bpf_link *links[4];
+	char paths[4][512];
+};
+
+struct snap_pins *snapshot_pin(const char *pin_dir, char *err, size_t errlen)
+{
+	struct snap_pins *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return NULL;
+	p->skel = load(SNAP_SOCK_FDS | SNAP_SOCK_TABLES | SNAP_ZOMBIES, err, errlen);
+	if (!p->skel)
+		goto fail;
+	for (size_t i = 0; i < 4; i++) {
+		snprintf(p->paths[i], sizeof(p->paths[i]), "%s/%s", pin_dir, specs[i].pin);
+		unlink(p->paths[i]);
+		p->links[i] = bpf_program__attach_iter(spec_prog(p->skel, i), NULL);
+		if (!p->links[i] || bpf_link__pin(p->links[i], p->paths[i])) {
+			snprintf(err, errlen, "failed to pin iterator %s: %s", p->paths[i],
+				 strerror(errno));
+			p->paths[i][0] = 0;
+			goto fail;
+		}
+	}
+	return p;
+fail:
+	snapshot_unpin(p);
+	return NULL;
+}
+
+void snapshot_unpin(struct snap_pins *p)
+{
+	if (!p)
+		return;
+	for (size_t i = 0; i < 4; i++) {
+		if (p->paths[i][0])
+			unlink(p->paths[i]);
+		bpf_link__destroy(p->links[i]);
+	}
+	snapshot_bpf__destroy(p->skel);
+	free(p);
 }

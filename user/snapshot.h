@@ -20,8 +20,17 @@ struct snap {
 	size_t n_zombies;
 };
 
-/* 0 or -errno with a message in err. */
-int snapshot_take(struct snap *s, unsigned what, char *err, size_t errlen);
+/* 0 or -errno with a message in err. With pin_dir, iterator links the agent pinned there are read
+ * (no BPF load: a few ms cheaper); anything not pinned is loaded for this call. */
+int snapshot_take(struct snap *s, unsigned what, const char *pin_dir, char *err, size_t errlen);
 void snapshot_free(struct snap *s);
+
+/* Read every byte of an iterator (a pinned link's path) into *buf. 0 or -errno. */
+int snapshot_read_pinned(const char *path, char **buf, size_t *len);
+
+/* For the agent: load the iterators once and pin their links in pin_dir. */
+struct snap_pins;
+struct snap_pins *snapshot_pin(const char *pin_dir, char *err, size_t errlen);
+void snapshot_unpin(struct snap_pins *p);
 
 #endif

@@ -1,0 +1,919 @@
+// SPDX-License-Identifier: MIT
+/* `revenant scan` and `revenant zombies`. Sources, best first: the running agent's pinned listeners
+ * map (plus its pinned iterators when a socket may be shared or UDP is asked for), BPF iterators
+ * loaded for this call, and (not root) a /proc walk that cannot see every owner. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <cjson/cJSON.h>
+
+#include "cli.h"
+#include "scan.h"
+#include "state.h"
+#include "util.h"
+
+#define TCP_LISTEN 10
+
+static int cmp_pid(const void *a, const void *b)
+{
+	pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+static int cmp_snap_sk(const void *a, const void *b)
+{
+	const struct snap_sock *x = a, *y = b;
+
+	if (x->sk != y->sk)
+		return x->sk < y->sk ? -1 : 1;
+	return cmp_pid(&x->pid, &y->pid);
+}
+
+static int cmp_row(const void *a, const void *b)
+{
+	const struct scan_row *x = a, *y = b;
+	int c;
+
+	if (x->proto != y->proto)
+		return x->proto < y->proto ? -1 : 1;
+	if (x->port != y->port)
+		return x->port < y->port ? -1 : 1;
+	if (x->family != y->family)
+		return x->family < y->family ? -1 : 1;
+	c = memcmp(x->addr, y->addr, sizeof(x->addr));
+	if (c)
+		return c;
+	if (x->netns != y->netns)
+		return x->netns < y->netns ? -1 : 1;
+	return (x->sk > y->sk) - (x->sk < y->sk);
+}
+
+static struct scan_row *find_sk(struct scan_rows *r, uint64_t sk)
+{
+	for (size_t i = 0; i < r->n; i++)
+		if (r->rows[i].sk == sk)
+			return &r->rows[i];
+	return NULL;
+}
+
+static struct scan_row *add_row(struct scan_rows *r, size_t *cap)
+{
+	if (r->n == *cap) {
+		size_t ncap = *cap ? *cap * 2 : 64;
+		struct scan_row *p = realloc(r->rows, ncap * sizeof(*p));
+
+		if (!p)
+			return NULL;
+		r->rows = p;
+		*cap = ncap;
+	}
+	memset(&r->rows[r->n], 0, sizeof(r->rows[0]));
+	return &r->rows[r->n++];
+}
+
+static void row_from_snap(struct scan_row *row, const struct snap_sock *s)
+{
+	row->sk = s->sk;
+	row->ino = s->ino;
+	memcpy(row->addr, s->addr, sizeof(row->addr));
+	row->netns = s->netns;
+	row->port = s->port;
+	row->family = s->family;
+	row->proto = s->proto;
+	row->state = s->state;
+	row->v6only = s->v6only;
+	row->refs = s->refs;
+}
+
+int scan_merge(const struct listener *ls, size_t n_ls, const struct snap_sock *ss, size_t n_ss,
+	       struct scan_rows *out)
+{
+	struct snap_sock *sorted = NULL;
+	size_t cap = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (n_ss) {
+		sorted = malloc(n_ss * sizeof(*sorted));
+		if (!sorted)
+			return -ENOMEM;
+		memcpy(sorted, ss, n_ss * sizeof(*sorted));
+		qsort(sorted, n_ss, sizeof(*sorted), cmp_snap_sk);
+	}
+	/* One row per socket that some process holds through an fd: every holder listed. */
+	for (size_t i = 0; i < n_ss;) {
+		size_t j = i;
+		struct scan_row *row;
+
+		while (j < n_ss && sorted[j].sk == sorted[i].sk)
+			j++;
+		if (sorted[i].type == REV_SNAP_SOCK_FD || j - i > 1) {
+			row = add_row(out, &cap);
+			if (!row)
+				goto nomem;
+			row_from_snap(row, &sorted[i]);
+			row->holders = calloc(j - i, sizeof(pid_t));
+			if (!row->holders)
+				goto nomem;
+			for (size_t k = i; k < j; k++) {
+				if (sorted[k].type != REV_SNAP_SOCK_FD) {
+					if (sorted[k].refs)
+						row->refs = sorted[k].refs;
+					continue;
+				}
+				if (row->n_holders && row->holders[row->n_holders - 1] == (pid_t)sorted[k].pid)
+					continue; /* the same process holds it through several fds */
+				if (!row->n_holders) {
+					row->pid = sorted[k].pid;
+					row->uid = sorted[k].uid;
+					snprintf(row->comm, sizeof(row->comm), "%.*s", REV_COMM_LEN,
+						 sorted[k].comm);
+				}
+				row->holders[row->n_holders++] = sorted[k].pid;
+			}
+		}
+		i = j;
+	}
+	/* The map knows who called listen(): that is the owner, also of sockets only it knows. */
+	for (size_t i = 0; i < n_ls; i++) {
+		const struct listener *l = &ls[i];
+		struct scan_row *row = find_sk(out, l->k.sk);
+
+		if (!row) {
+			row = add_row(out, &cap);
+			if (!row)
+				goto nomem;
+			row->sk = l->k.sk;
+			memcpy(row->addr, l->k.addr, sizeof(row->addr));
+			row->netns = l->k.netns;
+			row->port = l->k.port;
+			row->family = l->k.family;
+			row->proto = l->k.proto;
+			row->state = TCP_LISTEN;
+			row->v6only = l->v.v6only;
+		}
+		if (!row->n_holders) {
+			free(row->holders);
+			row->holders = calloc(1, sizeof(pid_t));
+			if (!row->holders)
+				goto nomem;
+			row->holders[row->n_holders++] = l->v.pid;
+		}
+		for (size_t k = 0; k < row->n_holders; k++) {
+			if (row->holders[k] != (pid_t)l->v.pid)
+				continue;
+			row->pid = l->v.pid;
+			row->uid = l->v.uid;
+			snprintf(row->comm, sizeof(row->comm), "%.*s", REV_COMM_LEN, l->v.comm);
+		}
+	}
+	/* Sockets in the tables that no visible process holds (kernel sockets, hidden owners). */
+	for (size_t i = 0; i < n_ss; i++) {
+		struct scan_row *row;
+
+		if (sorted[i].type != REV_SNAP_SOCK_TABLE || find_sk(out, sorted[i].sk))
+			continue;
+		row = add_row(out, &cap);
+		if (!row)
+			goto nomem;
+		row_from_snap(row, &sorted[i]);
+		row->uid = sorted[i].uid;
+	}
+	free(sorted);
+	qsort(out->rows, out->n, sizeof(*out->rows), cmp_row);
+	return 0;
+nomem:
+	free(sorted);
+	scan_rows_free(out);
+	return -ENOMEM;
+}
+
+void scan_rows_free(struct scan_rows *r)
+{
+	for (size_t i = 0; i < r->n; i++)
+		free(r->rows[i].holders);
+	free(r->rows);
+	memset(r, 0, sizeof(*r));
+}
+
+void scan_filter(struct scan_rows *r, const int *ports, size_t n_ports, bool tcp, bool udp)
+{
+	size_t w = 0;
+
+	for (size_t i = 0; i < r->n; i++) {
+		bool keep = (r->rows[i].proto == REV_PROTO_TCP ? tcp : udp);
+
+		if (keep && n_ports) {
+			keep = false;
+			for (size_t k = 0; k < n_ports; k++)
+				keep |= ports[k] == r->rows[i].port;
+		}
+		if (keep)
+			r->rows[w++] = r->rows[i];
+		else
+			free(r->rows[i].holders);
+	}
+	r->n = w;
+}
+
+static const char *state_name(const struct scan_row *row)
+{
+	if (row->proto == REV_PROTO_UDP)
+		return "bound";
+	return row->state == TCP_LISTEN ? "listen" : "bound";
+}
+
+static void user_name(uint32_t uid, char *buf, size_t len)
+{
+	struct passwd *pw = getpwuid(uid);
+
+	if (pw)
+		snprintf(buf, len, "%s", pw->pw_name);
+	else
+		snprintf(buf, len, "%u", uid);
+}
+
+char *scan_json(const struct scan_rows *r)
+{
+	cJSON *arr = cJSON_CreateArray();
+	char *s;
+
+	for (size_t i = 0; i < r->n; i++) {
+		const struct scan_row *row = &r->rows[i];
+		cJSON *o = cJSON_CreateObject(), *h;
+		char addr[64], user[64];
+
+		addr_format(addr, sizeof(addr), row->family, row->addr);
+		cJSON_AddStringToObject(o, "proto", proto_name(row->proto));
+		cJSON_AddStringToObject(o, "family", family_name(row->family));
+		cJSON_AddStringToObject(o, "addr", addr);
+		cJSON_AddNumberToObject(o, "port", row->port);
+		cJSON_AddStringToObject(o, "state", state_name(row));
+		if (row->pid) {
+			cJSON_AddNumberToObject(o, "pid", row->pid);
+			cJSON_AddStringToObject(o, "comm", row->comm);
+		} else {
+			cJSON_AddNullToObject(o, "pid");
+			cJSON_AddNullToObject(o, "comm");
+		}
+		cJSON_AddNumberToObject(o, "uid", row->uid);
+		user_name(row->uid, user, sizeof(user));
+		cJSON_AddStringToObject(o, "user", user);
+		if (row->service[0])
+			cJSON_AddStringToObject(o, "service", row->service);
+		else
+			cJSON_AddNullToObject(o, "service");
+		h = cJSON_AddArrayToObject(o, "holders");
+		for (size_t k = 0; k < row->n_holders; k++)
+			cJSON_AddItemToArray(h, cJSON_CreateNumber(row->holders[k]));
+		cJSON_AddNumberToObject(o, "netns", row->netns);
+		if (row->ino)
+			cJSON_AddNumberToObject(o, "inode", (double)row->ino);
+		cJSON_AddItemToArray(arr, o);
+	}
+	s = cJSON_PrintUnformatted(arr);
+	cJSON_Delete(arr);
+	return s;
+}
+
+struct strbuf {
+	char *s;
+	size_t len, cap;
+};
+
+__attribute__((format(printf, 2, 3))) static void sb_printf(struct strbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
+		va_end(ap);
+		if (n < 0)
+			return;
+		if (b->s && b->len + n < b->cap) {
+			b->len += n;
+			return;
+		}
+		b->cap = (b->cap + n + 1) * 2;
+		b->s = realloc(b->s, b->cap);
+		if (!b->s)
+			return;
+	}
+}
+
+char *scan_table(const struct scan_rows *r, uint32_t host_netns)
+{
+	struct strbuf b = {0};
+
+	sb_printf(&b, "%-5s %-28s %-6s %-8s %-16s %-10s %-12s %-16s %s\n", "PROTO", "ADDRESS",
+		  "STATE", "PID", "COMM", "USER", "SERVICE", "HOLDERS", "NETNS");
+	for (size_t i = 0; i < r->n; i++) {
+		const struct scan_row *row = &r->rows[i];
+		char addr[64], where[96], pid[16], user[64], holders[128] = "", netns[24];
+		size_t hl = 0;
+
+		addr_format(addr, sizeof(addr), row->family, row->addr);
+		snprintf(where, sizeof(where), row->family == REV_AF_INET6 ? "[%s]:%u" : "%s:%u", addr,
+			 row->port);
+		snprintf(pid, sizeof(pid), row->pid ? "%d" : "-", row->pid);
+		user_name(row->uid, user, sizeof(user));
+		for (size_t k = 0; k < row->n_holders && hl < sizeof(holders) - 12; k++)
+			hl += snprintf(holders + hl, sizeof(holders) - hl, "%s%d", k ? "," : "",
+				       row->holders[k]);
+		if (!row->n_holders)
+			snprintf(holders, sizeof(holders), "-");
+		if (row->netns == host_netns)
+			snprintf(netns, sizeof(netns), "host");
+		else
+			snprintf(netns, sizeof(netns), "%u", row->netns);
+		sb_printf(&b, "%-5s %-28s %-6s %-8s %-16s %-10s %-12s %-16s %s\n",
+			  proto_name(row->proto), where, state_name(row), pid,
+			  row->pid ? row->comm : "?", user, row->service[0] ? row->service : "-",
+			  holders, netns);
+	}
+	return b.s;
+}
+
+/* --- sources --- */
+
+static uint32_t self_netns(void)
+{
+	struct stat st;
+
+	return stat("/proc/self/ns/net", &st) ? 0 : (uint32_t)st.st_ino;
+}
+
+/* The agent for this control socket holds an exclusive flock on agent.lock while it runs. */
+bool scan_agent_running(const char *control_socket)
+{
+	char path[4200];
+	int fd, rc;
+
+	state_runtime_path(control_socket, "agent.lock", path, sizeof(path));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	rc = flock(fd, LOCK_SH | LOCK_NB);
+	close(fd);
+	return rc && errno == EWOULDBLOCK;
+}
+
+static int hex_addr(const char *hex, uint8_t *addr, int family)
+{
+	/* /proc/net prints each 32-bit word in host order */
+	int words = family == REV_AF_INET6 ? 4 : 1;
+
+	for (int w = 0; w < words; w++) {
+		char part[9];
+		uint32_t v;
+
+		memcpy(part, hex + w * 8, 8);
+		part[8] = 0;
+		v = strtoul(part, NULL, 16);
+		memcpy(addr + w * 4, &v, 4);
+	}
+	return 0;
+}
+
+static int proc_net(const char *file, int family, int proto, uint32_t netns, struct snap *s)
+{
+	char line[512];
+	FILE *f = fopen(file, "re");
+
+	if (!f)
+		return -errno;
+	if (!fgets(line, sizeof(line), f)) {
+		fclose(f);
+		return 0;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		char local[64], remote[64];
+		unsigned st, uid;
+		unsigned long long ino;
+		struct snap_sock r = {0};
+		char *colon;
+
+		if (sscanf(line, " %*d: %63s %63s %x %*s %*s %*s %u %*d %llu", local, remote, &st,
+			   &uid, &ino) != 5)
+			continue;
+		colon = strchr(local, ':');
+		if (!colon)
+			continue;
+		*colon = 0;
+		r.port = strtoul(colon + 1, NULL, 16);
+		if (!r.port || (proto == REV_PROTO_TCP && st != TCP_LISTEN))
+			continue;
+		hex_addr(local, r.addr, family);
+		r.type = REV_SNAP_SOCK_TABLE;
+		r.family = family;
+		r.proto = proto;
+		r.state = proto == REV_PROTO_TCP ? st : 7;
+		r.uid = uid;
+		r.ino = ino;
+		r.sk = ino; /* the inode identifies the socket in this source */
+		r.netns = netns;
+		if (s->n_socks % 256 == 0) {
+			struct snap_sock *p = realloc(s->socks, (s->n_socks + 256) * sizeof(*p));
+
+			if (!p) {
+				fclose(f);
+				return -ENOMEM;
+			}
+			s->socks = p;
+		}
+		s->socks[s->n_socks++] = r;
+	}
+	fclose(f);
+	return 0;
+}
+
+static int cmp_ino(const void *a, const void *b)
+{
+	const struct snap_sock *x = a, *y = b;
+
+	return (x->ino > y->ino) - (x->ino < y->ino);
+}
+
+/* Not root: the sockets of this netns from /proc/net, their holders from the /proc/PID/fd links we
+ * may read. Owners whose fds we cannot read stay unknown. */
+static int proc_snapshot(struct snap *s)
+{
+	uint32_t netns = self_netns();
+	size_t n_table;
+	DIR *d;
+	struct dirent *de;
+
+	memset(s, 0, sizeof(*s));
+	proc_net("/proc/net/tcp", REV_AF_INET, REV_PROTO_TCP, netns, s);
+	proc_net("/proc/net/tcp6", REV_AF_INET6, REV_PROTO_TCP, netns, s);
+	proc_net("/proc/net/udp", REV_AF_INET, REV_PROTO_UDP, netns, s);
+	proc_net("/proc/net/udp6", REV_AF_INET6, REV_PROTO_UDP, netns, s);
+	n_table = s->n_socks;
+	qsort(s->socks, n_table, sizeof(*s->socks), cmp_ino);
+	d = opendir("/proc");
+	if (!d)
+		return -errno;
+	while ((de = readdir(d))) {
+		pid_t pid = atoi(de->d_name);
+		char path[300], link[64];
+		DIR *fd_dir;
+		struct dirent *fe;
+
+		if (pid <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/fd", pid);
+		fd_dir = opendir(path);
+		if (!fd_dir)
+			continue;
+		while ((fe = readdir(fd_dir))) {
+			char fpath[600];
+			ssize_t n;
+			struct snap_sock key = {0}, *hit;
+
+			snprintf(fpath, sizeof(fpath), "%s/%s", path, fe->d_name);
+			n = readlink(fpath, link, sizeof(link) - 1);
+			if (n <= 0)
+				continue;
+			link[n] = 0;
+			if (strncmp(link, "socket:[", 8))
+				continue;
+			key.ino = strtoull(link + 8, NULL, 10);
+			hit = bsearch(&key, s->socks, n_table, sizeof(*s->socks), cmp_ino);
+			if (!hit)
+				continue;
+			if (s->n_socks % 256 == 0) {
+				struct snap_sock *p =
+					realloc(s->socks, (s->n_socks + 256) * sizeof(*p));
+
+				if (!p)
+					break;
+				s->socks = p;
+				hit = NULL; /* the array moved: look again */
+				hit = bsearch(&key, s->socks, n_table, sizeof(*s->socks), cmp_ino);
+			}
+			s->socks[s->n_socks] = *hit;
+			s->socks[s->n_socks].type = REV_SNAP_SOCK_FD;
+			s->socks[s->n_socks].pid = pid;
+			s->socks[s->n_socks].uid = proc_uid(pid);
+			proc_comm(pid, s->socks[s->n_socks].comm, sizeof(s->socks[0].comm));
+			s->n_socks++;
+		}
+		closedir(fd_dir);
+	}
+	closedir(d);
+	return 0;
+}
+
+static bool pid_alive(pid_t pid)
+{
+	return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+}
+
+struct scan_opts {
+	const char *config;
+	bool json, tcp, udp;
+	int verbose;
+	int *ports;
+	size_t n_ports;
+};
+
+static void attribute_services(struct scan_rows *rows, const char *control_socket)
+{
+	char path[4200];
+	struct rt_state st;
+
+	state_runtime_path(control_socket, "state.json", path, sizeof(path));
+	if (state_read(path, &st))
+		return;
+	for (size_t i = 0; i < rows->n; i++) {
+		struct scan_row *row = &rows->rows[i];
+		const char *svc = state_service_of(&st, row->pid);
+
+		for (size_t k = 0; !svc && k < row->n_holders; k++)
+			svc = state_service_of(&st, row->holders[k]);
+		if (svc)
+			snprintf(row->service, sizeof(row->service), "%s", svc);
+	}
+	state_free(&st);
+}
+
+/* The rows, from the best source available. */
+static int collect_rows(const struct scan_opts *o, const char *control_socket,
+			struct scan_rows *rows)
+{
+	char pin_dir[256], map_path[320], err[512];
+	struct listener *ls = NULL;
+	struct snap s = {0};
+	size_t n_ls = 0;
+	int rc = 0;
+
+	if (!is_root()) {
+		cli_err("warning: not root: reading /proc, which cannot name owners whose fds are "
+			"unreadable (other users' processes, PID 1 here) nor other network namespaces; "
+			"run with sudo for the kernel's answer");
+		rc = proc_snapshot(&s);
+		if (!rc)
+			rc = scan_merge(NULL, 0, s.socks, s.n_socks, rows);
+		snapshot_free(&s);
+		return rc;
+	}
+	ports_pin_dir(control_socket, pin_dir, sizeof(pin_dir));
+	snprintf(map_path, sizeof(map_path), "%s/%s", pin_dir, REV_LISTENERS_PIN);
+	if (scan_agent_running(control_socket) && access(map_path, F_OK) == 0) {
+		int fd = bpf_obj_get(map_path);
+		bool walk = o->udp;
+
+		rc = fd < 0 ? -errno : ports_read_map(fd, &ls, &n_ls);
+		if (fd >= 0)
+			close(fd);
+		if (!rc) {
+			/* The map names who called listen(). Only a socket that more than one fd
+			 * references, or whose owner is gone, needs the kernel's fd tables. */
+			struct snap t;
+
+			rc = snapshot_take(&t, SNAP_SOCK_TABLES, pin_dir, err, sizeof(err));
+			for (size_t i = 0; !rc && i < t.n_socks && !walk; i++)
+				walk = t.socks[i].refs > 1;
+			for (size_t i = 0; !rc && i < n_ls && !walk; i++)
+				walk = !pid_alive(ls[i].v.pid);
+			if (!rc && walk) {
+				snapshot_free(&t);
+				rc = snapshot_take(&s, SNAP_SOCK_FDS | SNAP_SOCK_TABLES, pin_dir, err,
+						   sizeof(err));
+			} else if (!rc) {
+				s = t;
+			}
+			if (o->verbose)
+				cli_err("source: the agent's listeners map (%s)%s", map_path,
+					walk ? " and its pinned fd iterator" : "");
+		}
+		if (rc)
+			cli_err("warning: cannot read the agent's map %s: %s; using iterators",
+				map_path, strerror(-rc));
+	}
+	if (!ls || rc) {
+		free(ls);
+		ls = NULL;
+		n_ls = 0;
+		if (o->verbose)
+			cli_err("source: BPF iterators (no agent running for %s)", control_socket);
+		rc = snapshot_take(&s, SNAP_SOCK_FDS | SNAP_SOCK_TABLES, NULL, err, sizeof(err));
+		if (rc) {
+			cli_err("%s", err);
+			return rc;
+		}
+	}
+	rc = scan_merge(ls, n_ls, s.socks, s.n_socks, rows);
+	free(ls);
+	snapshot_free(&s);
+	return rc;
+}
+
+static void scan_usage(FILE *f)
+{
+	fprintf(f, "usage: revenant scan [-c FILE] [--json] [--tcp] [--udp] [-v] [PORT...]\n"
+		   "       revenant --scan [...]\n"
+		   "\n"
+		   "Who owns which port, now: TCP listeners and bound UDP sockets of every network\n"
+		   "namespace, with every process holding each socket. Answers from the running\n"
+		   "agent's kernel map; without an agent from BPF iterators; not root, from /proc\n"
+		   "(with a warning: some owners cannot be seen that way).\n"
+		   "\n"
+		   "  PORT...            only these ports; exit 1 when none of them is in use\n"
+		   "  --json             a JSON array, one object per socket\n"
+		   "  --tcp, --udp       only this protocol (default both)\n"
+		   "  -c, --config FILE  find the agent through this config's control.socket\n"
+		   "  -v, --verbose      say which source answered\n"
+		   "  -h, --help         this help\n");
+}
+
+static int parse_port(const char *s)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+
+	return *s && !*end && v >= 1 && v <= 65535 ? (int)v : -1;
+}
+
+static const char *control_socket_of(const char *config, struct rev_config *cfg, int *rc)
+{
+	*rc = 0;
+	if (config) {
+		*rc = cli_load_config(config, cfg);
+		return *rc ? NULL : cfg->control.socket;
+	}
+	/* Without -c a missing default config is fine: the default socket still finds the agent. */
+	if (access(config_default_path(), F_OK) == 0) {
+		*rc = cli_load_config(NULL, cfg);
+		return *rc ? NULL : cfg->control.socket;
+	}
+	return "/run/revenant/control.sock";
+}
+
+int cmd_scan(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"config", required_argument, NULL, 'c'}, {"json", no_argument, NULL, 'j'},
+		{"tcp", no_argument, NULL, 't'},	  {"udp", no_argument, NULL, 'u'},
+		{"verbose", no_argument, NULL, 'v'},	  {"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	struct scan_opts o = {0};
+	struct rev_config cfg = {0};
+	struct scan_rows rows = {0};
+	const char *sock;
+	char *out;
+	int c, rc;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "c:jtuvh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			o.config = optarg;
+			break;
+		case 'j':
+			o.json = true;
+			break;
+		case 't':
+			o.tcp = true;
+			break;
+		case 'u':
+			o.udp = true;
+			break;
+		case 'v':
+			o.verbose++;
+			break;
+		case 'h':
+			scan_usage(stdout);
+			return EXIT_OK;
+		default:
+			scan_usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (!o.tcp && !o.udp)
+		o.tcp = o.udp = true;
+	o.ports = calloc(argc, sizeof(int));
+	for (int i = optind; i < argc; i++) {
+		int p = parse_port(argv[i]);
+
+		if (p < 0) {
+			cli_err("scan: '%s' is not a port (1..65535)", argv[i]);
+			free(o.ports);
+			return EXIT_USAGE;
+		}
+		o.ports[o.n_ports++] = p;
+	}
+	sock = control_socket_of(o.config, &cfg, &rc);
+	if (rc) {
+		free(o.ports);
+		return rc;
+	}
+	rc = collect_rows(&o, sock, &rows);
+	if (rc) {
+		free(o.ports);
+		config_free(&cfg);
+		return rc == -EPERM ? EXIT_NOT_PERMITTED : EXIT_FAILED;
+	}
+	scan_filter(&rows, o.ports, o.n_ports, o.tcp, o.udp);
+	attribute_services(&rows, sock);
+	out = o.json ? scan_json(&rows) : scan_table(&rows, self_netns());
+	if (out) {
+		fputs(out, stdout);
+		if (o.json)
+			fputc('\n', stdout);
+	}
+	free(out);
+	rc = o.n_ports && !rows.n ? EXIT_FAILED : EXIT_OK;
+	if (rc && !o.json)
+		fprintf(stderr, "revenant: no socket holds %s\n",
+			o.n_ports == 1 ? "that port" : "any of those ports");
+	scan_rows_free(&rows);
+	free(o.ports);
+	config_free(&cfg);
+	return rc;
+}
+
+/* --- zombies --- */
+
+static int proc_zombies(struct snap *s)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+
+	memset(s, 0, sizeof(*s));
+	if (!d)
+		return -errno;
+	while ((de = readdir(d))) {
+		pid_t pid = atoi(de->d_name);
+		struct snap_zombie z = {0}, *p;
+		char path[64], buf[512], *q;
+		int fd;
+		ssize_t n;
+
+		if (pid <= 0 || proc_state(pid) != 'Z')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		buf[n] = 0;
+		q = strrchr(buf, ')');
+		z.type = REV_SNAP_ZOMBIE;
+		z.pid = pid;
+		z.ppid = q ? atoi(q + 4) : 0;
+		z.uid = proc_uid(pid);
+		proc_comm(pid, z.comm, sizeof(z.comm));
+		proc_comm(z.ppid, z.parent_comm, sizeof(z.parent_comm));
+		p = realloc(s->zombies, (s->n_zombies + 1) * sizeof(*p));
+		if (!p)
+			break;
+		s->zombies = p;
+		s->zombies[s->n_zombies++] = z;
+	}
+	closedir(d);
+	return 0;
+}
+
+static void zombies_usage(FILE *f)
+{
+	fprintf(f, "usage: revenant zombies [-c FILE] [--json] [-v]\n"
+		   "\n"
+		   "Every zombie process on the host now: pid, parent, age, and the supervised\n"
+		   "service it belongs to. From the kernel's task list (root), else /proc.\n"
+		   "\n"
+		   "  --json             a JSON array, one object per zombie\n"
+		   "  -c, --config FILE  find the agent (for service names) through this config\n"
+		   "  -v, --verbose      say which source answered\n"
+		   "  -h, --help         this help\n");
+}
+
+int cmd_zombies(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"config", required_argument, NULL, 'c'}, {"json", no_argument, NULL, 'j'},
+		{"verbose", no_argument, NULL, 'v'},	  {"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	const char *config = NULL, *sock;
+	struct rev_config cfg = {0};
+	struct rt_state st = {0};
+	bool json = false, have_state;
+	int c, rc, verbose = 0;
+	char err[512], pin_dir[256], path[4200];
+	struct snap s;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "c:jvh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			config = optarg;
+			break;
+		case 'j':
+			json = true;
+			break;
+		case 'v':
+			verbose++;
+			break;
+		case 'h':
+			zombies_usage(stdout);
+			return EXIT_OK;
+		default:
+			zombies_usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind < argc) {
+		cli_err("zombies: unexpected argument '%s'", argv[optind]);
+		zombies_usage(stderr);
+		return EXIT_USAGE;
+	}
+	sock = control_socket_of(config, &cfg, &rc);
+	if (rc)
+		return rc;
+	if (is_root()) {
+		ports_pin_dir(sock, pin_dir, sizeof(pin_dir));
+		rc = snapshot_take(&s, SNAP_ZOMBIES, scan_agent_running(sock) ? pin_dir : NULL, err,
+				   sizeof(err));
+		if (rc)
+			cli_err("%s", err);
+		else if (verbose)
+			cli_err("source: the kernel's task list (BPF iterator)");
+	} else {
+		cli_err("warning: not root: reading /proc; ages are unknown");
+		rc = proc_zombies(&s);
+	}
+	if (rc) {
+		config_free(&cfg);
+		return EXIT_FAILED;
+	}
+	state_runtime_path(sock, "state.json", path, sizeof(path));
+	have_state = state_read(path, &st) == 0;
+	if (json) {
+		cJSON *arr = cJSON_CreateArray();
+		char *out;
+
+		for (size_t i = 0; i < s.n_zombies; i++) {
+			const struct snap_zombie *z = &s.zombies[i];
+			const char *svc = have_state ? state_service_of(&st, z->ppid) : NULL;
+			cJSON *o = cJSON_CreateObject();
+
+			cJSON_AddNumberToObject(o, "pid", z->pid);
+			cJSON_AddNumberToObject(o, "ppid", z->ppid);
+			cJSON_AddStringToObject(o, "comm", z->comm);
+			cJSON_AddStringToObject(o, "parent_comm", z->parent_comm);
+			if (z->age_ns || is_root())
+				cJSON_AddNumberToObject(o, "age_ms", (double)(z->age_ns / 1000000));
+			else
+				cJSON_AddNullToObject(o, "age_ms");
+			cJSON_AddNumberToObject(o, "uid", z->uid);
+			if (svc)
+				cJSON_AddStringToObject(o, "service", svc);
+			else
+				cJSON_AddNullToObject(o, "service");
+			cJSON_AddItemToArray(arr, o);
+		}
+		out = cJSON_PrintUnformatted(arr);
+		if (out)
+			printf("%s\n", out);
+		free(out);
+		cJSON_Delete(arr);
+	} else {
+		printf("%-8s %-8s %-16s %-16s %-10s %s\n", "PID", "PPID", "COMM", "PARENT", "AGE",
+		       "SERVICE");
+		for (size_t i = 0; i < s.n_zombies; i++) {
+			const struct snap_zombie *z = &s.zombies[i];
+			const char *svc = have_state ? state_service_of(&st, z->ppid) : NULL;
+			char age[32];
+
+			if (is_root())
+				snprintf(age, sizeof(age), "%.1fs", z->age_ns / 1e9);
+			else
+				snprintf(age, sizeof(age), "?");
+			printf("%-8d %-8d %-16s %-16s %-10s %s\n", z->pid, z->ppid, z->comm,
+			       z->parent_comm, age, svc ? svc : "-");
+		}
+	}
+	state_free(&st);
+	snapshot_free(&s);
+	config_free(&cfg);
+	return EXIT_OK;
+}
