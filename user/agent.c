@@ -11,16 +11,19 @@
 #include <sys/epoll.h>
 #include <sys/file.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "agent.h"
 #include "cli.h"
+#include "control.h"
 #include "log.h"
 #include "loop.h"
 #include "ports.h"
 #include "sensor.h"
 #include "snapshot.h"
+#include "supervisor.h"
 #include "util.h"
 #include "zombie.h"
 
@@ -32,6 +35,10 @@ struct agent {
 	struct evlog *log;
 	struct sensor *sensor;
 	struct snap_pins *pins;
+	struct supervisor *sup;
+	struct control *ctl;
+	uint32_t host_netns;
+	bool stopping;
 	char pin_dir[256];
 	struct ztrack *zt;
 	struct loop_timer ztimer;
@@ -52,20 +59,38 @@ static void arm_zombie_timer(struct agent *a)
 		loop_timer_cancel(a->loop, &a->ztimer);
 }
 
-static void emit_zombie(struct agent *a, const struct zrec *z, uint64_t now)
+static void emit_zombie(struct agent *a, struct zrec *z, uint64_t now)
 {
-	cJSON *e = ev_new("zombie", 0);
+	const char *service = NULL, *action;
+	cJSON *e;
 
+	/* A nudged parent had its chance: the second deadline only reports. */
+	if (z->nudged) {
+		action = "report";
+		service = sup_service_of(a->sup, z->ppid);
+	} else {
+		action = sup_on_zombie(a->sup, z, &service);
+	}
+	e = ev_new("zombie", 0);
 	ev_add_num(e, "pid", z->pid);
 	ev_add_num(e, "ppid", z->ppid);
 	ev_add_str(e, "comm", z->comm);
 	ev_add_str(e, "parent_comm", z->parent_comm);
 	ev_add_num(e, "age_ms", (double)((now - z->exit_ns) / 1000000));
-	ev_add_str(e, "service", NULL);
-	ev_add_str(e, "action", "report");
+	ev_add_str(e, "service", service);
+	ev_add_str(e, "action", action);
 	if (z->seeded)
 		ev_add_bool(e, "existing", true);
 	evlog_emit(a->log, e);
+	if (!strcmp(action, "nudge")) {
+		/* Watch it once more: reaped after the nudge, or reported as persisting. */
+		struct zrec again = *z;
+
+		again.nudged = again.announced = true;
+		again.deadline_ns = now + (uint64_t)a->cfg.monitoring.zombie_grace_ms * 1000000ull;
+		ztrack_forget(a->zt, z->pid);
+		ztrack_exit(a->zt, &again);
+	}
 }
 
 static void on_zombie_deadline(struct loop *l, void *ctx)
@@ -110,14 +135,16 @@ static void on_reap_rec(struct agent *a, const struct exit_event *r)
 {
 	struct zrec z;
 
-	if (ztrack_reap(a->zt, r->pid, r->start_ns, &z) == 1) {
+	int rc = ztrack_reap(a->zt, r->pid, r->start_ns, &z);
+
+	if (rc == 1 || (rc == 0 && z.announced)) {
 		cJSON *e = ev_new("zombie_reaped", r->ts_ns);
 
 		ev_add_num(e, "pid", z.pid);
 		ev_add_num(e, "ppid", z.ppid);
 		ev_add_str(e, "comm", z.comm);
 		ev_add_num(e, "age_ms", (double)((r->ts_ns - z.exit_ns) / 1000000));
-		ev_add_str(e, "service", NULL);
+		ev_add_str(e, "service", sup_service_of(a->sup, z.ppid));
 		evlog_emit(a->log, e);
 	}
 }
@@ -189,15 +216,17 @@ static void on_port_rec(struct agent *a, const struct port_event *r)
 	snprintf(comm, sizeof(comm), "%.*s", REV_COMM_LEN, r->comm);
 	if (r->type == REV_EV_COLLISION) {
 		char owner_comm[REV_COMM_LEN + 1];
+		const char *service = NULL, *owner_service = NULL, *action;
 		uint32_t owner;
 
 		find_owner(a, r, &owner, owner_comm, sizeof(owner_comm));
+		action = a->sup ? sup_on_port(a->sup, r, owner, &service, &owner_service) : NULL;
 		e = ev_new("port_collision", r->ts_ns);
 		add_sock_fields(e, r->family, r->proto, r->addr, r->port, r->netns);
 		ev_add_num(e, "pid", r->pid);
 		ev_add_num(e, "ppid", r->ppid);
 		ev_add_str(e, "comm", comm);
-		ev_add_str(e, "service", NULL);
+		ev_add_str(e, "service", service);
 		if (owner) {
 			ev_add_num(e, "owner_pid", owner);
 			ev_add_str(e, "owner_comm", owner_comm);
@@ -205,17 +234,25 @@ static void on_port_rec(struct agent *a, const struct port_event *r)
 			cJSON_AddNullToObject(e, "owner_pid");
 			cJSON_AddNullToObject(e, "owner_comm");
 		}
-		ev_add_str(e, "owner_service", NULL);
+		ev_add_str(e, "owner_service", owner_service);
 		ev_add_str(e, "syscall", r->syscall == REV_SYS_LISTEN ? "listen" : "bind");
-		ev_add_str(e, "action", "report");
-	} else {
-		e = ev_new(r->type == REV_EV_LISTEN ? "port_listen" : "port_release", r->ts_ns);
-		add_sock_fields(e, r->family, r->proto, r->addr, r->port, r->netns);
-		ev_add_num(e, "pid", r->pid);
-		ev_add_str(e, "comm", comm);
-		ev_add_str(e, "service", NULL);
+		ev_add_str(e, "action", action ? action : "report");
+		evlog_emit(a->log, e);
+		return;
 	}
+	e = ev_new(r->type == REV_EV_LISTEN ? "port_listen" : "port_release", r->ts_ns);
+	add_sock_fields(e, r->family, r->proto, r->addr, r->port, r->netns);
+	ev_add_num(e, "pid", r->pid);
+	ev_add_str(e, "comm", comm);
+	ev_add_str(e, "service", sup_service_of(a->sup, r->pid));
 	evlog_emit(a->log, e);
+	/* After the event: a stop waiting for this release may now finish and log its own, and a
+	 * starting service may be probed at once. */
+	if (a->sup) {
+		const char *s1, *s2;
+
+		sup_on_port(a->sup, r, 0, &s1, &s2);
+	}
 }
 
 static void on_record(void *ctx, const void *rec, size_t len)
@@ -253,6 +290,8 @@ static void on_lost(void *ctx, uint64_t lost)
 	evlog_emit(a->log, e);
 }
 
+static void reload(struct agent *a);
+
 static void on_signal(struct loop *l, int fd, uint32_t events, void *ctx)
 {
 	struct agent *a = ctx;
@@ -262,22 +301,71 @@ static void on_signal(struct loop *l, int fd, uint32_t events, void *ctx)
 	while (read(fd, &si, sizeof(si)) == sizeof(si)) {
 		switch (si.ssi_signo) {
 		case SIGTERM:
-			a->stop_reason = "SIGTERM";
-			loop_stop(l, EXIT_OK);
-			break;
 		case SIGINT:
-			a->stop_reason = "SIGINT";
-			loop_stop(l, EXIT_OK);
+			/* First signal: graceful stop of the stack; a second one: no more waiting. */
+			if (!a->stop_reason)
+				a->stop_reason = si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT";
+			if (a->sup) {
+				sup_stop_all(a->sup, a->stopping);
+				a->stopping = true;
+			} else {
+				loop_stop(l, EXIT_OK);
+			}
 			break;
-		case SIGCHLD:
-			/* Not ours to keep: anything that reaches us as a child is reaped now. */
-			while (waitpid(-1, NULL, WNOHANG) > 0)
-				;
+		case SIGHUP:
+			reload(a);
 			break;
+		case SIGCHLD: {
+			/* Services are ours to account for; orphans that re-parented to us (we are a
+			 * subreaper) are reaped at once so none lingers as a zombie. */
+			int status;
+			pid_t pid;
+
+			while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+				if (a->sup)
+					sup_on_reaped(a->sup, pid, status);
+			break;
+		}
 		default:
 			break;
 		}
 	}
+}
+
+/* SIGHUP: validate the file again; what can change live (grace period) is applied, the rest is
+ * reported as needing a restart. A bad file changes nothing. */
+static void reload(struct agent *a)
+{
+	struct rev_config next;
+	char err[1024];
+	cJSON *e = ev_new("agent_reload", 0);
+
+	ev_add_str(e, "config", a->cfg.path);
+	if (config_load(a->cfg.path, &next, err, sizeof(err))) {
+		ev_add_bool(e, "ok", false);
+		ev_add_str(e, "detail", err);
+		cli_err("reload: %s (keeping the running configuration)", err);
+	} else {
+		ev_add_bool(e, "ok", true);
+		if (next.monitoring.zombie_grace_ms != a->cfg.monitoring.zombie_grace_ms) {
+			a->cfg.monitoring.zombie_grace_ms = next.monitoring.zombie_grace_ms;
+			ztrack_set_grace(a->zt, (uint64_t)next.monitoring.zombie_grace_ms * 1000000ull);
+		}
+		a->cfg.monitoring.auto_resolve_conflicts = next.monitoring.auto_resolve_conflicts;
+		ev_add_str(e, "detail", "monitoring settings applied; services, log and control "
+					"settings take effect at the next start of the agent");
+		config_free(&next);
+	}
+	evlog_emit(a->log, e);
+}
+
+static void on_stack_done(void *ctx, int code)
+{
+	struct agent *a = ctx;
+
+	if (code && !a->stop_reason)
+		a->stop_reason = "critical service gave up";
+	loop_stop(a->loop, code);
 }
 
 static void seed(struct agent *a)
@@ -438,6 +526,11 @@ int cmd_run(int argc, char **argv)
 		goto out;
 	}
 	loop_timer_init(&a.ztimer, on_zombie_deadline, &a);
+	{
+		struct stat st;
+
+		a.host_netns = stat("/proc/self/ns/net", &st) ? 0 : (uint32_t)st.st_ino;
+	}
 
 	/* Signals become a signalfd before anything can fork, so children inherit a known mask. */
 	sigemptyset(&mask);
@@ -485,6 +578,25 @@ int cmd_run(int argc, char **argv)
 		evlog_emit(a.log, e);
 	}
 	seed(&a);
+	{
+		struct sup_hooks h = {.log = a.log,
+				      .listeners_fd = sensor_listeners_fd(a.sensor),
+				      .host_netns = a.host_netns,
+				      .stack_done = on_stack_done,
+				      .ctx = &a};
+
+		a.sup = sup_new(a.loop, &a.cfg, &h);
+		if (!a.sup) {
+			cli_err("cannot set up the supervisor: %s", strerror(errno));
+			goto out;
+		}
+		a.ctl = control_open(a.loop, a.cfg.control.socket, a.sup, err, sizeof(err));
+		if (!a.ctl) {
+			cli_err("%s", err);
+			goto out;
+		}
+		sup_start_all(a.sup);
+	}
 	if (a.verbose)
 		cli_err("agent running (pid %d), events in %s", getpid(), a.cfg.log.path);
 
@@ -494,6 +606,8 @@ int cmd_run(int argc, char **argv)
 		a.stop_reason = "error";
 		rc = EXIT_FAILED;
 	}
+	control_close(a.ctl);
+	a.ctl = NULL;
 	snapshot_unpin(a.pins);
 	a.pins = NULL;
 	sensor_stop(a.sensor); /* drains the ring buffer first: nothing queued is lost */
@@ -505,6 +619,9 @@ int cmd_run(int argc, char **argv)
 		evlog_emit(a.log, e);
 	}
 out:
+	control_close(a.ctl);
+	sup_free(a.sup);
+	a.sup = NULL;
 	snapshot_unpin(a.pins);
 	sensor_stop(a.sensor);
 	ztrack_free(a.zt);

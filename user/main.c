@@ -5,6 +5,7 @@
 
 #include "agent.h"
 #include "cli.h"
+#include "ctl.h"
 #include "scan.h"
 
 struct command {
@@ -17,6 +18,13 @@ static const struct command commands[] = {
 	{"run", cmd_run, "run the agent in the foreground (BPF sensor, services, event log)"},
 	{"scan", cmd_scan, "who owns which port now (also: revenant --scan)"},
 	{"zombies", cmd_zombies, "the zombie processes that exist now"},
+	{"status", cmd_status, "services, pids, ports, health and restarts of the running agent"},
+	{"start", cmd_start, "start a service (through the agent)"},
+	{"stop", cmd_stop, "stop a service, or --all (through the agent)"},
+	{"restart", cmd_restart, "restart a service (through the agent)"},
+	{"verify", cmd_verify, "exit 0 when no managed process runs and configured ports are free"},
+	{"cleanup", cmd_cleanup, "nudge zombies' parents, stop what a dead agent left behind"},
+	{"kill-port", cmd_kill_port, "stop the owner of a port (managed, or --force)"},
 };
 
 static void usage(FILE *f)

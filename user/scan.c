@@ -357,7 +357,6 @@ static uint32_t self_netns(void)
 	return stat("/proc/self/ns/net", &st) ? 0 : (uint32_t)st.st_ino;
 }
 
-/* The agent for this control socket holds an exclusive flock on agent.lock while it runs. */
 bool scan_agent_running(const char *control_socket)
 {
 	char path[4200];
@@ -523,15 +522,7 @@ static bool pid_alive(pid_t pid)
 	return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
 }
 
-struct scan_opts {
-	const char *config;
-	bool json, tcp, udp;
-	int verbose;
-	int *ports;
-	size_t n_ports;
-};
-
-static void attribute_services(struct scan_rows *rows, const char *control_socket)
+void scan_attribute_services(struct scan_rows *rows, const char *control_socket)
 {
 	char path[4200];
 	struct rt_state st;
@@ -551,9 +542,7 @@ static void attribute_services(struct scan_rows *rows, const char *control_socke
 	state_free(&st);
 }
 
-/* The rows, from the best source available. */
-static int collect_rows(const struct scan_opts *o, const char *control_socket,
-			struct scan_rows *rows)
+int scan_collect(const char *control_socket, bool udp, int verbose, struct scan_rows *rows)
 {
 	char pin_dir[256], map_path[320], err[512];
 	struct listener *ls = NULL;
@@ -575,7 +564,7 @@ static int collect_rows(const struct scan_opts *o, const char *control_socket,
 	snprintf(map_path, sizeof(map_path), "%s/%s", pin_dir, REV_LISTENERS_PIN);
 	if (scan_agent_running(control_socket) && access(map_path, F_OK) == 0) {
 		int fd = bpf_obj_get(map_path);
-		bool walk = o->udp;
+		bool walk = udp;
 
 		rc = fd < 0 ? -errno : ports_read_map(fd, &ls, &n_ls);
 		if (fd >= 0)
@@ -597,7 +586,7 @@ static int collect_rows(const struct scan_opts *o, const char *control_socket,
 			} else if (!rc) {
 				s = t;
 			}
-			if (o->verbose)
+			if (verbose)
 				cli_err("source: the agent's listeners map (%s)%s", map_path,
 					walk ? " and its pinned fd iterator" : "");
 		}
@@ -609,7 +598,7 @@ static int collect_rows(const struct scan_opts *o, const char *control_socket,
 		free(ls);
 		ls = NULL;
 		n_ls = 0;
-		if (o->verbose)
+		if (verbose)
 			cli_err("source: BPF iterators (no agent running for %s)", control_socket);
 		rc = snapshot_take(&s, SNAP_SOCK_FDS | SNAP_SOCK_TABLES, NULL, err, sizeof(err));
 		if (rc) {
@@ -622,6 +611,14 @@ static int collect_rows(const struct scan_opts *o, const char *control_socket,
 	snapshot_free(&s);
 	return rc;
 }
+
+struct scan_opts {
+	const char *config;
+	bool json, tcp, udp;
+	int verbose;
+	int *ports;
+	size_t n_ports;
+};
 
 static void scan_usage(FILE *f)
 {
@@ -649,7 +646,7 @@ static int parse_port(const char *s)
 	return *s && !*end && v >= 1 && v <= 65535 ? (int)v : -1;
 }
 
-static const char *control_socket_of(const char *config, struct rev_config *cfg, int *rc)
+const char *scan_control_socket(const char *config, struct rev_config *cfg, int *rc)
 {
 	*rc = 0;
 	if (config) {
@@ -718,19 +715,19 @@ int cmd_scan(int argc, char **argv)
 		}
 		o.ports[o.n_ports++] = p;
 	}
-	sock = control_socket_of(o.config, &cfg, &rc);
+	sock = scan_control_socket(o.config, &cfg, &rc);
 	if (rc) {
 		free(o.ports);
 		return rc;
 	}
-	rc = collect_rows(&o, sock, &rows);
+	rc = scan_collect(sock, o.udp, o.verbose, &rows);
 	if (rc) {
 		free(o.ports);
 		config_free(&cfg);
 		return rc == -EPERM ? EXIT_NOT_PERMITTED : EXIT_FAILED;
 	}
 	scan_filter(&rows, o.ports, o.n_ports, o.tcp, o.udp);
-	attribute_services(&rows, sock);
+	scan_attribute_services(&rows, sock);
 	out = o.json ? scan_json(&rows) : scan_table(&rows, self_netns());
 	if (out) {
 		fputs(out, stdout);
@@ -846,7 +843,7 @@ int cmd_zombies(int argc, char **argv)
 		zombies_usage(stderr);
 		return EXIT_USAGE;
 	}
-	sock = control_socket_of(config, &cfg, &rc);
+	sock = scan_control_socket(config, &cfg, &rc);
 	if (rc)
 		return rc;
 	if (is_root()) {

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "config.h"
 #include "ports.h"
 #include "snapshot.h"
 
@@ -48,6 +49,17 @@ void scan_filter(struct scan_rows *r, const int *ports, size_t n_ports, bool tcp
 /* Output: a table, or a JSON array (DESIGN.md's fields). The returned string is malloc'd. */
 char *scan_table(const struct scan_rows *r, uint32_t host_netns);
 char *scan_json(const struct scan_rows *r);
+
+/* The rows, from the best source available (see the file comment). With udp false and an agent
+ * running, TCP listeners come from its map alone. 0 or -errno (message printed). */
+int scan_collect(const char *control_socket, bool udp, int verbose, struct scan_rows *rows);
+/* Fill row->service from the agent's runtime state file. */
+void scan_attribute_services(struct scan_rows *rows, const char *control_socket);
+/* The agent for this control socket holds an exclusive flock on agent.lock while it runs. */
+bool scan_agent_running(const char *control_socket);
+/* The control socket to use: from -c FILE, else the default config if present, else the
+ * default path. *rc is EXIT_USAGE when the given config is bad. */
+const char *scan_control_socket(const char *config, struct rev_config *cfg, int *rc);
 
 int cmd_scan(int argc, char **argv);
 int cmd_zombies(int argc, char **argv);

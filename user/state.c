@@ -58,7 +58,7 @@ int state_write(const char *path, const struct rt_state *st)
 	cJSON_AddNumberToObject(root, "agent_pid", st->agent_pid);
 	svcs = cJSON_AddObjectToObject(root, "services");
 	for (size_t i = 0; i < st->n; i++) {
-		const struct svc_state *s = &st->svcs[i];
+		const struct svc_record *s = &st->svcs[i];
 		cJSON *o = cJSON_AddObjectToObject(svcs, s->name);
 
 		cJSON_AddNumberToObject(o, "pid", s->pid);
@@ -133,7 +133,7 @@ int state_read(const char *path, struct rt_state *st)
 	}
 	cJSON_ArrayForEach(it, svcs)
 	{
-		struct svc_state *s = &st->svcs[st->n++];
+		struct svc_record *s = &st->svcs[st->n++];
 
 		snprintf(s->name, sizeof(s->name), "%s", it->string ? it->string : "");
 		s->pid = num(it, "pid");

@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-struct svc_state {
+struct svc_record {
 	char name[65];
 	pid_t pid;
 	pid_t pgid;
@@ -22,7 +22,7 @@ struct svc_state {
 
 struct rt_state {
 	pid_t agent_pid;
-	struct svc_state *svcs;
+	struct svc_record *svcs;
 	size_t n;
 };
 

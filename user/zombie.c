@@ -224,3 +224,8 @@ uint64_t ztrack_next_deadline(struct ztrack *t)
 	}
 	return 0;
 }
+
+void ztrack_set_grace(struct ztrack *t, uint64_t grace_ns)
+{
+	t->grace_ns = grace_ns;
+}

@@ -20,6 +20,8 @@ struct zrec {
 	uint32_t uid;
 	bool reported;
 	bool seeded; /* found by the start-up snapshot: exit time is an estimate */
+	bool nudged;	/* its parent got SIGCHLD; the next deadline reports it as persisting */
+	bool announced; /* a zombie event was logged: its reap gets a zombie_reaped */
 	char comm[16];
 	char parent_comm[16];
 };
@@ -48,6 +50,8 @@ uint64_t ztrack_next_deadline(struct ztrack *t);
 void ztrack_forget(struct ztrack *t, pid_t pid);
 
 size_t ztrack_count(const struct ztrack *t);
+/* New grace period, for exits from now on. */
+void ztrack_set_grace(struct ztrack *t, uint64_t grace_ns);
 const struct zrec *ztrack_find(const struct ztrack *t, pid_t pid);
 
 #endif

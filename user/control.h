@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: MIT */
+/* The control socket: AF_UNIX SOCK_SEQPACKET at control.socket, mode 0600, root peers only
+ * (SO_PEERCRED on every request). One JSON request, one JSON response, each one message. */
+#ifndef REVENANT_CONTROL_H
+#define REVENANT_CONTROL_H
+
+#include <stddef.h>
+#include <cjson/cJSON.h>
+
+#include "loop.h"
+#include "supervisor.h"
+
+#define CONTROL_MAX_MSG 65536
+
+struct control;
+
+struct control *control_open(struct loop *l, const char *path, struct supervisor *sup, char *err,
+			     size_t errlen);
+void control_close(struct control *c);
+
+/* Parse one request message: an object with a string "cmd". NULL and a message in err when it is
+ * not one. (The fuzzer's entry point.) */
+cJSON *control_parse_request(const char *buf, size_t len, char *err, size_t errlen);
+
+/* Client: send req to the agent at path, wait up to timeout_ms for the response.
+ * -ENOENT/-ECONNREFUSED: no agent; -EACCES: not permitted; -ETIMEDOUT. */
+int control_call(const char *path, const cJSON *req, int timeout_ms, cJSON **resp);
+
+#endif
