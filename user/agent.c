@@ -27,7 +27,7 @@
 #include "util.h"
 #include "zombie.h"
 
-#define ZOMBIE_TABLE_MAX (1u << 20)
+#define ZOMBIE_TABLE_MAX (1u << 18) /* exited, unreaped processes tracked at once: ~40 MiB at worst */
 
 struct agent {
 	struct rev_config cfg;
@@ -265,7 +265,8 @@ static void on_record(void *ctx, const void *rec, size_t len)
 	memcpy(&type, rec, sizeof(type));
 	switch (type) {
 	case REV_EV_EXIT:
-		if (len >= sizeof(struct exit_event))
+		/* monitoring.enabled false: no zombie watch; ports stay watched for supervision */
+		if (len >= sizeof(struct exit_event) && a->cfg.monitoring.enabled)
 			on_exit_rec(a, rec);
 		break;
 	case REV_EV_REAP:

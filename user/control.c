@@ -40,10 +40,18 @@ cJSON *control_parse_request(const char *buf, size_t len, char *err, size_t errl
 		snprintf(err, errlen, "request of %zu bytes (1..%d allowed)", len, CONTROL_MAX_MSG - 1);
 		return NULL;
 	}
-	req = cJSON_ParseWithLength(buf, len);
-	if (!req) {
-		snprintf(err, errlen, "request is not valid JSON");
-		return NULL;
+	{
+		const char *end = NULL;
+
+		req = cJSON_ParseWithLengthOpts(buf, len, &end, false);
+		while (req && end < buf + len && (*end == ' ' || *end == '\t' || *end == '\r' ||
+						  *end == '\n'))
+			end++;
+		if (!req || end != buf + len) {
+			cJSON_Delete(req);
+			snprintf(err, errlen, "request is not valid JSON (one JSON object per message)");
+			return NULL;
+		}
 	}
 	cmd = cJSON_GetObjectItemCaseSensitive(req, "cmd");
 	if (!cJSON_IsObject(req) || !cJSON_IsString(cmd)) {
@@ -265,14 +273,16 @@ int control_call(const char *path, const cJSON *req, int timeout_ms, cJSON **res
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
 	memcpy(sa.sun_path, path, strlen(path) + 1);
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
-		rc = -errno;
+		/* AF_UNIX reports a full backlog as EAGAIN at once: the agent is not accepting. */
+		rc = errno == EAGAIN ? -ETIMEDOUT : -errno;
 		close(fd);
 		return rc;
 	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 	msg = cJSON_PrintUnformatted(req);
 	if (!msg || send(fd, msg, strlen(msg), MSG_NOSIGNAL) < 0)
 		rc = msg ? -errno : -ENOMEM;

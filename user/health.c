@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* Health probes as small state machines in the loop: connect, (send GET, read status line), done.
  * Nothing blocks; a timer bounds every probe by timeout_ms. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,18 +28,18 @@ struct probe {
 	size_t resp_len;
 };
 
+/* "HTTP/1.x NNN" followed by a space, CR, LF or the end: exactly, nothing looser. */
 int probe_http_status(const char *buf, size_t len)
 {
-	int code = -1;
-	char tmp[64];
-
-	if (len < 12 || strncmp(buf, "HTTP/1.", 7))
+	if (len < 12 || strncmp(buf, "HTTP/1.", 7) || !isdigit((unsigned char)buf[7]) ||
+	    buf[8] != ' ')
 		return -1;
-	memcpy(tmp, buf, len < sizeof(tmp) - 1 ? len : sizeof(tmp) - 1);
-	tmp[len < sizeof(tmp) - 1 ? len : sizeof(tmp) - 1] = 0;
-	if (sscanf(tmp, "HTTP/1.%*d %3d", &code) != 1)
+	for (int i = 9; i < 12; i++)
+		if (!isdigit((unsigned char)buf[i]))
+			return -1;
+	if (len > 12 && buf[12] != ' ' && buf[12] != '\r' && buf[12] != '\n')
 		return -1;
-	return code;
+	return (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
 }
 
 static void finish(struct probe *p, bool ok, const char *detail)

@@ -27,8 +27,8 @@ extern char **environ;
 #define BACKOFF_MAX_MS 30000u
 #define STABLE_RUN_MS 10000u	 /* a run this long (and healthy) resets the restart count */
 #define KILL_GRACE_MS 5000u	 /* after SIGKILL, how long to wait for the exit */
-#define RELEASE_GRACE_MS 2000u
-#define STARTUP_MS 30000u /* without health.grace_ms: how long a service may take to answer */ /* after the exit, how long to wait for the kernel's port_release */
+#define RELEASE_GRACE_MS 2000u /* after the exit, how long to wait for the kernel's port_release */
+#define STARTUP_MS 30000u /* without health.grace_ms: how long a service may take to answer */
 
 struct pending_reply {
 	sup_reply_fn fn;
@@ -62,6 +62,9 @@ struct service {
 	/* a leftover of ours from a previous agent, stopped before we start */
 	pid_t leftover_pid;
 	int leftover_pidfd;
+	uint64_t leftover_ticks;
+	bool stop_requested; /* a stop came while clearing: stay down once the leftover is gone */
+	char give_up_reason[160]; /* set while stopping: give up once the process is gone */
 	char cgroup[256];
 };
 
@@ -129,13 +132,8 @@ int sup_choose_port(const struct rev_config *cfg, int svc, const struct port_pro
 	reason[0] = 0;
 	if (!p || !p->owner || p->own)
 		return sc->port; /* free, or held by our own leftover, which is stopped first */
-	if (!cfg->conflict.preserve_external_processes) {
-		snprintf(reason, reason_len,
-			 "port %d is held by pid %d; preserve_external_processes is false but "
-			 "revenant still does not kill foreign processes on its own: use "
-			 "'revenant kill-port %d --force'",
-			 sc->port, p->owner, sc->port);
-	}
+	/* Foreign owners are never signalled here, whatever preserve_external_processes says:
+	 * `revenant kill-port --force` is the one explicit way. */
 	if (!migrate) {
 		snprintf(reason, reason_len,
 			 "port %d is held by pid %d, a process revenant does not manage, and port "
@@ -224,9 +222,10 @@ static void write_state(struct supervisor *s)
 		const struct service *v = &s->svcs[i];
 
 		snprintf(arr[i].name, sizeof(arr[i].name), "%s", v->cfg->name);
-		arr[i].pid = v->pid;
+		/* A leftover still being stopped stays on record, so a crash now loses nothing. */
+		arr[i].pid = v->pid ? v->pid : v->leftover_pid;
 		arr[i].pgid = v->pgid;
-		arr[i].start_ticks = v->start_ticks;
+		arr[i].start_ticks = v->pid ? v->start_ticks : v->leftover_ticks;
 		arr[i].port = v->port ? v->port : v->cfg->port;
 		arr[i].restarts = v->total_restarts;
 		snprintf(arr[i].state, sizeof(arr[i].state), "%s", svc_state_name(v->state));
@@ -269,9 +268,13 @@ static void reply_pending(struct service *v, bool stopped)
 
 	while (*pp) {
 		struct pending_reply *r = *pp;
-		bool fire = stopped ? r->until == SE_STOP
+		/* A start that ends in STOPPED was overtaken by a stop: answer it too. */
+		bool fire = stopped ? r->until == SE_STOP ||
+					  (r->until == SE_START && v->state == SVC_STOPPED &&
+					   !v->restart_after_stop)
 				    : r->until == SE_START &&
 					      (v->state == SVC_RUNNING || v->state == SVC_FAILED);
+		bool ok = v->state != SVC_FAILED && !(r->until == SE_START && v->state == SVC_STOPPED);
 
 		if (!fire) {
 			pp = &r->next;
@@ -281,13 +284,16 @@ static void reply_pending(struct service *v, bool stopped)
 		{
 			cJSON *resp = cJSON_CreateObject();
 
-			cJSON_AddBoolToObject(resp, "ok", v->state != SVC_FAILED);
+			cJSON_AddBoolToObject(resp, "ok", ok);
 			cJSON_AddStringToObject(resp, "service", v->cfg->name);
 			cJSON_AddStringToObject(resp, "state", svc_state_name(v->state));
 			if (v->pid)
 				cJSON_AddNumberToObject(resp, "pid", v->pid);
 			if (v->state == SVC_FAILED)
 				cJSON_AddStringToObject(resp, "error", "the service failed to start");
+			else if (!ok)
+				cJSON_AddStringToObject(resp, "error",
+							"a stop came before the service was running");
 			r->fn(r->ctx, resp);
 		}
 		free(r);
@@ -775,13 +781,13 @@ static void act_stop(struct service *v)
 
 static void act_restart_unhealthy(struct service *v)
 {
-	char reason[160];
-
 	if (v->restarts >= v->cfg->max_restarts) {
-		snprintf(reason, sizeof(reason), "unhealthy after %d restarts in a row (max_restarts %d)",
-			 v->restarts, v->cfg->max_restarts);
+		/* Give up once it is gone: FAILED ignores EXIT, so giving up now would drop the
+		 * SIGKILL escalation and leave the pidfd and pid behind. */
+		snprintf(v->give_up_reason, sizeof(v->give_up_reason),
+			 "unhealthy after %d restarts in a row (max_restarts %d)", v->restarts,
+			 v->cfg->max_restarts);
 		begin_stop(v, false);
-		give_up(v, reason);
 		return;
 	}
 	v->restarts++;
@@ -888,7 +894,18 @@ static void finish_stop(struct service *v)
 {
 	loop_timer_cancel(v->sup->loop, &v->timer);
 	v->exited = false;
+	if (v->give_up_reason[0] && !v->restart_after_stop) {
+		char why[sizeof(v->give_up_reason)];
+
+		snprintf(why, sizeof(why), "%s", v->give_up_reason);
+		v->give_up_reason[0] = 0;
+		give_up(v, why);
+		return;
+	}
+	v->give_up_reason[0] = 0;
 	if (v->restart_after_stop && !v->sup->stopping_all) {
+		/* The stop did complete: its callers are answered before the start begins. */
+		set_state(v, SVC_STOPPED);
 		v->restart_after_stop = false;
 		try_start(v);
 		return;
@@ -942,7 +959,37 @@ static void act_cleared(struct service *v)
 	}
 	v->leftover_pidfd = -1;
 	v->leftover_pid = 0;
+	v->leftover_ticks = 0;
+	if (v->stop_requested) {
+		v->stop_requested = false;
+		set_state(v, SVC_STOPPED);
+		check_stack(v->sup);
+		return;
+	}
 	try_start(v);
+}
+
+static void act_clearing_stop(struct service *v)
+{
+	/* The leftover is being stopped already (with escalation): let that finish. */
+	v->stop_requested = true;
+}
+
+static void act_clearing_start(struct service *v)
+{
+	v->stop_requested = false;
+}
+
+/* Stopping already: a stop cancels the restart that may follow, a start asks for one. */
+static void act_stopping_stop(struct service *v)
+{
+	v->restart_after_stop = false;
+}
+
+static void act_stopping_start(struct service *v)
+{
+	v->restarts = 0;
+	v->restart_after_stop = true;
 }
 
 static void act_release_done(struct service *v)
@@ -963,7 +1010,8 @@ static const svc_action on[SVC_NSTATES][SVC_NEVENTS] = {
 	[SVC_WAITING] = {[SE_DEPS_READY] = try_start, [SE_STOP] = act_cancel},
 	[SVC_CLEARING] = {[SE_CLEARED] = act_cleared,
 			  [SE_TIMER] = act_clear_timer,
-			  [SE_STOP] = act_cancel},
+			  [SE_STOP] = act_clearing_stop,
+			  [SE_START] = act_clearing_start},
 	[SVC_STARTING] = {[SE_HEALTHY] = act_running,
 			  [SE_UNHEALTHY] = act_restart_unhealthy,
 			  [SE_EXIT] = act_exited,
@@ -973,11 +1021,46 @@ static const svc_action on[SVC_NSTATES][SVC_NEVENTS] = {
 			 [SE_EXIT] = act_exited,
 			 [SE_STOP] = act_stop,
 			 [SE_COLLISION] = act_collision},
-	[SVC_STOPPING] = {[SE_EXIT] = act_stopped_exit,
+	[SVC_STOPPING] = {[SE_STOP] = act_stopping_stop,
+			  [SE_START] = act_stopping_start,
+			  [SE_EXIT] = act_stopped_exit,
 			  [SE_TIMER] = act_stop_timer,
 			  [SE_CLEARED] = act_release_done},
 	[SVC_BACKOFF] = {[SE_TIMER] = try_start, [SE_STOP] = act_cancel},
 };
+
+const char *sup_action_name(enum svc_state s, enum svc_event e)
+{
+	static const struct {
+		svc_action fn;
+		const char *name;
+	} names[] = {
+		{act_start, "start"},
+		{try_start, "try_start"},
+		{act_cancel, "cancel"},
+		{act_cleared, "cleared"},
+		{act_clear_timer, "clear_timer"},
+		{act_running, "running"},
+		{act_restart_unhealthy, "restart_unhealthy"},
+		{act_exited, "exited"},
+		{act_stop, "stop"},
+		{act_collision, "collision"},
+		{act_stopped_exit, "stopped_exit"},
+		{act_stop_timer, "stop_timer"},
+		{act_release_done, "release_done"},
+		{act_stopping_stop, "stopping_stop"},
+		{act_stopping_start, "stopping_start"},
+		{act_clearing_stop, "clearing_stop"},
+		{act_clearing_start, "clearing_start"},
+	};
+
+	if (s >= SVC_NSTATES || e >= SVC_NEVENTS || !on[s][e])
+		return NULL;
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+		if (names[i].fn == on[s][e])
+			return names[i].name;
+	return "?";
+}
 
 static void dispatch(struct service *v, enum svc_event ev)
 {
@@ -1089,6 +1172,7 @@ static void find_leftovers(struct supervisor *s)
 			continue;
 		v = &s->svcs[c - s->cfg->services];
 		v->leftover_pid = o->pid;
+		v->leftover_ticks = o->start_ticks;
 		v->leftover_pidfd = pidfd_open_pid(o->pid);
 		v->pgid = o->pgid; /* until we start our own, its group is this service's */
 		{
@@ -1253,6 +1337,10 @@ const char *sup_on_port(struct supervisor *s, const struct port_event *e, pid_t 
 		int port;
 
 		probes[n++] = (struct port_probe){.port = e->port, .owner = owner ? owner : 1};
+		/* Running on an alternative: the configured port is a candidate only if free now. */
+		if (e->port != v->cfg->port)
+			probes[n++] = (struct port_probe){
+			    .port = v->cfg->port, .owner = port_owner(s, v->cfg->port)};
 		for (int i = 0; i < v->cfg->n_alt && n < 65; i++)
 			probes[n++] = (struct port_probe){.port = v->cfg->alt_ports[i],
 							  .owner = port_owner(s, v->cfg->alt_ports[i])};
@@ -1462,7 +1550,8 @@ cJSON *sup_control(struct supervisor *s, const cJSON *req, sup_reply_fn reply, v
 		if (v->state == SVC_RUNNING)
 			return status_json(s);
 		add_reply(v, SE_START, reply, ctx);
-		if (v->state == SVC_STOPPED || v->state == SVC_FAILED)
+		if (v->state == SVC_STOPPED || v->state == SVC_FAILED || v->state == SVC_STOPPING ||
+		    v->state == SVC_CLEARING)
 			dispatch(v, SE_START);
 		return NULL;
 	}
@@ -1471,7 +1560,7 @@ cJSON *sup_control(struct supervisor *s, const cJSON *req, sup_reply_fn reply, v
 	if (v->state == SVC_RUNNING || v->state == SVC_STARTING) {
 		v->restarts = 0;
 		begin_stop(v, true);
-	} else if (v->state == SVC_STOPPED || v->state == SVC_FAILED) {
+	} else if (v->state == SVC_STOPPED || v->state == SVC_FAILED || v->state == SVC_STOPPING) {
 		dispatch(v, SE_START);
 	}
 	return NULL;

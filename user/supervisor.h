@@ -42,6 +42,8 @@ enum svc_event {
 };
 
 const char *svc_state_name(enum svc_state s);
+/* The name of the action the table runs for (state, event), or NULL when it ignores it. */
+const char *sup_action_name(enum svc_state s, enum svc_event e);
 
 /* Restart accounting: the delay before restart `attempt` (1-based): 250 ms doubling, 30 s cap. */
 unsigned sup_backoff_ms(int attempt);
