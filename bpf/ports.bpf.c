@@ -13,6 +13,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* memory for the listeners there are, not 64k */
 	__uint(max_entries, REV_MAX_LISTENERS);
 	__type(key, struct listener_key);
 	__type(value, struct listener_val);

@@ -4,6 +4,7 @@
  * probe health, back off, migrate ports and report. Children are reaped by the agent's SIGCHLD
  * handler, which hands us their status. */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -1132,6 +1133,43 @@ static void check_stack(struct supervisor *s)
 
 /* ---- public ---- */
 
+/* revenant-PID directories of agents that died without cleaning up: removed once empty (rmdir
+ * fails on a cgroup that still has processes or children, which is the check we want). */
+static void remove_stale_cgroups(const char *root)
+{
+	DIR *d = opendir(root);
+	struct dirent *de;
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		char path[512];
+		pid_t pid;
+		DIR *sub;
+		struct dirent *se;
+
+		if (strncmp(de->d_name, "revenant-", 9))
+			continue;
+		pid = atoi(de->d_name + 9);
+		if (pid <= 0 || pid == getpid() || kill(pid, 0) == 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", root, de->d_name);
+		sub = opendir(path);
+		while (sub && (se = readdir(sub))) {
+			char child[800];
+
+			if (se->d_type != DT_DIR || se->d_name[0] == '.')
+				continue;
+			snprintf(child, sizeof(child), "%s/%s", path, se->d_name);
+			rmdir(child);
+		}
+		if (sub)
+			closedir(sub);
+		rmdir(path);
+	}
+	closedir(d);
+}
+
 static void find_cgroup_root(struct supervisor *s)
 {
 	static const char *roots[] = {"/sys/fs/cgroup/unified", "/sys/fs/cgroup"};
@@ -1142,6 +1180,7 @@ static void find_cgroup_root(struct supervisor *s)
 		snprintf(probe, sizeof(probe), "%s/cgroup.procs", roots[i]);
 		if (access(probe, W_OK))
 			continue;
+		remove_stale_cgroups(roots[i]);
 		snprintf(s->cgroup_root, sizeof(s->cgroup_root), "%s/revenant-%d", roots[i],
 			 getpid());
 		if (mkdir(s->cgroup_root, 0755) == 0)

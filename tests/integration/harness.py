@@ -169,6 +169,41 @@ class Agent:
         except AssertionError:
             pass
         self.ino.close()
+        self.remove_pins()
+
+    def agent_running(self):
+        """Some agent holds this config's lock (agent.lock beside the control socket)."""
+        import fcntl
+        lock = os.path.join(os.path.dirname(self.config["control"]["socket"]), "agent.lock")
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    def remove_pins(self):
+        """An agent killed with -9 leaves its pins (kernel memory) behind: a test that did that
+        removes them, only ever inside this agent's own pin directory."""
+        for e in self.events:
+            pin = e.get("pin") if e.get("type") == "agent_start" else None
+            if not pin or not os.path.basename(pin).startswith("revenant-"):
+                continue
+            if self.proc is not None and self.proc.poll() is None:
+                continue
+            if self.agent_running():
+                continue  # another agent on this config (a restart) owns them now
+            try:
+                for name in os.listdir(pin):
+                    os.unlink(os.path.join(pin, name))
+                os.rmdir(pin)
+            except FileNotFoundError:
+                pass
 
 
 def spawn(code, *args):
@@ -217,3 +252,47 @@ def run_tests(tests):
             traceback.print_exc()
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(1 if failed else 0)
+
+
+def pid_alive(pid):
+    """True while pid exists (a zombie counts: it is not reaped yet)."""
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def group_alive(pgid):
+    """True while any process is in process group pgid."""
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def wait_exit(pid, timeout):
+    """Wait on a pidfd until pid has exited (zombie or gone); False at the deadline."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        r, _, _ = select.select([fd], [], [], timeout)
+        return bool(r)
+    finally:
+        os.close(fd)
+
+
+def port_bindable(port, addr="127.0.0.1"):
+    """True when a TCP socket (SO_REUSEADDR, as servers use) can bind addr:port now."""
+    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((addr, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
