@@ -101,6 +101,10 @@ int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int
 		return 0;
 	if (read_sock_id(sk, &id) || id.proto != REV_PROTO_TCP)
 		return 0;
+	/* Leaving LISTEN, tcp_set_state() has already released a port the kernel chose (bind to
+	 * port 0 or none: no SOCK_BINDPORT_LOCK), so inet_num reads 0; inet_sport still holds it. */
+	if (newstate != TCP_LISTEN_STATE && !id.port)
+		id.port = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
 	key_of(&k, sk, &id);
 
 	if (newstate == TCP_LISTEN_STATE) {
@@ -219,6 +223,22 @@ static __always_inline int finish_call(long ret)
 		/* listen() succeeded: confirm the entry the state tracepoint made, once. */
 		key_of(&k, sk, &id);
 		v = bpf_map_lookup_elem(&listeners, &k);
+		if (!v) {
+			/* listen() without bind() picks the port after the LISTEN tracepoint: the
+			 * entry was made under port 0. Move it under the real one. */
+			struct listener_key k0 = k;
+			struct listener_val *v0;
+
+			k0.port = 0;
+			v0 = bpf_map_lookup_elem(&listeners, &k0);
+			if (v0) {
+				struct listener_val nv = *v0;
+
+				bpf_map_delete_elem(&listeners, &k0);
+				bpf_map_update_elem(&listeners, &k, &nv, BPF_ANY);
+				v = bpf_map_lookup_elem(&listeners, &k);
+			}
+		}
 		if (v && !v->confirmed) {
 			v->confirmed = 1;
 			v->file = (__u64)file;

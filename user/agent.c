@@ -565,6 +565,8 @@ int cmd_run(int argc, char **argv)
 	if (!a.pins)
 		cli_err("warning: %s; scan will load its own iterators", err);
 
+	/* Seed before announcing: a `scan` that waited for agent_start must see older listeners. */
+	seed(&a);
 	{
 		cJSON *e = ev_new("agent_start", 0);
 		cJSON *m = cJSON_AddArrayToObject(e, "mounted");
@@ -578,7 +580,6 @@ int cmd_run(int argc, char **argv)
 			cJSON_AddItemToArray(m, cJSON_CreateString(t));
 		evlog_emit(a.log, e);
 	}
-	seed(&a);
 	{
 		struct sup_hooks h = {.log = a.log,
 				      .listeners_fd = sensor_listeners_fd(a.sensor),

@@ -235,14 +235,22 @@ static const char *state_name(const struct scan_row *row)
 	return row->state == TCP_LISTEN ? "listen" : "bound";
 }
 
+/* getpwuid() reads /etc/passwd on every call: remember the last answer (rows share a few uids). */
 static void user_name(uint32_t uid, char *buf, size_t len)
 {
-	struct passwd *pw = getpwuid(uid);
+	static uint32_t last_uid = (uint32_t)-1;
+	static char last[64];
 
-	if (pw)
-		snprintf(buf, len, "%s", pw->pw_name);
-	else
-		snprintf(buf, len, "%u", uid);
+	if (uid != last_uid) {
+		struct passwd *pw = getpwuid(uid);
+
+		if (pw)
+			snprintf(last, sizeof(last), "%s", pw->pw_name);
+		else
+			snprintf(last, sizeof(last), "%u", uid);
+		last_uid = uid;
+	}
+	snprintf(buf, len, "%s", last);
 }
 
 char *scan_json(const struct scan_rows *r)
@@ -548,6 +556,7 @@ int scan_collect(const char *control_socket, bool udp, int verbose, struct scan_
 	struct listener *ls = NULL;
 	struct snap s = {0};
 	size_t n_ls = 0;
+	bool from_map = false;
 	int rc = 0;
 
 	if (!is_root()) {
@@ -572,11 +581,15 @@ int scan_collect(const char *control_socket, bool udp, int verbose, struct scan_
 		if (!rc) {
 			/* The map names who called listen(). Only a socket that more than one fd
 			 * references, or whose owner is gone, needs the kernel's fd tables. */
+			uint32_t here = self_netns();
 			struct snap t;
 
 			rc = snapshot_take(&t, SNAP_SOCK_TABLES, pin_dir, err, sizeof(err));
 			for (size_t i = 0; !rc && i < t.n_socks && !walk; i++)
 				walk = t.socks[i].refs > 1;
+			/* The tables are this netns's only: elsewhere a shared socket goes unseen. */
+			for (size_t i = 0; !rc && i < n_ls && !walk; i++)
+				walk = ls[i].k.netns != here;
 			for (size_t i = 0; !rc && i < n_ls && !walk; i++)
 				walk = !pid_alive(ls[i].v.pid);
 			if (!rc && walk) {
@@ -589,12 +602,13 @@ int scan_collect(const char *control_socket, bool udp, int verbose, struct scan_
 			if (verbose)
 				cli_err("source: the agent's listeners map (%s)%s", map_path,
 					walk ? " and its pinned fd iterator" : "");
+			from_map = !rc;
 		}
 		if (rc)
 			cli_err("warning: cannot read the agent's map %s: %s; using iterators",
 				map_path, strerror(-rc));
 	}
-	if (!ls || rc) {
+	if (!from_map) {
 		free(ls);
 		ls = NULL;
 		n_ls = 0;

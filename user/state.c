@@ -18,7 +18,7 @@ void state_runtime_path(const char *control_socket, const char *name, char *buf,
 	if (!slash)
 		control_socket = ".";
 	else if (dirlen == 0)
-		dirlen = 1;
+		control_socket = ""; /* a socket in / : "/NAME", not "//NAME" */
 	snprintf(buf, len, "%.*s/%s", dirlen, control_socket, name);
 }
 
@@ -162,7 +162,7 @@ const char *state_service_of(const struct rt_state *st, pid_t pid)
 {
 	pid_t pgid;
 
-	if (!st || pid <= 0)
+	if (!st || pid <= 0 || !st->n)
 		return NULL;
 	for (size_t i = 0; i < st->n; i++)
 		if (st->svcs[i].pid == pid)

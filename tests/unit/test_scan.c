@@ -1,0 +1,535 @@
+// SPDX-License-Identifier: MIT
+/* `revenant scan` merging (fd rows, map entries, table rows → one row per socket), filtering, the
+ * table and JSON output; and the runtime state file that attributes pids to services. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pwd.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <cmocka.h>
+
+#include "scan.h"
+#include "state.h"
+
+#define NETNS 4026531840u
+
+static void set_addr(uint8_t *dst, uint8_t *family, const char *addr)
+{
+	memset(dst, 0, REV_ADDR_LEN);
+	*family = strchr(addr, ':') ? REV_AF_INET6 : REV_AF_INET;
+	assert_int_equal(inet_pton(*family == REV_AF_INET6 ? AF_INET6 : AF_INET, addr, dst), 1);
+}
+
+/* A row of iter/task_file: pid holds socket sk through fd. */
+static struct snap_sock fd_row(uint64_t sk, pid_t pid, uint32_t fd, const char *comm,
+			       const char *addr, int port, int proto)
+{
+	struct snap_sock r = {0};
+
+	r.type = REV_SNAP_SOCK_FD;
+	r.sk = sk;
+	r.ino = sk + 1000;
+	r.pid = pid;
+	r.uid = 1000 + pid;
+	r.fd = fd;
+	set_addr(r.addr, &r.family, addr);
+	r.port = port;
+	r.proto = proto;
+	r.state = proto == REV_PROTO_TCP ? 10 : 7;
+	r.netns = NETNS;
+	snprintf(r.comm, sizeof(r.comm), "%s", comm);
+	return r;
+}
+
+/* A row of iter/tcp or iter/udp: the socket is in the table (no process). */
+static struct snap_sock table_row(uint64_t sk, const char *addr, int port, int proto, uint32_t refs)
+{
+	struct snap_sock r = fd_row(sk, 0, 0, "", addr, port, proto);
+
+	r.type = REV_SNAP_SOCK_TABLE;
+	r.uid = 77;
+	r.refs = refs;
+	return r;
+}
+
+static struct listener map_entry(uint64_t sk, pid_t pid, const char *comm, const char *addr,
+				 int port)
+{
+	struct listener l;
+
+	memset(&l, 0, sizeof(l));
+	l.k.sk = sk;
+	set_addr(l.k.addr, &l.k.family, addr);
+	l.k.netns = NETNS;
+	l.k.port = port;
+	l.k.proto = REV_PROTO_TCP;
+	l.v.pid = pid;
+	l.v.uid = 500;
+	l.v.confirmed = 1;
+	snprintf(l.v.comm, sizeof(l.v.comm), "%s", comm);
+	return l;
+}
+
+static void assert_holders(const struct scan_row *row, const pid_t *want, size_t n)
+{
+	assert_int_equal(row->n_holders, n);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(row->holders[i], want[i]);
+}
+
+static void fork_shared_socket_is_one_row(void **state)
+{
+	/* A parent (300) forked twice (100, 200) and dup()ed it: four fds, three pids. */
+	struct snap_sock ss[] = {
+	    fd_row(0xa000, 300, 3, "parent", "127.0.0.1", 8080, REV_PROTO_TCP),
+	    fd_row(0xa000, 200, 3, "kid2", "127.0.0.1", 8080, REV_PROTO_TCP),
+	    table_row(0xa000, "127.0.0.1", 8080, REV_PROTO_TCP, 4),
+	    fd_row(0xa000, 300, 7, "parent", "127.0.0.1", 8080, REV_PROTO_TCP),
+	    fd_row(0xa000, 100, 3, "kid1", "127.0.0.1", 8080, REV_PROTO_TCP),
+	};
+	const pid_t want[] = {100, 200, 300};
+	struct scan_rows r;
+
+	(void)state;
+	assert_int_equal(scan_merge(NULL, 0, ss, 5, &r), 0);
+	assert_int_equal(r.n, 1);
+	assert_holders(&r.rows[0], want, 3);
+	/* Without the map, the owner is the lowest holder. */
+	assert_int_equal(r.rows[0].pid, 100);
+	assert_string_equal(r.rows[0].comm, "kid1");
+	assert_int_equal(r.rows[0].uid, 1100);
+	assert_int_equal(r.rows[0].refs, 4);
+	assert_int_equal(r.rows[0].port, 8080);
+	assert_int_equal(r.rows[0].sk, 0xa000);
+	scan_rows_free(&r);
+	assert_null(r.rows);
+	assert_int_equal(r.n, 0);
+}
+
+static void map_names_the_listen_caller(void **state)
+{
+	struct snap_sock ss[] = {
+	    fd_row(0xb000, 100, 3, "kid", "0.0.0.0", 9000, REV_PROTO_TCP),
+	    fd_row(0xb000, 90, 4, "parent", "0.0.0.0", 9000, REV_PROTO_TCP),
+	};
+	struct listener ls[] = {map_entry(0xb000, 100, "kid-listen", "0.0.0.0", 9000)};
+	const pid_t want[] = {90, 100};
+	struct scan_rows r;
+
+	(void)state;
+	assert_int_equal(scan_merge(ls, 1, ss, 2, &r), 0);
+	assert_int_equal(r.n, 1);
+	assert_holders(&r.rows[0], want, 2);
+	assert_int_equal(r.rows[0].pid, 100);
+	assert_string_equal(r.rows[0].comm, "kid-listen");
+	assert_int_equal(r.rows[0].uid, 500);
+	scan_rows_free(&r);
+
+	/* The listen() caller has since given the socket away: it is not a holder, so not the
+	 * owner. */
+	ls[0].v.pid = 4242;
+	assert_int_equal(scan_merge(ls, 1, ss, 2, &r), 0);
+	assert_int_equal(r.n, 1);
+	assert_holders(&r.rows[0], want, 2);
+	assert_int_equal(r.rows[0].pid, 90);
+	assert_string_equal(r.rows[0].comm, "parent");
+	scan_rows_free(&r);
+}
+
+static void map_entry_alone_is_a_row(void **state)
+{
+	struct listener ls[] = {map_entry(0xc000, 321, "server", "::", 7000)};
+	const pid_t want[] = {321};
+	struct scan_rows r;
+
+	(void)state;
+	assert_int_equal(scan_merge(ls, 1, NULL, 0, &r), 0);
+	assert_int_equal(r.n, 1);
+	assert_int_equal(r.rows[0].pid, 321);
+	assert_string_equal(r.rows[0].comm, "server");
+	assert_holders(&r.rows[0], want, 1);
+	assert_int_equal(r.rows[0].state, 10);
+	assert_int_equal(r.rows[0].family, REV_AF_INET6);
+	assert_int_equal(r.rows[0].port, 7000);
+	scan_rows_free(&r);
+
+	/* With a table row for the same socket (the agent's quick path): still one row, the map's.
+	 */
+	{
+		struct snap_sock ss[] = {table_row(0xc000, "::", 7000, REV_PROTO_TCP, 1)};
+
+		assert_int_equal(scan_merge(ls, 1, ss, 1, &r), 0);
+		assert_int_equal(r.n, 1);
+		assert_int_equal(r.rows[0].pid, 321);
+		assert_holders(&r.rows[0], want, 1);
+		scan_rows_free(&r);
+	}
+}
+
+static void table_only_socket_has_no_owner(void **state)
+{
+	struct snap_sock ss[] = {table_row(0xd000, "0.0.0.0", 2024, REV_PROTO_TCP, 1)};
+	struct scan_rows r;
+
+	(void)state;
+	assert_int_equal(scan_merge(NULL, 0, ss, 1, &r), 0);
+	assert_int_equal(r.n, 1);
+	assert_int_equal(r.rows[0].pid, 0);
+	assert_int_equal(r.rows[0].n_holders, 0);
+	assert_int_equal(r.rows[0].uid, 77);
+	assert_string_equal(r.rows[0].comm, "");
+	assert_int_equal(r.rows[0].port, 2024);
+	scan_rows_free(&r);
+}
+
+static void same_port_other_netns_is_another_row(void **state)
+{
+	struct snap_sock ss[] = {
+	    fd_row(0xe000, 10, 3, "host", "127.0.0.1", 5000, REV_PROTO_TCP),
+	    fd_row(0xe100, 20, 3, "inside", "127.0.0.1", 5000, REV_PROTO_TCP),
+	};
+	struct scan_rows r;
+
+	(void)state;
+	ss[1].netns = NETNS + 7;
+	assert_int_equal(scan_merge(NULL, 0, ss, 2, &r), 0);
+	assert_int_equal(r.n, 2);
+	assert_int_equal(r.rows[0].netns, NETNS);
+	assert_int_equal(r.rows[0].pid, 10);
+	assert_int_equal(r.rows[1].netns, NETNS + 7);
+	assert_int_equal(r.rows[1].pid, 20);
+	scan_rows_free(&r);
+}
+
+static void rows_sorted_by_proto_port_family_addr(void **state)
+{
+	struct snap_sock ss[] = {
+	    fd_row(1, 11, 3, "a", "127.0.0.1", 53, REV_PROTO_UDP),
+	    fd_row(2, 12, 3, "b", "127.0.0.1", 80, REV_PROTO_TCP),
+	    fd_row(3, 13, 3, "c", "::", 53, REV_PROTO_TCP),
+	    fd_row(4, 14, 3, "d", "127.0.0.2", 53, REV_PROTO_TCP),
+	    fd_row(5, 15, 3, "e", "127.0.0.1", 53, REV_PROTO_TCP),
+	    fd_row(6, 16, 3, "f", "::1", 53, REV_PROTO_TCP),
+	};
+	const pid_t order[] = {15, 14, 13, 16, 12, 11};
+	struct scan_rows r;
+
+	(void)state;
+	assert_int_equal(scan_merge(NULL, 0, ss, 6, &r), 0);
+	assert_int_equal(r.n, 6);
+	for (size_t i = 0; i < 6; i++)
+		assert_int_equal(r.rows[i].pid, order[i]);
+	scan_rows_free(&r);
+}
+
+static void filter_by_port_and_proto(void **state)
+{
+	struct snap_sock ss[] = {
+	    fd_row(1, 11, 3, "a", "127.0.0.1", 53, REV_PROTO_UDP),
+	    fd_row(2, 12, 3, "b", "127.0.0.1", 53, REV_PROTO_TCP),
+	    fd_row(3, 13, 3, "c", "127.0.0.1", 80, REV_PROTO_TCP),
+	    fd_row(4, 14, 3, "d", "127.0.0.1", 443, REV_PROTO_TCP),
+	};
+	const int p53[] = {53}, p80_443[] = {443, 80}, p9[] = {9};
+	struct scan_rows r;
+
+	(void)state;
+	assert_int_equal(scan_merge(NULL, 0, ss, 4, &r), 0);
+	scan_filter(&r, NULL, 0, true, true);
+	assert_int_equal(r.n, 4);
+	scan_filter(&r, p53, 1, true, true);
+	assert_int_equal(r.n, 2);
+	assert_int_equal(r.rows[0].proto, REV_PROTO_TCP);
+	assert_int_equal(r.rows[1].proto, REV_PROTO_UDP);
+	scan_filter(&r, NULL, 0, false, true);
+	assert_int_equal(r.n, 1);
+	assert_int_equal(r.rows[0].pid, 11);
+	scan_rows_free(&r);
+
+	assert_int_equal(scan_merge(NULL, 0, ss, 4, &r), 0);
+	scan_filter(&r, p80_443, 2, true, false);
+	assert_int_equal(r.n, 2);
+	assert_int_equal(r.rows[0].port, 80);
+	assert_int_equal(r.rows[1].port, 443);
+	scan_filter(&r, p9, 1, true, true);
+	assert_int_equal(r.n, 0);
+	scan_rows_free(&r);
+
+	assert_int_equal(scan_merge(NULL, 0, ss, 4, &r), 0);
+	scan_filter(&r, NULL, 0, true, false);
+	assert_int_equal(r.n, 3);
+	scan_rows_free(&r);
+}
+
+static const cJSON *field(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+
+	assert_non_null(v);
+	return v;
+}
+
+static void json_fields(void **state)
+{
+	struct snap_sock ss[] = {
+	    fd_row(1, 40, 3, "srv", "::", 8443, REV_PROTO_TCP),
+	    fd_row(1, 41, 3, "srv-kid", "::", 8443, REV_PROTO_TCP),
+	    fd_row(2, 42, 3, "dns", "127.0.0.1", 5353, REV_PROTO_UDP),
+	    table_row(3, "0.0.0.0", 2024, REV_PROTO_TCP, 1),
+	};
+	struct scan_rows r;
+	const cJSON *o, *h;
+	cJSON *arr;
+	char *s;
+
+	(void)state;
+	ss[0].uid = ss[1].uid = 0;
+	ss[3].uid = 0;
+	assert_int_equal(scan_merge(NULL, 0, ss, 4, &r), 0);
+	assert_int_equal(r.n, 3);
+	snprintf(r.rows[1].service, sizeof(r.rows[1].service), "backend"); /* rows are sorted */
+	s = scan_json(&r);
+	assert_non_null(s);
+	arr = cJSON_Parse(s);
+	assert_non_null(arr);
+	assert_true(cJSON_IsArray(arr));
+	assert_int_equal(cJSON_GetArraySize(arr), 3);
+
+	/* tcp 2024 (table only), tcp 8443, udp 5353 */
+	o = cJSON_GetArrayItem(arr, 0);
+	assert_string_equal(field(o, "proto")->valuestring, "tcp");
+	assert_string_equal(field(o, "family")->valuestring, "ipv4");
+	assert_string_equal(field(o, "addr")->valuestring, "0.0.0.0");
+	assert_int_equal(field(o, "port")->valueint, 2024);
+	assert_string_equal(field(o, "state")->valuestring, "listen");
+	assert_true(cJSON_IsNull(field(o, "pid")));
+	assert_true(cJSON_IsNull(field(o, "comm")));
+	assert_true(cJSON_IsNull(field(o, "service")));
+	assert_int_equal(field(o, "uid")->valueint, 0);
+	assert_string_equal(field(o, "user")->valuestring, "root");
+	assert_true(cJSON_IsArray(field(o, "holders")));
+	assert_int_equal(cJSON_GetArraySize(field(o, "holders")), 0);
+	assert_true(field(o, "netns")->valuedouble == (double)NETNS);
+
+	o = cJSON_GetArrayItem(arr, 1);
+	assert_string_equal(field(o, "proto")->valuestring, "tcp");
+	assert_string_equal(field(o, "family")->valuestring, "ipv6");
+	assert_string_equal(field(o, "addr")->valuestring, "::");
+	assert_int_equal(field(o, "port")->valueint, 8443);
+	assert_string_equal(field(o, "state")->valuestring, "listen");
+	assert_int_equal(field(o, "pid")->valueint, 40);
+	assert_string_equal(field(o, "comm")->valuestring, "srv");
+	assert_string_equal(field(o, "service")->valuestring, "backend");
+	h = field(o, "holders");
+	assert_int_equal(cJSON_GetArraySize(h), 2);
+	assert_int_equal(cJSON_GetArrayItem(h, 0)->valueint, 40);
+	assert_int_equal(cJSON_GetArrayItem(h, 1)->valueint, 41);
+
+	o = cJSON_GetArrayItem(arr, 2);
+	assert_string_equal(field(o, "proto")->valuestring, "udp");
+	assert_string_equal(field(o, "state")->valuestring, "bound");
+	assert_int_equal(field(o, "pid")->valueint, 42);
+	assert_int_equal(field(o, "uid")->valueint, 1042);
+	if (!getpwuid(1042)) /* no such user: the uid as text */
+		assert_string_equal(field(o, "user")->valuestring, "1042");
+
+	cJSON_Delete(arr);
+	free(s);
+	scan_rows_free(&r);
+
+	/* No rows: an empty array, not nothing. */
+	s = scan_json(&r);
+	assert_string_equal(s, "[]");
+	free(s);
+}
+
+static void tcp_bound_not_listening_is_bound(void **state)
+{
+	struct snap_sock ss[] = {fd_row(1, 40, 3, "x", "127.0.0.1", 6000, REV_PROTO_TCP)};
+	struct scan_rows r;
+	cJSON *arr;
+	char *s;
+
+	(void)state;
+	ss[0].state = 7; /* TCP_CLOSE: bound, no listen() yet */
+	assert_int_equal(scan_merge(NULL, 0, ss, 1, &r), 0);
+	s = scan_json(&r);
+	arr = cJSON_Parse(s);
+	assert_string_equal(field(cJSON_GetArrayItem(arr, 0), "state")->valuestring, "bound");
+	cJSON_Delete(arr);
+	free(s);
+	scan_rows_free(&r);
+}
+
+static void table_has_header_and_rows(void **state)
+{
+	struct snap_sock ss[] = {
+	    fd_row(1, 40, 3, "srv", "::1", 8443, REV_PROTO_TCP),
+	    fd_row(1, 41, 3, "srv", "::1", 8443, REV_PROTO_TCP),
+	    table_row(2, "0.0.0.0", 2024, REV_PROTO_TCP, 1),
+	};
+	struct scan_rows r;
+	char *s;
+
+	(void)state;
+	ss[2].netns = NETNS + 1;
+	assert_int_equal(scan_merge(NULL, 0, ss, 3, &r), 0);
+	s = scan_table(&r, NETNS);
+	assert_non_null(s);
+	assert_non_null(strstr(s, "PROTO"));
+	assert_non_null(strstr(s, "ADDRESS"));
+	assert_non_null(strstr(s, "HOLDERS"));
+	assert_non_null(strstr(s, "NETNS"));
+	assert_non_null(strstr(s, "[::1]:8443"));
+	assert_non_null(strstr(s, "40,41"));
+	assert_non_null(strstr(s, "host"));
+	assert_non_null(strstr(s, "0.0.0.0:2024"));
+	assert_non_null(strstr(s, "4026531841"));
+	/* header + two rows */
+	{
+		int lines = 0;
+
+		for (const char *p = s; *p; p++)
+			lines += *p == '\n';
+		assert_int_equal(lines, 3);
+	}
+	free(s);
+	scan_rows_free(&r);
+}
+
+/* --- the runtime state file --- */
+
+static void state_round_trip(void **state)
+{
+	char dir[] = "/tmp/revenant-test-state-XXXXXX", path[4200];
+	struct svc_record svcs[2] = {0};
+	struct rt_state st = {0}, back;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/state.json", dir);
+	assert_int_equal(state_read(path, &back), -ENOENT);
+
+	snprintf(svcs[0].name, sizeof(svcs[0].name), "backend");
+	svcs[0].pid = 1234;
+	svcs[0].pgid = 1234;
+	svcs[0].start_ticks = 987654321ull;
+	svcs[0].port = 12001;
+	svcs[0].restarts = 2;
+	snprintf(svcs[0].state, sizeof(svcs[0].state), "running");
+	snprintf(svcs[0].health, sizeof(svcs[0].health), "ok");
+	snprintf(svcs[1].name, sizeof(svcs[1].name), "frontend");
+	svcs[1].pid = 0;
+	snprintf(svcs[1].state, sizeof(svcs[1].state), "stopped");
+	st.agent_pid = 42;
+	st.svcs = svcs;
+	st.n = 2;
+	assert_int_equal(state_write(path, &st), 0);
+	assert_int_equal(state_read(path, &back), 0);
+	assert_int_equal(back.agent_pid, 42);
+	assert_int_equal(back.n, 2);
+	assert_string_equal(back.svcs[0].name, "backend");
+	assert_int_equal(back.svcs[0].pid, 1234);
+	assert_int_equal(back.svcs[0].pgid, 1234);
+	assert_true(back.svcs[0].start_ticks == 987654321ull);
+	assert_int_equal(back.svcs[0].port, 12001);
+	assert_int_equal(back.svcs[0].restarts, 2);
+	assert_string_equal(back.svcs[0].state, "running");
+	assert_string_equal(back.svcs[0].health, "ok");
+	assert_string_equal(back.svcs[1].name, "frontend");
+	assert_string_equal(back.svcs[1].state, "stopped");
+	state_free(&back);
+	assert_null(back.svcs);
+
+	/* The temp file of the atomic write is gone. */
+	{
+		char tmp[4300];
+		struct stat sb;
+
+		snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+		assert_int_equal(stat(tmp, &sb), -1);
+	}
+
+	/* A damaged file is -EINVAL, not a crash. */
+	{
+		FILE *f = fopen(path, "w");
+
+		assert_non_null(f);
+		fputs("{\"agent_pid\": 4", f);
+		fclose(f);
+		assert_int_equal(state_read(path, &back), -EINVAL);
+		state_free(&back);
+	}
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(rmdir(dir), 0);
+}
+
+static void service_of_pid_and_pgid(void **state)
+{
+	struct svc_record svcs[2] = {0};
+	struct rt_state st = {0};
+	pid_t pgid = getpgid(0);
+
+	(void)state;
+	snprintf(svcs[0].name, sizeof(svcs[0].name), "memory");
+	svcs[0].pid = 999999; /* no such process: matches only by its pid */
+	svcs[0].pgid = 999999;
+	snprintf(svcs[1].name, sizeof(svcs[1].name), "engines");
+	svcs[1].pid = 999998;
+	svcs[1].pgid = pgid;
+	st.svcs = svcs;
+	st.n = 2;
+
+	assert_string_equal(state_service_of(&st, 999999), "memory");
+	assert_null(state_service_of(&st, 0));
+	assert_null(state_service_of(&st, -5));
+	assert_null(state_service_of(NULL, getpid()));
+	if (pgid > 1) {
+		/* this test's own process is in engines's process group */
+		assert_string_equal(state_service_of(&st, getpid()), "engines");
+		svcs[1].pgid = pgid + 1;
+		assert_null(state_service_of(&st, getpid()));
+	}
+}
+
+static void runtime_path(void **state)
+{
+	char buf[256];
+
+	(void)state;
+	state_runtime_path("/run/revenant/control.sock", "state.json", buf, sizeof(buf));
+	assert_string_equal(buf, "/run/revenant/state.json");
+	state_runtime_path("/tmp/x/y/control.sock", "agent.lock", buf, sizeof(buf));
+	assert_string_equal(buf, "/tmp/x/y/agent.lock");
+	state_runtime_path("control.sock", "state.json", buf, sizeof(buf));
+	assert_string_equal(buf, "./state.json");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(fork_shared_socket_is_one_row),
+	    cmocka_unit_test(map_names_the_listen_caller),
+	    cmocka_unit_test(map_entry_alone_is_a_row),
+	    cmocka_unit_test(table_only_socket_has_no_owner),
+	    cmocka_unit_test(same_port_other_netns_is_another_row),
+	    cmocka_unit_test(rows_sorted_by_proto_port_family_addr),
+	    cmocka_unit_test(filter_by_port_and_proto),
+	    cmocka_unit_test(json_fields),
+	    cmocka_unit_test(tcp_bound_not_listening_is_bound),
+	    cmocka_unit_test(table_has_header_and_rows),
+	    cmocka_unit_test(state_round_trip),
+	    cmocka_unit_test(service_of_pid_and_pgid),
+	    cmocka_unit_test(runtime_path),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
