@@ -20,6 +20,7 @@
 #include "control.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "ports.h"
 #include "sensor.h"
 #include "snapshot.h"
@@ -37,6 +38,7 @@ struct agent {
 	struct snap_pins *pins;
 	struct supervisor *sup;
 	struct control *ctl;
+	struct metrics *metrics;
 	uint32_t host_netns;
 	bool stopping;
 	char pin_dir[256];
@@ -129,6 +131,7 @@ static void on_exit_rec(struct agent *a, const struct exit_event *r)
 		a->ztable_full++;
 	if (!a->ztimer.armed)
 		arm_zombie_timer(a);
+	metrics_set_gauge_zombies(ztrack_count(a->zt));
 }
 
 static void on_reap_rec(struct agent *a, const struct exit_event *r)
@@ -147,6 +150,7 @@ static void on_reap_rec(struct agent *a, const struct exit_event *r)
 		ev_add_str(e, "service", sup_service_of(a->sup, z.ppid));
 		evlog_emit(a->log, e);
 	}
+	metrics_set_gauge_zombies(ztrack_count(a->zt));
 }
 
 static void add_sock_fields(cJSON *e, int family, int proto, const uint8_t *addr, int port,
@@ -597,6 +601,13 @@ int cmd_run(int argc, char **argv)
 			cli_err("%s", err);
 			goto out;
 		}
+		if (a.cfg.metrics.listen) {
+			a.metrics = metrics_open(a.loop, a.cfg.metrics.listen, err, sizeof(err));
+			if (a.metrics)
+				metrics_set_services(a.metrics, sup_metrics, a.sup);
+			else
+				cli_err("warning: %s; running without metrics", err);
+		}
 		sup_start_all(a.sup);
 	}
 	if (a.verbose)
@@ -610,6 +621,8 @@ int cmd_run(int argc, char **argv)
 	}
 	control_close(a.ctl);
 	a.ctl = NULL;
+	metrics_close(a.metrics);
+	a.metrics = NULL;
 	snapshot_unpin(a.pins);
 	a.pins = NULL;
 	sensor_stop(a.sensor); /* drains the ring buffer first: nothing queued is lost */
@@ -621,6 +634,7 @@ int cmd_run(int argc, char **argv)
 		evlog_emit(a.log, e);
 	}
 out:
+	metrics_close(a.metrics);
 	control_close(a.ctl);
 	sup_free(a.sup);
 	a.sup = NULL;

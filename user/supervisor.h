@@ -90,6 +90,9 @@ const char *sup_service_of(struct supervisor *s, pid_t pid);
  * resp) is called later (the supervisor keeps ctx until then). */
 typedef void (*sup_reply_fn)(void *ctx, cJSON *resp);
 cJSON *sup_control(struct supervisor *s, const cJSON *req, sup_reply_fn reply, void *ctx);
+/* The services' part of the metrics exposition (a metrics_services_fn). */
+size_t sup_metrics(void *ctx, char *buf, size_t len);
+
 /* Forget a deferred reply whose client went away. */
 void sup_cancel_reply(struct supervisor *s, void *ctx);
 

@@ -77,7 +77,8 @@ class Agent:
         self.dir = tempfile.mkdtemp(prefix="revenant-%s-" % name)
         os.chmod(self.dir, 0o755)
         cfg = {"log": {"path": "events.jsonl"},
-               "control": {"socket": os.path.join(self.dir, "control.sock")}}
+               "control": {"socket": os.path.join(self.dir, "control.sock")},
+               "metrics": {"listen": ""}}
         for k, v in (config or {}).items():
             if isinstance(v, dict) and isinstance(cfg.get(k), dict):
                 cfg[k].update(v)

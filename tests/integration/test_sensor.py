@@ -254,6 +254,19 @@ def test_not_root_exits_4():
     agent.close()
 
 
+def test_metrics_endpoint():
+    port = free_port()
+    agent = Agent({"metrics": {"listen": "127.0.0.1:%d" % port}}, "metrics").start()
+    try:
+        import urllib.request
+        body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10).read()
+        text = body.decode()
+        assert 'revenant_events_total{type="agent_start"} 1' in text, text
+        assert "# TYPE revenant_exited_unreaped gauge" in text, text
+    finally:
+        agent.close()
+
+
 def test_bad_config_exits_2():
     agent = Agent(name="badcfg")
     with open(agent.config_path, "w") as f:
@@ -281,5 +294,6 @@ if __name__ == "__main__":
         test_sigterm_stops_cleanly,
         test_second_agent_refused,
         test_not_root_exits_4,
+        test_metrics_endpoint,
         test_bad_config_exits_2,
     ])

@@ -1,0 +1,186 @@
+// SPDX-License-Identifier: MIT
+/* The metrics endpoint: accepts on metrics.listen, reads one request, answers the Prometheus text
+ * exposition and closes. Counters are process-wide so every module can count without plumbing. */
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "metrics.h"
+
+#define MAX_TYPES 32
+#define PAGE (64 * 1024)
+
+static struct {
+	char type[MAX_TYPES][32];
+	uint64_t count[MAX_TYPES];
+	int n;
+	uint64_t zombies;
+} counters;
+
+struct metrics {
+	struct loop *loop;
+	int fd;
+	metrics_services_fn services;
+	void *services_ctx;
+};
+
+void metrics_count_event(const char *type)
+{
+	int i;
+
+	for (i = 0; i < counters.n; i++)
+		if (!strcmp(counters.type[i], type))
+			break;
+	if (i == counters.n) {
+		if (counters.n == MAX_TYPES)
+			return;
+		snprintf(counters.type[i], sizeof(counters.type[i]), "%s", type);
+		counters.n++;
+	}
+	counters.count[i]++;
+}
+
+void metrics_set_gauge_zombies(uint64_t n)
+{
+	counters.zombies = n;
+}
+
+size_t metrics_render(struct metrics *m, char *buf, size_t len)
+{
+	size_t n = 0;
+
+#define OUT(...)                                                                                   \
+	do {                                                                                       \
+		int w = snprintf(buf + n, n < len ? len - n : 0, __VA_ARGS__);                     \
+		if (w > 0)                                                                         \
+			n += (size_t)w;                                                            \
+	} while (0)
+	OUT("# HELP revenant_events_total Events written to the event log, by type.\n"
+	    "# TYPE revenant_events_total counter\n");
+	for (int i = 0; i < counters.n; i++)
+		OUT("revenant_events_total{type=\"%s\"} %llu\n", counters.type[i],
+		    (unsigned long long)counters.count[i]);
+	OUT("# HELP revenant_exited_unreaped Exited processes not yet reaped (zombie candidates).\n"
+	    "# TYPE revenant_exited_unreaped gauge\n"
+	    "revenant_exited_unreaped %llu\n",
+	    (unsigned long long)counters.zombies);
+	if (m && m->services && n < len)
+		n += m->services(m->services_ctx, buf + n, len - n);
+#undef OUT
+	return n < len ? n : len;
+}
+
+static void on_conn(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	struct metrics *m = ctx;
+	char req[2048], *body, head[256];
+	ssize_t r = recv(fd, req, sizeof(req) - 1, MSG_DONTWAIT);
+	size_t blen;
+	int hl;
+
+	(void)events;
+	if (r < 0 && errno == EAGAIN)
+		return; /* wait for the request line */
+	loop_del_fd(l, fd);
+	body = malloc(PAGE);
+	if (r > 0 && body) {
+		req[r] = 0;
+		if (!strncmp(req, "GET /metrics", 12) || !strncmp(req, "GET / ", 6)) {
+			blen = metrics_render(m, body, PAGE);
+			hl = snprintf(head, sizeof(head),
+				      "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+				      "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+				      blen);
+		} else {
+			blen = snprintf(body, PAGE, "only GET /metrics here\n");
+			hl = snprintf(head, sizeof(head),
+				      "HTTP/1.0 404 Not Found\r\nContent-Length: %zu\r\n\r\n", blen);
+		}
+		/* Small answers on loopback: a short send just loses this scrape, never the loop. */
+		if (send(fd, head, hl, MSG_NOSIGNAL | MSG_DONTWAIT) == hl)
+			send(fd, body, blen, MSG_NOSIGNAL | MSG_DONTWAIT);
+	}
+	free(body);
+	close(fd);
+}
+
+static void on_accept(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	(void)events;
+	for (;;) {
+		int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (c < 0)
+			return;
+		if (loop_add_fd(l, c, EPOLLIN, on_conn, ctx))
+			close(c);
+	}
+}
+
+struct metrics *metrics_open(struct loop *l, const char *listen_at, char *err, size_t errlen)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
+	struct addrinfo *ai = NULL;
+	char host[256], *colon;
+	struct metrics *m;
+	int one = 1, rc;
+
+	snprintf(host, sizeof(host), "%s", listen_at);
+	colon = strrchr(host, ':');
+	if (!colon) {
+		snprintf(err, errlen, "metrics.listen %s is not host:port", listen_at);
+		return NULL;
+	}
+	*colon = 0;
+	if (host[0] == '[') {
+		memmove(host, host + 1, strlen(host));
+		host[strlen(host) - 1] = 0;
+	}
+	rc = getaddrinfo(host, colon + 1, &hints, &ai);
+	if (rc) {
+		snprintf(err, errlen, "metrics.listen %s: %s", listen_at, gai_strerror(rc));
+		return NULL;
+	}
+	m = calloc(1, sizeof(*m));
+	if (!m) {
+		freeaddrinfo(ai);
+		return NULL;
+	}
+	m->loop = l;
+	m->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	setsockopt(m->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (m->fd < 0 || bind(m->fd, ai->ai_addr, ai->ai_addrlen) || listen(m->fd, 16) ||
+	    loop_add_fd(l, m->fd, EPOLLIN, on_accept, m)) {
+		snprintf(err, errlen, "cannot serve metrics on %s: %s (change or empty metrics.listen)",
+			 listen_at, strerror(errno));
+		if (m->fd >= 0)
+			close(m->fd);
+		free(m);
+		m = NULL;
+	}
+	freeaddrinfo(ai);
+	return m;
+}
+
+void metrics_set_services(struct metrics *m, metrics_services_fn fn, void *ctx)
+{
+	if (!m)
+		return;
+	m->services = fn;
+	m->services_ctx = ctx;
+}
+
+void metrics_close(struct metrics *m)
+{
+	if (!m)
+		return;
+	loop_del_fd(m->loop, m->fd);
+	close(m->fd);
+	free(m);
+}

@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: MIT */
+/* Prometheus metrics: a tiny HTTP endpoint in the loop (metrics.listen) serving counters of
+ * events by type, services' state and restarts, tracked zombies and lost kernel events. */
+#ifndef REVENANT_METRICS_H
+#define REVENANT_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loop.h"
+
+struct metrics;
+
+/* Writes the service lines of the exposition into buf (the supervisor's part). */
+typedef size_t (*metrics_services_fn)(void *ctx, char *buf, size_t len);
+
+struct metrics *metrics_open(struct loop *l, const char *listen, char *err, size_t errlen);
+void metrics_close(struct metrics *m);
+void metrics_set_services(struct metrics *m, metrics_services_fn fn, void *ctx);
+
+/* Counters, callable whether or not an endpoint is open (m may be NULL). */
+void metrics_count_event(const char *type);
+void metrics_set_gauge_zombies(uint64_t n);
+
+/* The whole exposition text into buf; returns its length. */
+size_t metrics_render(struct metrics *m, char *buf, size_t len);
+
+#endif
