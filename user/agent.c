@@ -28,6 +28,11 @@
 #include "util.h"
 #include "zombie.h"
 
+/* sched_process_free runs an RCU grace period after the reap: a reap record this much later than
+ * the deadline still counts as reaped in time. */
+#define REAP_SLACK_NS (50ull * 1000000ull)
+#define ZOMBIE_RECHECKS 5
+#define OWNER_SNAP_TTL_NS (250ull * 1000000ull)
 #define ZOMBIE_TABLE_MAX (1u << 18) /* exited, unreaped processes tracked at once: ~40 MiB at worst */
 
 struct agent {
@@ -49,6 +54,10 @@ struct agent {
 	int verbose;
 	const char *stop_reason;
 	uint64_t ztable_full; /* exits not tracked because the table was full */
+	/* The last fd snapshot taken to name a collision's owner: a burst of collisions (a crash
+	 * loop on a taken UDP port) shares one walk instead of stalling the loop with many. */
+	struct snap owner_snap;
+	uint64_t owner_snap_ns;
 };
 
 static void arm_zombie_timer(struct agent *a)
@@ -104,8 +113,21 @@ static void on_zombie_deadline(struct loop *l, void *ctx)
 	(void)l;
 	while (ztrack_pop_due(a->zt, now, &z)) {
 		/* One read at the deadline guards against a reap record lost in an overflow. */
-		if (proc_state(z.pid) != 'Z') {
+		char st = proc_state(z.pid);
+
+		if (!st) {
 			ztrack_forget(a->zt, z.pid);
+			continue;
+		}
+		if (st != 'Z') {
+			/* Still tearing down (a large address space can outlast the grace), or the
+			 * pid already reused: look again a few times before letting go. */
+			ztrack_forget(a->zt, z.pid);
+			if (z.rechecks++ < ZOMBIE_RECHECKS) {
+				z.deadline_ns = now + (uint64_t)a->cfg.monitoring.zombie_grace_ms *
+							      1000000ull;
+				ztrack_exit(a->zt, &z);
+			}
 			continue;
 		}
 		emit_zombie(a, &z, now);
@@ -139,7 +161,15 @@ static void on_reap_rec(struct agent *a, const struct exit_event *r)
 	struct zrec z;
 
 	int rc = ztrack_reap(a->zt, r->pid, r->start_ns, &z);
+	uint64_t grace = (uint64_t)a->cfg.monitoring.zombie_grace_ms * 1000000ull;
 
+	if (rc == 0 && !z.announced && r->ts_ns > z.exit_ns + grace + REAP_SLACK_NS) {
+		/* A zombie for longer than the grace whose deadline we had not reached yet (the
+		 * agent was behind its ring buffer): say so now rather than never. */
+		z.nudged = true; /* no policy action: its parent has just reaped it */
+		emit_zombie(a, &z, r->ts_ns);
+		rc = 1;
+	}
 	if (rc == 1 || (rc == 0 && z.announced)) {
 		cJSON *e = ev_new("zombie_reaped", r->ts_ns);
 
@@ -196,19 +226,27 @@ static void find_owner(struct agent *a, const struct port_event *r, uint32_t *pi
 			return;
 	}
 	{
-		struct snap s;
+		struct snap *s = &a->owner_snap;
 		char err[256];
+		uint64_t now = mono_ns();
+		bool fresh = a->owner_snap_ns && now - a->owner_snap_ns <= OWNER_SNAP_TTL_NS;
 
-		if (snapshot_take(&s, SNAP_SOCK_FDS, a->pin_dir, err, sizeof(err)))
-			return;
-		i = ports_best_snap(s.socks, s.n_socks, &want);
-		/* The loser's own socket also holds the port after a failed listen(): skip it. */
-		if (i >= 0 && !(s.socks[i].pid == r->pid && r->syscall == REV_SYS_LISTEN &&
-				s.socks[i].state != 10)) {
-			*pid = s.socks[i].pid;
-			snprintf(comm, comm_len, "%.*s", REV_COMM_LEN, s.socks[i].comm);
+		i = fresh ? ports_best_snap(s->socks, s->n_socks, &want) : -1;
+		/* Not in a snapshot older than the collision: the owner may be newer; look again. */
+		if (i < 0 && !(fresh && r->ts_ns <= a->owner_snap_ns)) {
+			snapshot_free(s);
+			a->owner_snap_ns = 0;
+			if (snapshot_take(s, SNAP_SOCK_FDS, a->pin_dir, err, sizeof(err)))
+				return;
+			a->owner_snap_ns = now;
+			i = ports_best_snap(s->socks, s->n_socks, &want);
 		}
-		snapshot_free(&s);
+		/* The loser's own socket also holds the port after a failed listen(): skip it. */
+		if (i >= 0 && !(s->socks[i].pid == r->pid && r->syscall == REV_SYS_LISTEN &&
+				s->socks[i].state != 10)) {
+			*pid = s->socks[i].pid;
+			snprintf(comm, comm_len, "%.*s", REV_COMM_LEN, s->socks[i].comm);
+		}
 	}
 }
 
@@ -634,6 +672,7 @@ int cmd_run(int argc, char **argv)
 		evlog_emit(a.log, e);
 	}
 out:
+	snapshot_free(&a.owner_snap);
 	metrics_close(a.metrics);
 	control_close(a.ctl);
 	sup_free(a.sup);

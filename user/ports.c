@@ -117,18 +117,73 @@ int ports_best_snap(const struct snap_sock *ss, size_t n, const struct sock_iden
 	return best;
 }
 
+/* One syscall per 256 entries: a collision on a busy host must not stall the loop. */
+static int read_batch(int fd, struct listener **out, size_t *n)
+{
+	enum { CHUNK = 256 };
+	struct listener_key keys[CHUNK];
+	struct listener_val vals[CHUNK];
+	struct listener *ls = NULL;
+	size_t cnt = 0, cap = 0;
+	__u32 token = 0;
+	bool first = true;
+	int rc;
+
+	for (;;) {
+		LIBBPF_OPTS(bpf_map_batch_opts, opts);
+		__u32 got = CHUNK;
+
+		rc = bpf_map_lookup_batch(fd, first ? NULL : &token, &token, keys, vals, &got, &opts);
+		rc = rc < 0 ? -errno : 0;
+		if (rc && rc != -ENOENT)
+			break;
+		if (cnt + got > cap) {
+			struct listener *p;
+
+			cap = (cnt + got) * 2;
+			p = realloc(ls, cap * sizeof(*p));
+			if (!p) {
+				rc = -ENOMEM;
+				break;
+			}
+			ls = p;
+		}
+		for (__u32 i = 0; i < got; i++) {
+			ls[cnt].k = keys[i];
+			ls[cnt].v = vals[i];
+			cnt++;
+		}
+		first = false;
+		if (rc == -ENOENT) { /* that was the last batch */
+			rc = 0;
+			break;
+		}
+	}
+	if (rc) {
+		free(ls);
+		return rc;
+	}
+	*out = ls;
+	*n = cnt;
+	return 0;
+}
+
 int ports_read_map(int fd, struct listener **out, size_t *n)
 {
 	struct listener_key key, next, *prev = NULL;
 	struct listener *ls = NULL;
 	size_t cnt = 0, cap = 0;
-	bool own = false;
 	int rc = 0;
 
 	*out = NULL;
 	*n = 0;
 	if (fd < 0)
 		return -EBADF;
+	rc = read_batch(fd, out, n);
+	if (rc != -EINVAL && rc != -ENOTSUP && rc != -EOPNOTSUPP)
+		return rc;
+	/* Kernels without batch look-ups: key by key. */
+	rc = 0;
 	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
 		if (cnt == cap) {
 			struct listener *p;
@@ -148,7 +203,6 @@ int ports_read_map(int fd, struct listener **out, size_t *n)
 		if (bpf_map_lookup_elem(fd, &next, &ls[cnt].v) == 0)
 			cnt++;
 	}
-	(void)own;
 	if (rc) {
 		free(ls);
 		return rc;

@@ -22,6 +22,7 @@ struct zrec {
 	bool seeded; /* found by the start-up snapshot: exit time is an estimate */
 	bool nudged;	/* its parent got SIGCHLD; the next deadline reports it as persisting */
 	bool announced; /* a zombie event was logged: its reap gets a zombie_reaped */
+	uint8_t rechecks; /* deadlines passed while the process was exiting but not yet a zombie */
 	char comm[16];
 	char parent_comm[16];
 };

@@ -199,6 +199,37 @@ sys.stdin.readline()
         agent.close()
 
 
+def test_collision_udp():
+    """UDP owners are not in the listeners map: the agent names them from a socket snapshot."""
+    code = r"""
+import os, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+    port = free_port()
+    agent = Agent(name="udp").start()
+    owner = None
+    try:
+        owner = spawn(code, port)
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            u.bind(("127.0.0.1", port))
+            raise AssertionError("the second UDP bind should fail")
+        except OSError as err:
+            assert err.errno == 98, err
+        finally:
+            u.close()
+        e = agent.wait_event(lambda e: e["type"] == "port_collision" and e["port"] == port)
+        assert e["proto"] == "udp" and e["pid"] == os.getpid(), e
+        assert e["owner_pid"] == owner.pid, e
+    finally:
+        if owner:
+            end(owner)
+        agent.close()
+
+
 def test_listen_and_release():
     port = free_port()
     agent = Agent(name="listen").start()
@@ -290,6 +321,7 @@ if __name__ == "__main__":
         test_collision_ipv6_exact,
         test_collision_ipv6_wildcard_blocks_ipv4,
         test_collision_on_listen,
+        test_collision_udp,
         test_listen_and_release,
         test_sigterm_stops_cleanly,
         test_second_agent_refused,
