@@ -21,7 +21,6 @@
 #include "ports.skel.h"
 
 #define TRACEFS_MAGIC_ 0x74726163
-#define BPF_FS_MAGIC_ 0xcafe4a11
 
 struct sensor {
 	struct zombie_bpf *zombie;
@@ -78,7 +77,7 @@ int sensor_ensure_mounts(char *mounted, size_t len, char *err, size_t errlen)
 		}
 		note(mounted, len, "tracefs");
 	}
-	if (!is_fs(REV_PIN_ROOT, BPF_FS_MAGIC_)) {
+	if (!is_fs(REV_PIN_ROOT, REV_BPF_FS_MAGIC)) {
 		mkdir(REV_PIN_ROOT, 0700);
 		if (mount("bpf", REV_PIN_ROOT, "bpf", 0, "mode=0700")) {
 			snprintf(err, errlen,

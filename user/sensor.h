@@ -10,6 +10,7 @@
 #include "loop.h"
 
 #define REV_PIN_ROOT "/sys/fs/bpf"
+#define REV_BPF_FS_MAGIC 0xcafe4a11
 
 typedef void (*sensor_record_cb)(void *ctx, const void *rec, size_t len);
 typedef void (*sensor_lost_cb)(void *ctx, uint64_t lost);

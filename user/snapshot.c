@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: MIT
 /* Runs the iterators of bpf/snapshot.bpf.c once and collects their fixed-size rows. The kernel walks
  * its own task and socket tables, so this sees owners that /proc hides (PID 1's fds here). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +13,9 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "sensor.h"
 #include "snapshot.h"
+#include "util.h"
 #include "snapshot.skel.h"
 
 struct buf {
@@ -159,15 +164,85 @@ static struct snapshot_bpf *load(unsigned what, char *err, size_t errlen)
 	return skel;
 }
 
+struct snap_pins {
+	struct snapshot_bpf *skel;
+	struct bpf_link *links[4];
+	char paths[4][512];
+};
+
+static bool pinned(const char *pin_dir, unsigned what)
+{
+	for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++) {
+		char path[512];
+
+		if (!(what & specs[i].what))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", pin_dir, specs[i].pin);
+		if (access(path, F_OK))
+			return false;
+	}
+	return true;
+}
+
+/* Without an agent, root's one-shot calls keep their iterators pinned in a directory named after
+ * this build's BPF object: loading (libbpf parsing the kernel's BTF) costs ~100 ms, reading a
+ * pin a few. A new build gets a new directory and removes the old ones. */
+static bool cache_dir(char *buf, size_t len)
+{
+	struct statfs sf;
+	size_t sz = 0;
+	const unsigned char *elf = snapshot_bpf__elf_bytes(&sz);
+	uint32_t h = 2166136261u;
+	DIR *d;
+	struct dirent *de;
+
+	if (!is_root() || statfs(REV_PIN_ROOT, &sf) || sf.f_type != REV_BPF_FS_MAGIC)
+		return false;
+	for (size_t i = 0; i < sz; i++)
+		h = (h ^ elf[i]) * 16777619u;
+	snprintf(buf, len, "%s/revenant-iter-%08x", REV_PIN_ROOT, h);
+	if (access(buf, F_OK) == 0)
+		return true;
+	d = opendir(REV_PIN_ROOT);
+	while (d && (de = readdir(d))) {
+		char old[512];
+
+		if (strncmp(de->d_name, "revenant-iter-", 14))
+			continue;
+		snprintf(old, sizeof(old), "%s/%s", REV_PIN_ROOT, de->d_name);
+		for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++) {
+			char pin[600];
+
+			snprintf(pin, sizeof(pin), "%s/%s", old, specs[i].pin);
+			unlink(pin);
+		}
+		rmdir(old);
+	}
+	if (d)
+		closedir(d);
+	return mkdir(buf, 0700) == 0 || errno == EEXIST;
+}
+
 int snapshot_take(struct snap *s, unsigned what, const char *pin_dir, char *err, size_t errlen)
 {
 	struct snapshot_bpf *skel = NULL;
 	struct buf b = {0};
-	unsigned todo = what;
+	char cache[256];
 	int rc = 0;
 
 	memset(s, 0, sizeof(*s));
-	if (pin_dir) {
+	if (!pin_dir && cache_dir(cache, sizeof(cache))) {
+		if (!pinned(cache, what)) {
+			struct snap_pins *p = snapshot_pin(cache, err, errlen);
+
+			/* Leave the pins in place: they are the cache. */
+			for (size_t i = 0; p && i < 4; i++)
+				p->paths[i][0] = 0;
+			snapshot_unpin(p);
+		}
+		pin_dir = cache;
+	}
+	if (pin_dir && pinned(pin_dir, what)) {
 		for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]) && !rc; i++) {
 			char path[512];
 			int fd;
@@ -176,24 +251,21 @@ int snapshot_take(struct snap *s, unsigned what, const char *pin_dir, char *err,
 				continue;
 			snprintf(path, sizeof(path), "%s/%s", pin_dir, specs[i].pin);
 			fd = open(path, O_RDONLY | O_CLOEXEC);
-			if (fd < 0) {
-				todo |= specs[i].what;
-				continue;
-			}
-			rc = read_fd_all(fd, &b);
-			close(fd);
-			if (!rc && (specs[i].what != SNAP_SOCK_TABLES || !strcmp(specs[i].pin, REV_UDP_PIN)))
-				todo &= ~specs[i].what;
+			rc = fd < 0 ? -errno : read_fd_all(fd, &b);
+			if (fd >= 0)
+				close(fd);
+			if (rc)
+				snprintf(err, errlen, "failed to read iterator %s: %s", path,
+					 strerror(-rc));
 		}
-	}
-	if (todo && !rc) {
-		skel = load(todo, err, errlen);
+	} else {
+		skel = load(what, err, errlen);
 		if (!skel) {
 			rc = -errno;
 			goto out;
 		}
 		for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]) && !rc; i++) {
-			if (!(todo & specs[i].what))
+			if (!(what & specs[i].what))
 				continue;
 			rc = read_iter(spec_prog(skel, i), &b);
 			if (rc)
@@ -217,12 +289,6 @@ void snapshot_free(struct snap *s)
 	free(s->zombies);
 	memset(s, 0, sizeof(*s));
 }
-
-struct snap_pins {
-	struct snapshot_bpf *skel;
-	struct bpf_link *links[4];
-	char paths[4][512];
-};
 
 struct snap_pins *snapshot_pin(const char *pin_dir, char *err, size_t errlen)
 {
