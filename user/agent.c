@@ -32,6 +32,7 @@
  * the deadline still counts as reaped in time. */
 #define REAP_SLACK_NS (50ull * 1000000ull)
 #define ZOMBIE_RECHECKS 5
+#define PF_EXITING_FLAG 0x4
 #define OWNER_SNAP_TTL_NS (250ull * 1000000ull)
 #define ZOMBIE_TABLE_MAX (1u << 18) /* exited, unreaped processes tracked at once: ~40 MiB at worst */
 
@@ -104,6 +105,24 @@ static void emit_zombie(struct agent *a, struct zrec *z, uint64_t now)
 	}
 }
 
+/* A zombie we announced is gone but its free record has not come: the kernel frees a reaped
+ * task from an RCU callback, often after the next deadline. Say so now; the late record then
+ * finds nothing in the table, so there is no second zombie_reaped. */
+static void announce_gone(struct agent *a, const struct zrec *z, uint64_t now)
+{
+	cJSON *e;
+
+	if (!z->announced)
+		return;
+	e = ev_new("zombie_reaped", 0);
+	ev_add_num(e, "pid", z->pid);
+	ev_add_num(e, "ppid", z->ppid);
+	ev_add_str(e, "comm", z->comm);
+	ev_add_num(e, "age_ms", (double)((now - z->exit_ns) / 1000000));
+	ev_add_str(e, "service", sup_service_of(a->sup, z->ppid));
+	evlog_emit(a->log, e);
+}
+
 static void on_zombie_deadline(struct loop *l, void *ctx)
 {
 	struct agent *a = ctx;
@@ -116,6 +135,7 @@ static void on_zombie_deadline(struct loop *l, void *ctx)
 		char st = proc_state(z.pid);
 
 		if (!st) {
+			announce_gone(a, &z, now);
 			ztrack_forget(a->zt, z.pid);
 			continue;
 		}
@@ -123,10 +143,13 @@ static void on_zombie_deadline(struct loop *l, void *ctx)
 			/* Still tearing down (a large address space can outlast the grace), or the
 			 * pid already reused: look again a few times before letting go. */
 			ztrack_forget(a->zt, z.pid);
-			if (z.rechecks++ < ZOMBIE_RECHECKS) {
+			/* While do_exit runs (PF_EXITING) it is on its way: that wait is not counted. */
+			if ((proc_flags(z.pid) & PF_EXITING_FLAG) || z.rechecks++ < ZOMBIE_RECHECKS) {
 				z.deadline_ns = now + (uint64_t)a->cfg.monitoring.zombie_grace_ms *
 							      1000000ull;
 				ztrack_exit(a->zt, &z);
+			} else {
+				announce_gone(a, &z, now);
 			}
 			continue;
 		}

@@ -19,6 +19,7 @@
 struct client {
 	struct control *ctl;
 	int fd;
+	uid_t uid; /* SO_PEERCRED at accept */
 	bool waiting; /* a deferred reply is owed */
 	struct client *next;
 };
@@ -141,6 +142,14 @@ static void on_client(struct loop *l, int fd, uint32_t events, void *ctx)
 		drop_client(c, cl);
 		return;
 	}
+	if (cl->uid != 0) {
+		/* Refuse only after reading the request: closing with it unread makes the kernel
+		 * reset the connection, and the client would see ECONNRESET, not this answer. */
+		free(buf);
+		send_json(fd, error_resp("not permitted: the control socket serves root only"));
+		drop_client(c, cl);
+		return;
+	}
 	req = control_parse_request(buf, (size_t)n, err, sizeof(err));
 	free(buf);
 	if (!req) {
@@ -174,11 +183,8 @@ static void on_accept(struct loop *l, int fd, uint32_t events, void *ctx)
 			return;
 		/* The socket's mode already keeps others out; the peer's credentials are the
 		 * check that does not depend on the file system. */
-		if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len) || cred.uid != 0) {
-			send_json(cfd, error_resp("not permitted: the control socket serves root only"));
-			close(cfd);
-			continue;
-		}
+		if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len))
+			cred.uid = (uid_t)-1; /* unknown peer: refused when its request comes */
 		cl = calloc(1, sizeof(*cl));
 		if (!cl) {
 			close(cfd);
@@ -186,6 +192,7 @@ static void on_accept(struct loop *l, int fd, uint32_t events, void *ctx)
 		}
 		cl->ctl = c;
 		cl->fd = cfd;
+		cl->uid = cred.uid;
 		if (loop_add_fd(l, cfd, EPOLLIN | EPOLLRDHUP, on_client, cl)) {
 			close(cfd);
 			free(cl);
@@ -287,6 +294,9 @@ int control_call(const char *path, const cJSON *req, int timeout_ms, cJSON **res
 	if (!msg || send(fd, msg, strlen(msg), MSG_NOSIGNAL) < 0)
 		rc = msg ? -errno : -ENOMEM;
 	free(msg);
+	/* The server may have answered (a refusal) and closed before we sent: read its answer. */
+	if (rc == -EPIPE)
+		rc = 0;
 	pfd = (struct pollfd){.fd = fd, .events = POLLIN};
 	if (!rc) {
 		int p = poll(&pfd, 1, timeout_ms);

@@ -103,6 +103,20 @@ char proc_state(pid_t pid)
 	return p && p[1] == ' ' ? p[2] : 0;
 }
 
+unsigned proc_flags(pid_t pid)
+{
+	char path[64], buf[512], *p;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	if (read_small(path, buf, sizeof(buf)) <= 0)
+		return 0;
+	p = strrchr(buf, ')');
+	/* after ") ": state ppid pgrp session tty_nr tpgid flags */
+	for (int field = 3; p && field <= 9; field++)
+		p = strchr(p + 1, ' ');
+	return p ? (unsigned)strtoul(p + 1, NULL, 10) : 0;
+}
+
 void proc_comm(pid_t pid, char *buf, size_t len)
 {
 	char path[64];

@@ -24,6 +24,8 @@ int pidfd_signal(int pidfd, int sig);
 
 /* The process's state letter from /proc/PID/stat ('Z' for a zombie) or 0 when gone. */
 char proc_state(pid_t pid);
+/* The flags field of /proc/PID/stat (PF_EXITING = 0x4 while do_exit runs), 0 when gone. */
+unsigned proc_flags(pid_t pid);
 /* comm of pid from /proc, "" when gone. */
 void proc_comm(pid_t pid, char *buf, size_t len);
 uid_t proc_uid(pid_t pid);
