@@ -19,6 +19,31 @@ struct {
 	__type(value, struct listener_val);
 } listeners SEC(".maps");
 
+/* How many confirmed listeners each process (tgid) owns: lets the fork probe skip, with one
+ * look-up, every fork of a process that owns none. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, REV_MAX_OWNERS);
+	__type(key, __u32);
+	__type(value, __u32);
+} owners SEC(".maps");
+
+static __always_inline void owner_add(__u32 tgid, int delta)
+{
+	__u32 *n = bpf_map_lookup_elem(&owners, &tgid), one = 1;
+
+	if (n) {
+		if (delta > 0)
+			__sync_fetch_and_add(n, 1);
+		else if (*n <= 1)
+			bpf_map_delete_elem(&owners, &tgid);
+		else
+			__sync_fetch_and_add(n, (__u32)-1); /* XADD: no atomic sub before -mcpu=v3 */
+	} else if (delta > 0) {
+		bpf_map_update_elem(&owners, &tgid, &one, BPF_NOEXIST);
+	}
+}
+
 /* A bind()/listen() between syscall entry and exit, per thread. The kernel clears a socket's port
  * when bind fails, so the requested address must be captured at entry. */
 struct pending_call {
@@ -122,6 +147,7 @@ int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int
 	if (!old)
 		return 0;
 	if (old->confirmed) {
+		owner_add(old->pid, -1);
 		/* Report the owner that listened, not whoever closes (an exiting child, say). */
 		struct port_event *e = reserve_event(sizeof(*e));
 
@@ -240,6 +266,7 @@ static __always_inline int finish_call(long ret)
 			}
 		}
 		if (v && !v->confirmed) {
+			owner_add(v->pid, 1);
 			v->confirmed = 1;
 			v->file = (__u64)file;
 			emit_port(REV_EV_LISTEN, &id, 0);
@@ -269,3 +296,25 @@ int on_listen_exit(struct trace_event_raw_sys_exit *ctx)
 	return finish_call(ctx->ret);
 }
 
+
+static long mark_shared(struct bpf_map *map, struct listener_key *k, struct listener_val *v,
+			__u32 *tgid)
+{
+	if (v->pid == *tgid)
+		v->shared = 1;
+	return 0;
+}
+
+/* A fork that copies the fd table duplicates every socket of the parent: its listeners now may
+ * have more than one holder, which is what tells `scan` to walk the fd tables for them. Threads
+ * and CLONE_FILES children share the table and change nothing. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 tgid = parent->tgid;
+
+	if (child->files == parent->files || !bpf_map_lookup_elem(&owners, &tgid))
+		return 0;
+	bpf_for_each_map_elem(&listeners, mark_shared, &tgid, 0);
+	return 0;
+}

@@ -6,6 +6,7 @@
 #include "event.h"
 
 #define REV_MAX_LISTENERS 65536
+#define REV_MAX_OWNERS 16384
 #define REV_LISTENERS_PIN "listeners" /* under the pin directory, /sys/fs/bpf/revenant */
 
 
@@ -29,7 +30,8 @@ struct listener_val {
 	char comm[REV_COMM_LEN];
 	__u8 confirmed; /* listen() returned 0 (or seeded from a snapshot) */
 	__u8 v6only;
-	__u8 pad[6];
+	__u8 shared; /* its owner forked (a new fd table): other processes may hold it too */
+	__u8 pad[5];
 };
 _Static_assert(sizeof(struct listener_val) == 48, "listener_val layout");
 

@@ -387,9 +387,22 @@ static void on_signal(struct loop *l, int fd, uint32_t events, void *ctx)
 			int status;
 			pid_t pid;
 
-			while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-				if (a->sup)
-					sup_on_reaped(a->sup, pid, status);
+			while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+				const struct zrec *z;
+
+				if (a->sup && sup_on_reaped(a->sup, pid, status))
+					continue;
+				/* An orphan zombie we announced, reaped by us just now: its free record
+				 * may come after we have exited, so say it here. */
+				z = ztrack_find(a->zt, pid);
+				if (z && (z->reported || z->announced)) {
+					struct zrec copy = *z;
+
+					copy.announced = true; /* in the table and reported: it was logged */
+					ztrack_forget(a->zt, pid);
+					announce_gone(a, &copy, mono_ns());
+				}
+			}
 			break;
 		}
 		default:
@@ -445,7 +458,7 @@ static void seed(struct agent *a)
 		cli_err("warning: %s; listeners and zombies that predate the agent are not known", err);
 		return;
 	}
-	added = ports_seed(sensor_listeners_fd(a->sensor), &s);
+	added = ports_seed(sensor_listeners_fd(a->sensor), sensor_owners_fd(a->sensor), &s);
 	for (size_t i = 0; i < s.n_zombies; i++) {
 		const struct snap_zombie *sz = &s.zombies[i];
 		struct zrec z = {0};

@@ -212,7 +212,17 @@ int ports_read_map(int fd, struct listener **out, size_t *n)
 	return 0;
 }
 
-int ports_seed(int map_fd, const struct snap *s)
+/* Is sk held through an fd by a process other than pid? */
+static bool held_by_other(const struct snap *s, uint64_t sk, uint32_t pid)
+{
+	for (size_t i = 0; i < s->n_socks; i++)
+		if (s->socks[i].sk == sk && s->socks[i].type == REV_SNAP_SOCK_FD &&
+		    s->socks[i].pid != pid)
+			return true;
+	return false;
+}
+
+int ports_seed(int map_fd, int owners_fd, const struct snap *s)
 {
 	int added = 0;
 
@@ -235,9 +245,16 @@ int ports_seed(int map_fd, const struct snap *s)
 		memcpy(v.comm, r->comm, sizeof(v.comm));
 		v.confirmed = 1;
 		v.v6only = r->v6only;
+		v.shared = held_by_other(s, r->sk, r->pid);
 		/* Rows come in pid order: the first holder of a shared socket (the parent) wins. */
-		if (bpf_map_update_elem(map_fd, &k, &v, BPF_NOEXIST) == 0)
+		if (bpf_map_update_elem(map_fd, &k, &v, BPF_NOEXIST) == 0) {
+			uint32_t n = 0, tgid = r->pid;
+
+			bpf_map_lookup_elem(owners_fd, &tgid, &n);
+			n++;
+			bpf_map_update_elem(owners_fd, &tgid, &n, BPF_ANY);
 			added++;
+		}
 	}
 	return added;
 }

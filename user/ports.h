@@ -39,7 +39,7 @@ int ports_read_map(int fd, struct listener **out, size_t *n);
 
 /* Put the TCP listeners of a snapshot into the map, never over an entry the probes made.
  * Returns how many were added. */
-int ports_seed(int map_fd, const struct snap *s);
+int ports_seed(int map_fd, int owners_fd, const struct snap *s);
 
 void ports_ident_of_key(const struct listener_key *k, uint8_t v6only, struct sock_ident *id);
 void ports_ident_of_snap(const struct snap_sock *s, struct sock_ident *id);

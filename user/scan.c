@@ -61,9 +61,30 @@ static int cmp_row(const void *a, const void *b)
 	return (x->sk > y->sk) - (x->sk < y->sk);
 }
 
-static struct scan_row *find_sk(struct scan_rows *r, uint64_t sk)
+/* rows[0..sorted) are in ascending sk order (made from the sorted snapshot): binary search
+ * there, a linear look at the few rows added after. */
+static int cmp_row_sk(const void *a, const void *b)
 {
-	for (size_t i = 0; i < r->n; i++)
+	const struct scan_row *x = a, *y = b;
+
+	return (x->sk > y->sk) - (x->sk < y->sk);
+}
+
+static struct scan_row *find_sk(struct scan_rows *r, size_t sorted, uint64_t sk)
+{
+	size_t lo = 0, hi = sorted;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (r->rows[mid].sk < sk)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < sorted && r->rows[lo].sk == sk)
+		return &r->rows[lo];
+	for (size_t i = sorted; i < r->n; i++)
 		if (r->rows[i].sk == sk)
 			return &r->rows[i];
 	return NULL;
@@ -102,7 +123,7 @@ int scan_merge(const struct listener *ls, size_t n_ls, const struct snap_sock *s
 	       struct scan_rows *out)
 {
 	struct snap_sock *sorted = NULL;
-	size_t cap = 0;
+	size_t cap = 0, n_sorted;
 
 	memset(out, 0, sizeof(*out));
 	if (n_ss) {
@@ -147,9 +168,10 @@ int scan_merge(const struct listener *ls, size_t n_ls, const struct snap_sock *s
 		i = j;
 	}
 	/* The map knows who called listen(): that is the owner, also of sockets only it knows. */
+	n_sorted = out->n;
 	for (size_t i = 0; i < n_ls; i++) {
 		const struct listener *l = &ls[i];
-		struct scan_row *row = find_sk(out, l->k.sk);
+		struct scan_row *row = find_sk(out, n_sorted, l->k.sk);
 
 		if (!row) {
 			row = add_row(out, &cap);
@@ -180,10 +202,12 @@ int scan_merge(const struct listener *ls, size_t n_ls, const struct snap_sock *s
 		}
 	}
 	/* Sockets in the tables that no visible process holds (kernel sockets, hidden owners). */
+	qsort(out->rows, out->n, sizeof(*out->rows), cmp_row_sk);
+	n_sorted = out->n;
 	for (size_t i = 0; i < n_ss; i++) {
 		struct scan_row *row;
 
-		if (sorted[i].type != REV_SNAP_SOCK_TABLE || find_sk(out, sorted[i].sk))
+		if (sorted[i].type != REV_SNAP_SOCK_TABLE || find_sk(out, n_sorted, sorted[i].sk))
 			continue;
 		row = add_row(out, &cap);
 		if (!row)
@@ -579,14 +603,15 @@ int scan_collect(const char *control_socket, bool udp, int verbose, struct scan_
 		if (fd >= 0)
 			close(fd);
 		if (!rc) {
-			/* The map names who called listen(). Only a socket that more than one fd
-			 * references, or whose owner is gone, needs the kernel's fd tables. */
+			/* The map names who called listen(). Only a socket whose owner forked (or
+			 * that was shared when the agent started), or whose owner is gone, needs the
+			 * kernel's fd tables for its holders. */
 			uint32_t here = self_netns();
 			struct snap t;
 
 			rc = snapshot_take(&t, SNAP_SOCK_TABLES, pin_dir, err, sizeof(err));
-			for (size_t i = 0; !rc && i < t.n_socks && !walk; i++)
-				walk = t.socks[i].refs > 1;
+			for (size_t i = 0; !rc && i < n_ls && !walk; i++)
+				walk = ls[i].v.shared;
 			/* The tables are this netns's only: elsewhere a shared socket goes unseen. */
 			for (size_t i = 0; !rc && i < n_ls && !walk; i++)
 				walk = ls[i].k.netns != here;

@@ -230,6 +230,11 @@ int sensor_listeners_fd(const struct sensor *s)
 	return bpf_map__fd(s->ports->maps.listeners);
 }
 
+int sensor_owners_fd(const struct sensor *s)
+{
+	return bpf_map__fd(s->ports->maps.owners);
+}
+
 void sensor_stop(struct sensor *s)
 {
 	if (!s)
