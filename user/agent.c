@@ -105,22 +105,26 @@ static void emit_zombie(struct agent *a, struct zrec *z, uint64_t now)
 	}
 }
 
+/* reaped_ns: when it was reaped (a kernel timestamp, or now when we only know it is gone). */
+static void emit_reaped(struct agent *a, const struct zrec *z, uint64_t reaped_ns)
+{
+	cJSON *e = ev_new("zombie_reaped", reaped_ns);
+
+	ev_add_num(e, "pid", z->pid);
+	ev_add_num(e, "ppid", z->ppid);
+	ev_add_str(e, "comm", z->comm);
+	ev_add_num(e, "age_ms", (double)((reaped_ns - z->exit_ns) / 1000000));
+	ev_add_str(e, "service", sup_service_of(a->sup, z->ppid));
+	evlog_emit(a->log, e);
+}
+
 /* A zombie we announced is gone but its free record has not come: the kernel frees a reaped
  * task from an RCU callback, often after the next deadline. Say so now; the late record then
  * finds nothing in the table, so there is no second zombie_reaped. */
 static void announce_gone(struct agent *a, const struct zrec *z, uint64_t now)
 {
-	cJSON *e;
-
-	if (!z->announced)
-		return;
-	e = ev_new("zombie_reaped", 0);
-	ev_add_num(e, "pid", z->pid);
-	ev_add_num(e, "ppid", z->ppid);
-	ev_add_str(e, "comm", z->comm);
-	ev_add_num(e, "age_ms", (double)((now - z->exit_ns) / 1000000));
-	ev_add_str(e, "service", sup_service_of(a->sup, z->ppid));
-	evlog_emit(a->log, e);
+	if (z->announced)
+		emit_reaped(a, z, now);
 }
 
 static void on_zombie_deadline(struct loop *l, void *ctx)
@@ -174,6 +178,14 @@ static void on_exit_rec(struct agent *a, const struct exit_event *r)
 	rc = ztrack_exit(a->zt, &z);
 	if (rc == -ENOSPC)
 		a->ztable_full++;
+	if (rc == -ENOSPC && !(a->ztable_full & (a->ztable_full - 1))) {
+		/* Never silent, never a flood: said at the 1st, 2nd, 4th, 8th... exit not tracked. */
+		cJSON *e = ev_new("events_lost", 0);
+
+		ev_add_num(e, "count", (double)a->ztable_full);
+		ev_add_str(e, "reason", "zombie table full: exits not watched");
+		evlog_emit(a->log, e);
+	}
 	if (!a->ztimer.armed)
 		arm_zombie_timer(a);
 	metrics_set_gauge_zombies(ztrack_count(a->zt));
@@ -182,7 +194,6 @@ static void on_exit_rec(struct agent *a, const struct exit_event *r)
 static void on_reap_rec(struct agent *a, const struct exit_event *r)
 {
 	struct zrec z;
-
 	int rc = ztrack_reap(a->zt, r->pid, r->start_ns, &z);
 	uint64_t grace = (uint64_t)a->cfg.monitoring.zombie_grace_ms * 1000000ull;
 
@@ -193,16 +204,8 @@ static void on_reap_rec(struct agent *a, const struct exit_event *r)
 		emit_zombie(a, &z, r->ts_ns);
 		rc = 1;
 	}
-	if (rc == 1 || (rc == 0 && z.announced)) {
-		cJSON *e = ev_new("zombie_reaped", r->ts_ns);
-
-		ev_add_num(e, "pid", z.pid);
-		ev_add_num(e, "ppid", z.ppid);
-		ev_add_str(e, "comm", z.comm);
-		ev_add_num(e, "age_ms", (double)((r->ts_ns - z.exit_ns) / 1000000));
-		ev_add_str(e, "service", sup_service_of(a->sup, z.ppid));
-		evlog_emit(a->log, e);
-	}
+	if (rc == 1 || (rc == 0 && z.announced))
+		emit_reaped(a, &z, r->ts_ns);
 	metrics_set_gauge_zombies(ztrack_count(a->zt));
 }
 
