@@ -608,6 +608,8 @@ int cmd_run(int argc, char **argv)
 		goto out;
 	}
 	loop_timer_init(&a.ztimer, on_zombie_deadline, &a);
+	if (evlog_attach_loop(a.log, a.loop))
+		cli_err("warning: cannot watch the log compressor; it is checked at each rotation");
 	{
 		struct stat st;
 

@@ -202,7 +202,8 @@ int scan_merge(const struct listener *ls, size_t n_ls, const struct snap_sock *s
 		}
 	}
 	/* Sockets in the tables that no visible process holds (kernel sockets, hidden owners). */
-	qsort(out->rows, out->n, sizeof(*out->rows), cmp_row_sk);
+	if (out->n > 1) /* qsort's base may not be NULL, even for nothing to sort */
+		qsort(out->rows, out->n, sizeof(*out->rows), cmp_row_sk);
 	n_sorted = out->n;
 	for (size_t i = 0; i < n_ss; i++) {
 		struct scan_row *row;
@@ -216,7 +217,8 @@ int scan_merge(const struct listener *ls, size_t n_ls, const struct snap_sock *s
 		row->uid = sorted[i].uid;
 	}
 	free(sorted);
-	qsort(out->rows, out->n, sizeof(*out->rows), cmp_row);
+	if (out->n > 1)
+		qsort(out->rows, out->n, sizeof(*out->rows), cmp_row);
 	return 0;
 nomem:
 	free(sorted);
@@ -494,7 +496,8 @@ static int proc_snapshot(struct snap *s)
 	proc_net("/proc/net/udp", REV_AF_INET, REV_PROTO_UDP, netns, s);
 	proc_net("/proc/net/udp6", REV_AF_INET6, REV_PROTO_UDP, netns, s);
 	n_table = s->n_socks;
-	qsort(s->socks, n_table, sizeof(*s->socks), cmp_ino);
+	if (n_table > 1)
+		qsort(s->socks, n_table, sizeof(*s->socks), cmp_ino);
 	d = opendir("/proc");
 	if (!d)
 		return -errno;
