@@ -17,22 +17,4 @@ static __always_inline bool exit_tp_has_group_dead(void)
 	return bpf_core_field_exists(struct trace_event_raw_sched_process_exit___gd, group_dead);
 }
 
-/* 6.13 replaced file->f_count (the count) with file->f_ref (the count minus one). */
-struct file___ref {
-	file_ref_t f_ref;
-} __attribute__((preserve_access_index));
-
-struct file___count {
-	atomic_long_t f_count;
-} __attribute__((preserve_access_index));
-
-static __always_inline __u64 file_refs(const void *f)
-{
-	if (!f)
-		return 0;
-	if (bpf_core_field_exists(struct file___ref, f_ref))
-		return BPF_CORE_READ((struct file___ref *)f, f_ref.refcnt.counter) + 1;
-	return BPF_CORE_READ((struct file___count *)f, f_count.counter);
-}
-
 #endif

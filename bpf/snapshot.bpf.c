@@ -7,7 +7,6 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include "sock.bpf.h"
-#include "core_fixes.bpf.h"
 #include "snapshot.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
@@ -76,7 +75,6 @@ static __always_inline void dump_table_sock(struct seq_file *seq, const struct s
 	fill_sock(&r, REV_SNAP_SOCK_TABLE, sk, &id);
 	r.uid = uid;
 	r.ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
-	r.refs = file_refs(BPF_CORE_READ(sk, sk_socket, file));
 	bpf_seq_write(seq, &r, sizeof(r));
 }
 

@@ -33,8 +33,7 @@ struct snap_sock {
 	__u8 proto;
 	__u8 state; /* TCP state (10 = LISTEN, 7 = CLOSE); UDP sockets report 7 */
 	__u8 v6only;
-	__u8 pad[2];
-	__u32 refs; /* references to the socket's file: more than one, more than one holder may exist */
+	__u8 pad[6];
 	char comm[REV_COMM_LEN];
 };
 _Static_assert(sizeof(struct snap_sock) == 88, "snap_sock layout");

@@ -116,7 +116,6 @@ static void row_from_snap(struct scan_row *row, const struct snap_sock *s)
 	row->proto = s->proto;
 	row->state = s->state;
 	row->v6only = s->v6only;
-	row->refs = s->refs;
 }
 
 int scan_merge(const struct listener *ls, size_t n_ls, const struct snap_sock *ss, size_t n_ss,
@@ -149,11 +148,8 @@ int scan_merge(const struct listener *ls, size_t n_ls, const struct snap_sock *s
 			if (!row->holders)
 				goto nomem;
 			for (size_t k = i; k < j; k++) {
-				if (sorted[k].type != REV_SNAP_SOCK_FD) {
-					if (sorted[k].refs)
-						row->refs = sorted[k].refs;
+				if (sorted[k].type != REV_SNAP_SOCK_FD)
 					continue;
-				}
 				if (row->n_holders && row->holders[row->n_holders - 1] == (pid_t)sorted[k].pid)
 					continue; /* the same process holds it through several fds */
 				if (!row->n_holders) {

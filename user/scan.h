@@ -23,7 +23,6 @@ struct scan_row {
 	uint8_t proto;
 	uint8_t state; /* TCP state number; 10 = listen */
 	uint8_t v6only;
-	uint32_t refs;
 	pid_t pid; /* the owner: who called listen(), else the lowest holder; 0 = none visible */
 	uint32_t uid;
 	char comm[REV_COMM_LEN + 1];

@@ -50,13 +50,12 @@ static struct snap_sock fd_row(uint64_t sk, pid_t pid, uint32_t fd, const char *
 }
 
 /* A row of iter/tcp or iter/udp: the socket is in the table (no process). */
-static struct snap_sock table_row(uint64_t sk, const char *addr, int port, int proto, uint32_t refs)
+static struct snap_sock table_row(uint64_t sk, const char *addr, int port, int proto)
 {
 	struct snap_sock r = fd_row(sk, 0, 0, "", addr, port, proto);
 
 	r.type = REV_SNAP_SOCK_TABLE;
 	r.uid = 77;
-	r.refs = refs;
 	return r;
 }
 
@@ -91,7 +90,7 @@ static void fork_shared_socket_is_one_row(void **state)
 	struct snap_sock ss[] = {
 	    fd_row(0xa000, 300, 3, "parent", "127.0.0.1", 8080, REV_PROTO_TCP),
 	    fd_row(0xa000, 200, 3, "kid2", "127.0.0.1", 8080, REV_PROTO_TCP),
-	    table_row(0xa000, "127.0.0.1", 8080, REV_PROTO_TCP, 4),
+	    table_row(0xa000, "127.0.0.1", 8080, REV_PROTO_TCP),
 	    fd_row(0xa000, 300, 7, "parent", "127.0.0.1", 8080, REV_PROTO_TCP),
 	    fd_row(0xa000, 100, 3, "kid1", "127.0.0.1", 8080, REV_PROTO_TCP),
 	};
@@ -106,7 +105,6 @@ static void fork_shared_socket_is_one_row(void **state)
 	assert_int_equal(r.rows[0].pid, 100);
 	assert_string_equal(r.rows[0].comm, "kid1");
 	assert_int_equal(r.rows[0].uid, 1100);
-	assert_int_equal(r.rows[0].refs, 4);
 	assert_int_equal(r.rows[0].port, 8080);
 	assert_int_equal(r.rows[0].sk, 0xa000);
 	scan_rows_free(&r);
@@ -164,7 +162,7 @@ static void map_entry_alone_is_a_row(void **state)
 	/* With a table row for the same socket (the agent's quick path): still one row, the map's.
 	 */
 	{
-		struct snap_sock ss[] = {table_row(0xc000, "::", 7000, REV_PROTO_TCP, 1)};
+		struct snap_sock ss[] = {table_row(0xc000, "::", 7000, REV_PROTO_TCP)};
 
 		assert_int_equal(scan_merge(ls, 1, ss, 1, &r), 0);
 		assert_int_equal(r.n, 1);
@@ -176,7 +174,7 @@ static void map_entry_alone_is_a_row(void **state)
 
 static void table_only_socket_has_no_owner(void **state)
 {
-	struct snap_sock ss[] = {table_row(0xd000, "0.0.0.0", 2024, REV_PROTO_TCP, 1)};
+	struct snap_sock ss[] = {table_row(0xd000, "0.0.0.0", 2024, REV_PROTO_TCP)};
 	struct scan_rows r;
 
 	(void)state;
@@ -283,7 +281,7 @@ static void json_fields(void **state)
 	    fd_row(1, 40, 3, "srv", "::", 8443, REV_PROTO_TCP),
 	    fd_row(1, 41, 3, "srv-kid", "::", 8443, REV_PROTO_TCP),
 	    fd_row(2, 42, 3, "dns", "127.0.0.1", 5353, REV_PROTO_UDP),
-	    table_row(3, "0.0.0.0", 2024, REV_PROTO_TCP, 1),
+	    table_row(3, "0.0.0.0", 2024, REV_PROTO_TCP),
 	};
 	struct scan_rows r;
 	const cJSON *o, *h;
@@ -374,7 +372,7 @@ static void table_has_header_and_rows(void **state)
 	struct snap_sock ss[] = {
 	    fd_row(1, 40, 3, "srv", "::1", 8443, REV_PROTO_TCP),
 	    fd_row(1, 41, 3, "srv", "::1", 8443, REV_PROTO_TCP),
-	    table_row(2, "0.0.0.0", 2024, REV_PROTO_TCP, 1),
+	    table_row(2, "0.0.0.0", 2024, REV_PROTO_TCP),
 	};
 	struct scan_rows r;
 	char *s;
