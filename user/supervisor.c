@@ -239,6 +239,49 @@ static void write_state(struct supervisor *s)
 	state_write(s->state_path, &st);
 }
 
+/* Every process in the service's cgroup, also those that left its process group (setsid, a
+ * daemonizing child): each through a pidfd. Returns how many were found. */
+static int signal_cgroup(const struct service *v, int sig)
+{
+	char path[300];
+	FILE *f;
+	int pid, n = 0;
+
+	if (!v->cgroup[0])
+		return 0;
+	snprintf(path, sizeof(path), "%s/cgroup.procs", v->cgroup);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (fscanf(f, "%d", &pid) == 1) {
+		int fd = pidfd_open_pid(pid);
+
+		if (fd < 0)
+			continue;
+		if (sig)
+			pidfd_signal(fd, sig);
+		close(fd);
+		n++;
+	}
+	fclose(f);
+	return n;
+}
+
+static void cgroup_kill(const struct service *v)
+{
+	char path[300];
+	int fd;
+
+	if (!v->cgroup[0])
+		return;
+	snprintf(path, sizeof(path), "%s/cgroup.kill", v->cgroup);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, "1", 1) != 1)
+		signal_cgroup(v, SIGKILL); /* before 5.14 there is no cgroup.kill */
+	if (fd >= 0)
+		close(fd);
+}
+
 static void signal_group(struct service *v, int sig)
 {
 	if (v->pidfd >= 0)
@@ -248,19 +291,10 @@ static void signal_group(struct service *v, int sig)
 	 * reaped by us. */
 	if (v->pgid > 1)
 		kill(-v->pgid, sig);
-	if (sig == SIGKILL && v->cgroup[0]) {
-		char path[300];
-		int fd;
-
-		snprintf(path, sizeof(path), "%s/cgroup.kill", v->cgroup);
-		fd = open(path, O_WRONLY | O_CLOEXEC);
-		if (fd >= 0) {
-			if (write(fd, "1", 1) < 0) {
-				/* older kernels: the group signal above is what we have */
-			}
-			close(fd);
-		}
-	}
+	if (sig == SIGKILL)
+		cgroup_kill(v);
+	else
+		signal_cgroup(v, sig);
 }
 
 static void reply_pending(struct service *v, bool stopped)
@@ -920,6 +954,10 @@ static void act_stopped_exit(struct service *v)
 {
 	release_process(v);
 	v->exited = true;
+	/* A stop ends the whole service: what escaped the group and outlived the main process
+	 * (it had the stop signal already) is killed now, so nothing of ours stays behind. */
+	if (signal_cgroup(v, 0))
+		cgroup_kill(v);
 	if (port_still_ours(v)) {
 		loop_timer_after_ms(v->sup->loop, &v->timer, RELEASE_GRACE_MS);
 		return;

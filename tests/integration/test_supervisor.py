@@ -563,6 +563,27 @@ def test_stop_start_restart_service():
 
 # ---- control socket ----------------------------------------------------------------------------
 
+def test_stop_reaches_a_process_that_left_the_group():
+    """A descendant that setsid()s leaves the process group but not the cgroup: a stop ends it.
+    (Skipped where no cgroup v2 hierarchy is writable: the process group is all there is.)"""
+    if not any(os.access(os.path.join(r, "cgroup.procs"), os.W_OK)
+               for r in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")):
+        return
+    port = free_port()
+    agent = make_agent("escape", {"a": svc(port, command=(
+        "setsid sleep 600 & echo $! > escaped.pid; exec %s svc.py" % sys.executable))})
+    try:
+        agent.start()
+        wait_healthy(agent, "a")
+        with open(os.path.join(agent.dir, "escaped.pid")) as f:
+            escaped = int(f.read())
+        assert pid_alive(escaped) and os.getpgid(escaped) != status(agent)["services"]["a"]["pid"]
+        rev("stop", "-c", agent.config_path, "a", check=0)
+        assert wait_exit(escaped, 10), "the setsid'd descendant survived the stop"
+    finally:
+        agent.close()
+
+
 def test_control_socket_permissions_and_no_agent():
     port = free_port()
     agent = make_agent("perm", {"a": svc(port)})
@@ -673,6 +694,7 @@ if __name__ == "__main__":
         test_zombie_nudge_short_grace_logs_reap,
         test_zombie_with_slow_exit_is_reported,
         test_stop_start_restart_service,
+        test_stop_reaches_a_process_that_left_the_group,
         test_control_socket_permissions_and_no_agent,
         test_control_socket_refuses_non_root_peer,
         test_stop_all_keeps_agent,
