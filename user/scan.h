@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "config.h"
@@ -48,6 +49,7 @@ void scan_filter(struct scan_rows *r, const int *ports, size_t n_ports, bool tcp
 /* Output: a table, or a JSON array (DESIGN.md's fields). The returned string is malloc'd. */
 char *scan_table(const struct scan_rows *r, uint32_t host_netns);
 char *scan_json(const struct scan_rows *r);
+int scan_json_write(FILE *f, const struct scan_rows *r);
 
 /* The rows, from the best source available (see the file comment). With udp false and an agent
  * running, TCP listeners come from its map alone. 0 or -errno (message printed). */
