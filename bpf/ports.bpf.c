@@ -318,3 +318,22 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	bpf_for_each_map_elem(&listeners, mark_shared, &tgid, 0);
 	return 0;
 }
+
+/* An owner that dies may leave its listeners to processes it passed them to (fork, SCM_RIGHTS):
+ * they are marked so `scan` finds the holders that remain, instead of naming the dead. */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(on_owner_exit, struct task_struct *p)
+{
+	__u32 tgid = p->tgid;
+	bool group_dead;
+
+	if (exit_tp_has_group_dead())
+		group_dead = (bool)ctx[1];
+	else
+		group_dead = BPF_CORE_READ(p, signal, live.counter) == 0;
+	if (!group_dead || !bpf_map_lookup_elem(&owners, &tgid))
+		return 0;
+	bpf_for_each_map_elem(&listeners, mark_shared, &tgid, 0);
+	bpf_map_delete_elem(&owners, &tgid);
+	return 0;
+}

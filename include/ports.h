@@ -30,7 +30,7 @@ struct listener_val {
 	char comm[REV_COMM_LEN];
 	__u8 confirmed; /* listen() returned 0 (or seeded from a snapshot) */
 	__u8 v6only;
-	__u8 shared; /* its owner forked (a new fd table): other processes may hold it too */
+	__u8 shared; /* its owner forked (a new fd table) or died: others may hold it */
 	__u8 pad[5];
 };
 _Static_assert(sizeof(struct listener_val) == 48, "listener_val layout");

@@ -586,11 +586,6 @@ static int proc_snapshot(struct snap *s)
 	return 0;
 }
 
-static bool pid_alive(pid_t pid)
-{
-	return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
-}
-
 void scan_attribute_services(struct scan_rows *rows, const char *control_socket)
 {
 	char path[4200];
@@ -640,9 +635,9 @@ int scan_collect(const char *control_socket, bool udp, int verbose, struct scan_
 		if (fd >= 0)
 			close(fd);
 		if (!rc) {
-			/* The map names who called listen(). Only a socket whose owner forked (or
-			 * that was shared when the agent started), or whose owner is gone, needs the
-			 * kernel's fd tables for its holders. */
+			/* The map names who called listen(). Only a socket whose owner forked or died
+			 * (the probes mark those), or that was shared when the agent started, needs
+			 * the kernel's fd tables for its holders. */
 			uint32_t here = self_netns();
 			struct snap t;
 
@@ -652,8 +647,6 @@ int scan_collect(const char *control_socket, bool udp, int verbose, struct scan_
 			/* The tables are this netns's only: elsewhere a shared socket goes unseen. */
 			for (size_t i = 0; !rc && i < n_ls && !walk; i++)
 				walk = ls[i].k.netns != here;
-			for (size_t i = 0; !rc && i < n_ls && !walk; i++)
-				walk = !pid_alive(ls[i].v.pid);
 			if (!rc && walk) {
 				snapshot_free(&t);
 				rc = snapshot_take(&s, SNAP_SOCK_FDS | SNAP_SOCK_TABLES, pin_dir, err,
