@@ -457,7 +457,8 @@ static void seed(struct agent *a)
 	uint64_t now = mono_ns();
 	int added;
 
-	if (snapshot_take(&s, SNAP_SOCK_FDS | SNAP_ZOMBIES, a->pin_dir, err, sizeof(err))) {
+	if (snapshot_take(&s, SNAP_SOCK_FDS | SNAP_SOCK_TABLES | SNAP_ZOMBIES, a->pin_dir, err,
+			  sizeof(err))) {
 		cli_err("warning: %s; listeners and zombies that predate the agent are not known", err);
 		return;
 	}

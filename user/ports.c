@@ -231,7 +231,11 @@ int ports_seed(int map_fd, int owners_fd, const struct snap *s)
 		struct listener_key k = {0};
 		struct listener_val v = {0};
 
-		if (r->proto != REV_PROTO_TCP || r->state != 10 || r->type != REV_SNAP_SOCK_FD)
+		if (r->proto != REV_PROTO_TCP || r->state != 10)
+			continue;
+		/* A listener in the tables that no process showed (a hidden owner, the kernel):
+		 * recorded with pid 0, so the map alone answers for every listener. */
+		if (r->type != REV_SNAP_SOCK_FD && held_by_other(s, r->sk, 0))
 			continue;
 		k.sk = r->sk;
 		memcpy(k.addr, r->addr, sizeof(k.addr));
@@ -240,14 +244,14 @@ int ports_seed(int map_fd, int owners_fd, const struct snap *s)
 		k.family = r->family;
 		k.proto = r->proto;
 		v.file = r->file;
-		v.pid = r->pid;
+		v.pid = r->type == REV_SNAP_SOCK_FD ? r->pid : 0;
 		v.uid = r->uid;
 		memcpy(v.comm, r->comm, sizeof(v.comm));
 		v.confirmed = 1;
 		v.v6only = r->v6only;
-		v.shared = held_by_other(s, r->sk, r->pid);
+		v.shared = v.pid && held_by_other(s, r->sk, r->pid);
 		/* Rows come in pid order: the first holder of a shared socket (the parent) wins. */
-		if (bpf_map_update_elem(map_fd, &k, &v, BPF_NOEXIST) == 0) {
+		if (bpf_map_update_elem(map_fd, &k, &v, BPF_NOEXIST) == 0 && v.pid) {
 			uint32_t n = 0, tgid = r->pid;
 
 			bpf_map_lookup_elem(owners_fd, &tgid, &n);

@@ -125,6 +125,11 @@ int scan_merge(const struct listener *ls, size_t n_ls, const struct snap_sock *s
 	size_t cap = 0, n_sorted;
 
 	memset(out, 0, sizeof(*out));
+	/* At most one row per snapshot row and per map entry: no growing (and copying) later. */
+	cap = n_ss + n_ls;
+	out->rows = cap ? malloc(cap * sizeof(*out->rows)) : NULL;
+	if (cap && !out->rows)
+		return -ENOMEM;
 	if (n_ss) {
 		sorted = malloc(n_ss * sizeof(*sorted));
 		if (!sorted)
@@ -182,7 +187,7 @@ int scan_merge(const struct listener *ls, size_t n_ls, const struct snap_sock *s
 			row->state = TCP_LISTEN;
 			row->v6only = l->v.v6only;
 		}
-		if (!row->n_holders) {
+		if (!row->n_holders && l->v.pid) { /* pid 0: seeded from the tables, owner unseen */
 			free(row->holders);
 			row->holders = calloc(1, sizeof(pid_t));
 			if (!row->holders)
@@ -635,13 +640,13 @@ int scan_collect(const char *control_socket, bool udp, int verbose, struct scan_
 		if (fd >= 0)
 			close(fd);
 		if (!rc) {
-			/* The map names who called listen(). Only a socket whose owner forked or died
-			 * (the probes mark those), or that was shared when the agent started, needs
-			 * the kernel's fd tables for its holders. */
+			/* The map names who called listen(), and holds the listeners no process
+			 * showed at start-up too (seeded from the tables, pid 0). Only a socket whose
+			 * owner forked or died (the probes mark those), or that was shared when the
+			 * agent started, needs the kernel's fd tables for its holders. */
 			uint32_t here = self_netns();
-			struct snap t;
+			struct snap t = {0};
 
-			rc = snapshot_take(&t, SNAP_SOCK_TABLES, pin_dir, err, sizeof(err));
 			for (size_t i = 0; !rc && i < n_ls && !walk; i++)
 				walk = ls[i].v.shared;
 			/* The tables are this netns's only: elsewhere a shared socket goes unseen. */

@@ -181,7 +181,7 @@ static pid_t port_owner(struct supervisor *s, int port)
 		return 0;
 	i = ports_best_listener(ls, n, &want);
 	if (i >= 0)
-		owner = ls[i].v.pid;
+		owner = ls[i].v.pid ? (pid_t)ls[i].v.pid : -1; /* -1: held, owner not visible */
 	free(ls);
 	return owner;
 }
@@ -741,12 +741,17 @@ static void try_start(struct service *v)
 			cJSON *e = ev_new("port_migrated", 0);
 			char comm[32];
 
-			proc_comm(probes[0].owner, comm, sizeof(comm));
 			ev_add_str(e, "service", v->cfg->name);
 			ev_add_num(e, "from", v->cfg->port);
 			ev_add_num(e, "to", port);
-			ev_add_num(e, "owner_pid", probes[0].owner);
-			ev_add_str(e, "owner_comm", comm);
+			if (probes[0].owner > 0) {
+				proc_comm(probes[0].owner, comm, sizeof(comm));
+				ev_add_num(e, "owner_pid", probes[0].owner);
+				ev_add_str(e, "owner_comm", comm);
+			} else { /* held by a process no tool can see (PID 1 here) */
+				cJSON_AddNullToObject(e, "owner_pid");
+				cJSON_AddNullToObject(e, "owner_comm");
+			}
 			emit(s, e);
 		}
 	} else {
