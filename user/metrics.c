@@ -2,6 +2,7 @@
 /* The metrics endpoint: accepts on metrics.listen, reads one request, answers the Prometheus text
  * exposition and closes. Counters are process-wide so every module can count without plumbing. */
 #include <errno.h>
+#include <stdarg.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,28 +51,39 @@ void metrics_set_gauge_zombies(uint64_t n)
 	counters.zombies = n;
 }
 
+size_t metrics_appendf(char *buf, size_t len, size_t n, const char *fmt, ...)
+{
+	va_list ap;
+	int w;
+
+	if (n >= len)
+		return len;
+	va_start(ap, fmt);
+	w = vsnprintf(buf + n, len - n, fmt, ap);
+	va_end(ap);
+	if (w < 0)
+		return n;
+	return n + (size_t)w < len ? n + (size_t)w : len;
+}
+
 size_t metrics_render(struct metrics *m, char *buf, size_t len)
 {
 	size_t n = 0;
 
-#define OUT(...)                                                                                   \
-	do {                                                                                       \
-		int w = snprintf(buf + n, n < len ? len - n : 0, __VA_ARGS__);                     \
-		if (w > 0)                                                                         \
-			n += (size_t)w;                                                            \
-	} while (0)
-	OUT("# HELP revenant_events_total Events written to the event log, by type.\n"
-	    "# TYPE revenant_events_total counter\n");
+	n = metrics_appendf(buf, len, n,
+			    "# HELP revenant_events_total Events written to the event log, by type.\n"
+			    "# TYPE revenant_events_total counter\n");
 	for (int i = 0; i < counters.n; i++)
-		OUT("revenant_events_total{type=\"%s\"} %llu\n", counters.type[i],
-		    (unsigned long long)counters.count[i]);
-	OUT("# HELP revenant_exited_unreaped Exited processes not yet reaped (zombie candidates).\n"
-	    "# TYPE revenant_exited_unreaped gauge\n"
-	    "revenant_exited_unreaped %llu\n",
-	    (unsigned long long)counters.zombies);
+		n = metrics_appendf(buf, len, n, "revenant_events_total{type=\"%s\"} %llu\n",
+				    counters.type[i], (unsigned long long)counters.count[i]);
+	n = metrics_appendf(
+		buf, len, n,
+		"# HELP revenant_exited_unreaped Exited processes not yet reaped (zombie candidates).\n"
+		"# TYPE revenant_exited_unreaped gauge\n"
+		"revenant_exited_unreaped %llu\n",
+		(unsigned long long)counters.zombies);
 	if (m && m->services && n < len)
 		n += m->services(m->services_ctx, buf + n, len - n);
-#undef OUT
 	return n < len ? n : len;
 }
 

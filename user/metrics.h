@@ -22,6 +22,10 @@ void metrics_set_services(struct metrics *m, metrics_services_fn fn, void *ctx);
 void metrics_count_event(const char *type);
 void metrics_set_gauge_zombies(uint64_t n);
 
+/* Append to buf (len bytes) at offset n; returns the new offset, never past len. */
+size_t metrics_appendf(char *buf, size_t len, size_t n, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
 /* The whole exposition text into buf; returns its length. */
 size_t metrics_render(struct metrics *m, char *buf, size_t len);
 

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "health.h"
+#include "metrics.h"
 #include "state.h"
 #include "supervisor.h"
 #include "util.h"
@@ -1653,27 +1654,24 @@ size_t sup_metrics(void *ctx, char *buf, size_t len)
 	struct supervisor *s = ctx;
 	size_t n = 0;
 
-#define OUT(...)                                                                                   \
-	do {                                                                                       \
-		int w = snprintf(buf + n, n < len ? len - n : 0, __VA_ARGS__);                     \
-		if (w > 0)                                                                         \
-			n += (size_t)w;                                                            \
-	} while (0)
-	OUT("# HELP revenant_service_up 1 when the service runs (healthy or no health check).\n"
-	    "# TYPE revenant_service_up gauge\n");
+	n = metrics_appendf(buf, len, n,
+			    "# HELP revenant_service_up 1 when the service runs (healthy or no "
+			    "health check).\n# TYPE revenant_service_up gauge\n");
 	for (int i = 0; i < s->n; i++)
-		OUT("revenant_service_up{service=\"%s\"} %d\n", s->svcs[i].cfg->name,
-		    s->svcs[i].state == SVC_RUNNING);
-	OUT("# HELP revenant_service_restarts_total Restarts by the supervisor.\n"
-	    "# TYPE revenant_service_restarts_total counter\n");
+		n = metrics_appendf(buf, len, n, "revenant_service_up{service=\"%s\"} %d\n",
+				    s->svcs[i].cfg->name, s->svcs[i].state == SVC_RUNNING);
+	n = metrics_appendf(buf, len, n,
+			    "# HELP revenant_service_restarts_total Restarts by the supervisor.\n"
+			    "# TYPE revenant_service_restarts_total counter\n");
 	for (int i = 0; i < s->n; i++)
-		OUT("revenant_service_restarts_total{service=\"%s\"} %d\n", s->svcs[i].cfg->name,
-		    s->svcs[i].total_restarts);
-	OUT("# HELP revenant_service_port The port the service runs on (0: none).\n"
-	    "# TYPE revenant_service_port gauge\n");
+		n = metrics_appendf(buf, len, n,
+				    "revenant_service_restarts_total{service=\"%s\"} %d\n",
+				    s->svcs[i].cfg->name, s->svcs[i].total_restarts);
+	n = metrics_appendf(buf, len, n,
+			    "# HELP revenant_service_port The port the service runs on (0: none).\n"
+			    "# TYPE revenant_service_port gauge\n");
 	for (int i = 0; i < s->n; i++)
-		OUT("revenant_service_port{service=\"%s\"} %d\n", s->svcs[i].cfg->name,
-		    s->svcs[i].port);
-#undef OUT
-	return n < len ? n : len;
+		n = metrics_appendf(buf, len, n, "revenant_service_port{service=\"%s\"} %d\n",
+				    s->svcs[i].cfg->name, s->svcs[i].port);
+	return n;
 }
