@@ -1348,6 +1348,17 @@ void sup_start_all(struct supervisor *s)
 		check_stack(s);
 }
 
+/* --force, or a second signal: no more waiting for stop_timeout_ms before SIGKILL. */
+static void kill_stopping(struct supervisor *s)
+{
+	for (int i = 0; i < s->n; i++) {
+		struct service *v = &s->svcs[i];
+
+		if (v->state == SVC_STOPPING && !v->killed && !v->exited)
+			act_stop_timer(v);
+	}
+}
+
 void sup_stop_all(struct supervisor *s, bool force)
 {
 	s->shutdown = true;
@@ -1360,6 +1371,8 @@ void sup_stop_all(struct supervisor *s, bool force)
 			dispatch(v, SE_STOP);
 	}
 	check_stack(s);
+	if (force) /* a second SIGTERM/SIGINT */
+		kill_stopping(s);
 }
 
 bool sup_on_reaped(struct supervisor *s, pid_t pid, int status)
@@ -1601,13 +1614,9 @@ cJSON *sup_control(struct supervisor *s, const cJSON *req, sup_reply_fn reply, v
 			    v->state == SVC_CLEARING)
 				dispatch(v, SE_STOP);
 		}
-		/* --force: no waiting for stop_timeout_ms, SIGKILL right after the stop signal */
 		check_stack(s);
 		if (s->force)
-			for (int i = 0; i < s->n; i++)
-				if (s->svcs[i].state == SVC_STOPPING && !s->svcs[i].killed &&
-				    !s->svcs[i].exited)
-					act_stop_timer(&s->svcs[i]);
+			kill_stopping(s);
 		return NULL;
 	}
 	if (strcmp(cmd->valuestring, "start") && strcmp(cmd->valuestring, "stop") &&
