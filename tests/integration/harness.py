@@ -207,6 +207,29 @@ class Agent:
                 pass
 
 
+# A parent that makes one zombie per "fork" line and reaps them all on "reap".
+ZOMBIE_PARENT = r"""
+import os, sys
+kids = []
+print("ready", os.getpid(), flush=True)
+for line in sys.stdin:
+    cmd = line.strip()
+    if cmd == "fork":
+        pid = os.fork()
+        if pid == 0:
+            os._exit(7)
+        # The child is a zombie once it has exited: wait for that without reaping it.
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        kids.append(pid)
+        print(pid, flush=True)
+    elif cmd == "reap":
+        for k in kids:
+            os.waitpid(k, 0)
+        kids = []
+        print("reaped", flush=True)
+"""
+
+
 def spawn(code, *args):
     """A python child running `code`; it prints 'ready [WORDS]' when set up.
     Returns the Popen, with .info = the words after 'ready'."""

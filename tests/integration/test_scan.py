@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 
-from harness import Agent, BIN, end, free_port, run_tests, spawn, tell
+from harness import ZOMBIE_PARENT, Agent, BIN, end, free_port, run_tests, spawn, tell
 
 # Holds one socket: tcp listener or udp bound, on ADDR PORT; with FORK=1 a child shares it.
 # Prints "ready PID KIDPID" (KIDPID 0 without a child). The child leaves when the parent's pipe
@@ -37,28 +37,6 @@ if fork:
     os.close(r)
 print("ready", os.getpid(), kid, flush=True)
 sys.stdin.readline()
-"""
-
-# A parent that makes one zombie per "fork" line and reaps them all on "reap".
-ZOMBIE_PARENT = r"""
-import os, sys
-kids = []
-print("ready", os.getpid(), flush=True)
-for line in sys.stdin:
-    cmd = line.strip()
-    if cmd == "fork":
-        pid = os.fork()
-        if pid == 0:
-            os._exit(3)
-        # exited but not reaped: a zombie until "reap"
-        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-        kids.append(pid)
-        print(pid, flush=True)
-    elif cmd == "reap":
-        for k in kids:
-            os.waitpid(k, 0)
-        kids = []
-        print("reaped", flush=True)
 """
 
 # A TCP listener that closes on request: bind to PORT (0: the kernel picks; "none": no bind(),

@@ -5,29 +5,7 @@ import signal
 import socket
 import subprocess
 
-from harness import Agent, BIN, end, free_port, run_tests, spawn, tell
-
-# A parent that makes one zombie per "fork" line and reaps them all on "reap".
-ZOMBIE_PARENT = r"""
-import os, sys
-kids = []
-print("ready", os.getpid(), flush=True)
-for line in sys.stdin:
-    cmd = line.strip()
-    if cmd == "fork":
-        pid = os.fork()
-        if pid == 0:
-            os._exit(7)
-        # The child is a zombie once it has exited: wait for that without reaping it.
-        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-        kids.append(pid)
-        print(pid, flush=True)
-    elif cmd == "reap":
-        for k in kids:
-            os.waitpid(k, 0)
-        kids = []
-        print("reaped", flush=True)
-"""
+from harness import ZOMBIE_PARENT, Agent, BIN, end, free_port, run_tests, spawn, tell
 
 LISTENER = r"""
 import socket, sys
