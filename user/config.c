@@ -1095,7 +1095,7 @@ static int set_defaults(struct rev_config *cfg)
 	cfg->log.keep = 5;
 	cfg->log.compress = true;
 	if (!(cfg->conflict.strategy = strdup("intelligent")) ||
-	    !(cfg->control.socket = strdup("/run/revenant/control.sock")) ||
+	    !(cfg->control.socket = strdup(CONFIG_DEFAULT_CONTROL_SOCKET)) ||
 	    !(cfg->metrics.listen = strdup("127.0.0.1:9464")) ||
 	    asprintf(&cfg->log.path, "%s/logs/events.jsonl",
 		     strcmp(cfg->dir, "/") ? cfg->dir : "") < 0) {

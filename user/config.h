@@ -9,6 +9,7 @@
 
 #define CONFIG_DEFAULT_PATH "/etc/revenant/revenant.json"
 #define CONFIG_FALLBACK_PATH "config/revenant.json"
+#define CONFIG_DEFAULT_CONTROL_SOCKET "/run/revenant/control.sock"
 
 enum zombie_policy {
 	ZOMBIE_REPORT = 0,

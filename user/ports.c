@@ -8,10 +8,10 @@
 #include <unistd.h>
 #include <bpf/bpf.h>
 
+#include "config.h"
 #include "ports.h"
 #include "sensor.h"
 
-#define DEFAULT_CONTROL_SOCKET "/run/revenant/control.sock"
 
 static bool is_any(const struct sock_ident *s)
 {
@@ -267,7 +267,7 @@ void ports_pin_dir(const char *control_socket, char *buf, size_t len)
 {
 	uint32_t h = 2166136261u;
 
-	if (!control_socket || !strcmp(control_socket, DEFAULT_CONTROL_SOCKET)) {
+	if (!control_socket || !strcmp(control_socket, CONFIG_DEFAULT_CONTROL_SOCKET)) {
 		snprintf(buf, len, "%s/revenant", REV_PIN_ROOT);
 		return;
 	}

@@ -732,7 +732,7 @@ const char *scan_control_socket(const char *config, struct rev_config *cfg, int 
 		*rc = cli_load_config(NULL, cfg);
 		return *rc ? NULL : cfg->control.socket;
 	}
-	return "/run/revenant/control.sock";
+	return CONFIG_DEFAULT_CONTROL_SOCKET;
 }
 
 int cmd_scan(int argc, char **argv)
