@@ -166,42 +166,80 @@ static void emit(struct supervisor *s, cJSON *e)
 	evlog_emit(s->h.log, e);
 }
 
-static pid_t port_owner(struct supervisor *s, int port)
+/* Who would block a service binding the wildcard address on port: 0 nobody, -1 a listener
+ * whose owner no one can see (PID 1 here), else its pid. */
+static pid_t owner_in(const struct supervisor *s, const struct listener *ls, size_t n, int port)
 {
 	struct sock_ident want = {0};
-	struct listener *ls;
-	size_t n;
-	pid_t owner = 0;
 	int i;
 
 	want.family = REV_AF_INET;
 	want.proto = REV_PROTO_TCP;
 	want.port = port;
 	want.netns = s->h.host_netns;
+	i = ports_best_listener(ls, n, &want);
+	if (i < 0)
+		return 0;
+	return ls[i].v.pid ? (pid_t)ls[i].v.pid : -1;
+}
+
+static pid_t port_owner(struct supervisor *s, int port)
+{
+	struct listener *ls;
+	size_t n;
+	pid_t owner;
+
 	if (ports_read_map(s->h.listeners_fd, &ls, &n))
 		return 0;
-	i = ports_best_listener(ls, n, &want);
-	if (i >= 0)
-		owner = ls[i].v.pid ? (pid_t)ls[i].v.pid : -1; /* -1: held, owner not visible */
+	owner = owner_in(s, ls, n, port);
 	free(ls);
 	return owner;
 }
 
+/* The probes for a port choice: `first` (with its known owner, or looked up when 0), the
+ * configured port when it is not `first`, then the alternatives. One read of the map. */
+static size_t probe_ports(struct supervisor *s, const struct service *v, int first,
+			  pid_t first_owner, struct port_probe *probes, size_t max)
+{
+	struct listener *ls = NULL;
+	size_t n = 0, nls = 0;
+
+	if (ports_read_map(s->h.listeners_fd, &ls, &nls))
+		nls = 0;
+	probes[n++] = (struct port_probe){.port = first,
+					  .owner = first_owner ? first_owner
+							       : owner_in(s, ls, nls, first)};
+	if (first != v->cfg->port && v->cfg->port)
+		probes[n++] = (struct port_probe){.port = v->cfg->port,
+						  .owner = owner_in(s, ls, nls, v->cfg->port)};
+	for (int i = 0; i < v->cfg->n_alt && n < max; i++)
+		probes[n++] = (struct port_probe){.port = v->cfg->alt_ports[i],
+						  .owner = owner_in(s, ls, nls, v->cfg->alt_ports[i])};
+	free(ls);
+	return n;
+}
+
+/* pgid: getpgid(pid), looked up once by the caller (this runs for every port event). */
+static bool in_service(const struct service *v, pid_t pid, pid_t pgid)
+{
+	return pid > 0 &&
+	       (pid == v->pid || pid == v->leftover_pid || (v->pgid > 1 && pgid == v->pgid));
+}
+
 static bool pid_in_service(const struct service *v, pid_t pid)
 {
-	if (pid <= 0)
-		return false;
-	if (pid == v->pid || pid == v->leftover_pid)
-		return true;
-	if (v->pgid > 1 && getpgid(pid) == v->pgid)
-		return true;
-	return false;
+	return pid > 0 && in_service(v, pid, getpgid(pid));
 }
 
 static struct service *service_of_pid(struct supervisor *s, pid_t pid)
 {
+	pid_t pgid;
+
+	if (pid <= 0 || !s->n)
+		return NULL;
+	pgid = getpgid(pid);
 	for (int i = 0; i < s->n; i++)
-		if (pid_in_service(&s->svcs[i], pid))
+		if (in_service(&s->svcs[i], pid, pgid))
 			return &s->svcs[i];
 	return NULL;
 }
@@ -725,14 +763,9 @@ static void try_start(struct service *v)
 		port = v->forced_port;
 		v->forced_port = 0;
 	} else if (v->cfg->port) {
-		probes[n++] = (struct port_probe){.port = v->cfg->port,
-						  .owner = port_owner(s, v->cfg->port)};
+		n = probe_ports(s, v, v->cfg->port, 0, probes, ARRAY_SIZE(probes));
 		if (probes[0].owner && pid_in_service(v, probes[0].owner))
 			probes[0].own = true;
-		for (int i = 0; i < v->cfg->n_alt && n < 65; i++)
-			probes[n++] = (struct port_probe){
-				.port = v->cfg->alt_ports[i],
-				.owner = port_owner(s, v->cfg->alt_ports[i])};
 		port = sup_choose_port(s->cfg, v->idx, probes, n, reason, sizeof(reason));
 		if (port < 0) {
 			give_up(v, reason);
@@ -1432,16 +1465,11 @@ const char *sup_on_port(struct supervisor *s, const struct port_event *e, pid_t 
 		char reason[256];
 		int port;
 
-		probes[n++] = (struct port_probe){.port = e->port, .owner = owner ? owner : 1};
-		/* Running on an alternative: the configured port is a candidate only if free now. */
-		if (e->port != v->cfg->port)
-			probes[n++] = (struct port_probe){
-			    .port = v->cfg->port, .owner = port_owner(s, v->cfg->port)};
-		for (int i = 0; i < v->cfg->n_alt && n < 65; i++)
-			probes[n++] = (struct port_probe){.port = v->cfg->alt_ports[i],
-							  .owner = port_owner(s, v->cfg->alt_ports[i])};
 		if (e->port != v->cfg->port && e->port != v->port)
 			return "report"; /* not the port we gave it: its business */
+		/* The port it collided on is taken, whoever we could name; when it runs on an
+		 * alternative, the configured port is a candidate again only if free now. */
+		n = probe_ports(s, v, e->port, owner ? owner : -1, probes, ARRAY_SIZE(probes));
 		port = sup_choose_port(s->cfg, v->idx, probes, n, reason, sizeof(reason));
 		if (port < 0 || port == e->port)
 			return "report";
