@@ -71,13 +71,14 @@ static void arm_zombie_timer(struct agent *a)
 		loop_timer_cancel(a->loop, &a->ztimer);
 }
 
-static void emit_zombie(struct agent *a, struct zrec *z, uint64_t now)
+/* act: apply the service's zombie_policy. Not when the parent had its chance (a nudge) or has
+ * already reaped it (found late, at the reap). */
+static void emit_zombie(struct agent *a, struct zrec *z, uint64_t now, bool act)
 {
 	const char *service = NULL, *action;
 	cJSON *e;
 
-	/* A nudged parent had its chance: the second deadline only reports. */
-	if (z->nudged) {
+	if (!act) {
 		action = "report";
 		service = sup_service_of(a->sup, z->ppid);
 	} else {
@@ -157,7 +158,7 @@ static void on_zombie_deadline(struct loop *l, void *ctx)
 			}
 			continue;
 		}
-		emit_zombie(a, &z, now);
+		emit_zombie(a, &z, now, !z.nudged);
 	}
 	arm_zombie_timer(a);
 }
@@ -200,8 +201,7 @@ static void on_reap_rec(struct agent *a, const struct exit_event *r)
 	if (rc == 0 && !z.announced && r->ts_ns > z.exit_ns + grace + REAP_SLACK_NS) {
 		/* A zombie for longer than the grace whose deadline we had not reached yet (the
 		 * agent was behind its ring buffer): say so now rather than never. */
-		z.nudged = true; /* no policy action: its parent has just reaped it */
-		emit_zombie(a, &z, r->ts_ns);
+		emit_zombie(a, &z, r->ts_ns, false);
 		rc = 1;
 	}
 	if (rc == 1 || (rc == 0 && z.announced))
