@@ -303,17 +303,14 @@ int cmd_verify(int argc, char **argv)
 	struct rt_state st = {0};
 	struct scan_rows rows = {0};
 	char path[4200];
-	cJSON *why = cJSON_CreateArray();
+	cJSON *why;
 	int rc = parse(argc, argv, &o, usage, false);
 
-	if (rc >= 0) {
-		cJSON_Delete(why);
+	if (rc >= 0)
 		return rc;
-	}
-	if ((rc = load(&o, &cfg))) {
-		cJSON_Delete(why);
+	if ((rc = load(&o, &cfg)))
 		return rc;
-	}
+	why = cJSON_CreateArray();
 	state_runtime_path(cfg.control.socket, "state.json", path, sizeof(path));
 	if (state_read(path, &st) == 0)
 		for (size_t i = 0; i < st.n; i++)
@@ -392,23 +389,19 @@ int cmd_cleanup(int argc, char **argv)
 	struct rt_state st = {0};
 	struct snap s = {0};
 	char path[4200], err[256];
-	cJSON *done = cJSON_CreateArray();
+	cJSON *done;
 	bool agent;
 	int rc = parse(argc, argv, &o, usage, false);
 
-	if (rc >= 0) {
-		cJSON_Delete(done);
+	if (rc >= 0)
 		return rc;
-	}
-	if ((rc = load(&o, &cfg))) {
-		cJSON_Delete(done);
+	if ((rc = load(&o, &cfg)))
 		return rc;
-	}
 	if (!is_root()) {
-		cJSON_Delete(done);
 		config_free(&cfg);
 		return cli_need_root("cleanup");
 	}
+	done = cJSON_CreateArray();
 	agent = scan_agent_running(cfg.control.socket);
 	state_runtime_path(cfg.control.socket, "state.json", path, sizeof(path));
 	state_read(path, &st);

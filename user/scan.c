@@ -498,16 +498,10 @@ static int proc_net(const char *file, int family, int proto, uint32_t netns, str
 		r.ino = ino;
 		r.sk = ino; /* the inode identifies the socket in this source */
 		r.netns = netns;
-		if (s->n_socks % 256 == 0) {
-			struct snap_sock *p = realloc(s->socks, (s->n_socks + 256) * sizeof(*p));
-
-			if (!p) {
-				fclose(f);
-				return -ENOMEM;
-			}
-			s->socks = p;
+		if (snapshot_add_sock(s, &r)) {
+			fclose(f);
+			return -ENOMEM;
 		}
-		s->socks[s->n_socks++] = r;
 	}
 	fclose(f);
 	return 0;
@@ -555,7 +549,7 @@ static int proc_snapshot(struct snap *s)
 		while ((fe = readdir(fd_dir))) {
 			char fpath[600];
 			ssize_t n;
-			struct snap_sock key = {0}, *hit;
+			struct snap_sock key = {0}, *hit, row;
 
 			snprintf(fpath, sizeof(fpath), "%s/%s", path, fe->d_name);
 			n = readlink(fpath, link, sizeof(link) - 1);
@@ -568,22 +562,13 @@ static int proc_snapshot(struct snap *s)
 			hit = bsearch(&key, s->socks, n_table, sizeof(*s->socks), cmp_ino);
 			if (!hit)
 				continue;
-			if (s->n_socks % 256 == 0) {
-				struct snap_sock *p =
-					realloc(s->socks, (s->n_socks + 256) * sizeof(*p));
-
-				if (!p)
-					break;
-				s->socks = p;
-				hit = NULL; /* the array moved: look again */
-				hit = bsearch(&key, s->socks, n_table, sizeof(*s->socks), cmp_ino);
-			}
-			s->socks[s->n_socks] = *hit;
-			s->socks[s->n_socks].type = REV_SNAP_SOCK_FD;
-			s->socks[s->n_socks].pid = pid;
-			s->socks[s->n_socks].uid = proc_uid(pid);
-			proc_comm(pid, s->socks[s->n_socks].comm, sizeof(s->socks[0].comm));
-			s->n_socks++;
+			row = *hit; /* a copy: appending may move the array hit points into */
+			row.type = REV_SNAP_SOCK_FD;
+			row.pid = pid;
+			row.uid = proc_uid(pid);
+			proc_comm(pid, row.comm, sizeof(row.comm));
+			if (snapshot_add_sock(s, &row))
+				break;
 		}
 		closedir(fd_dir);
 	}
@@ -833,7 +818,7 @@ static int proc_zombies(struct snap *s)
 		return -errno;
 	while ((de = readdir(d))) {
 		pid_t pid = atoi(de->d_name);
-		struct snap_zombie z = {0}, *p;
+		struct snap_zombie z = {0};
 		char path[64], buf[512], *q;
 		int fd;
 		ssize_t n;
@@ -856,11 +841,8 @@ static int proc_zombies(struct snap *s)
 		z.uid = proc_uid(pid);
 		proc_comm(pid, z.comm, sizeof(z.comm));
 		proc_comm(z.ppid, z.parent_comm, sizeof(z.parent_comm));
-		p = realloc(s->zombies, (s->n_zombies + 1) * sizeof(*p));
-		if (!p)
+		if (snapshot_add_zombie(s, &z))
 			break;
-		s->zombies = p;
-		s->zombies[s->n_zombies++] = z;
 	}
 	closedir(d);
 	return 0;

@@ -147,7 +147,7 @@ struct sensor *sensor_start(struct loop *l, const struct sensor_opts *o, char *m
 	s->loop = l;
 	s->o = *o;
 	if (access("/sys/kernel/btf/vmlinux", R_OK)) {
-		fail(err, errlen, "find kernel BTF at /sys/kernel/btf/vmlinux", -ENOENT);
+		errno = ENOENT;
 		snprintf(err, errlen,
 			 "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): revenant needs a "
 			 "kernel built with CONFIG_DEBUG_INFO_BTF=y");

@@ -84,41 +84,59 @@ static int read_iter(struct bpf_program *prog, struct buf *b)
 	return rc;
 }
 
+/* Arrays grow in blocks of 256 rows: n is a multiple of 256 exactly when the block is full. */
+int snapshot_add_sock(struct snap *s, const struct snap_sock *r)
+{
+	if (s->n_socks % 256 == 0) {
+		struct snap_sock *p = realloc(s->socks, (s->n_socks + 256) * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		s->socks = p;
+	}
+	s->socks[s->n_socks++] = *r;
+	return 0;
+}
+
+int snapshot_add_zombie(struct snap *s, const struct snap_zombie *z)
+{
+	if (s->n_zombies % 256 == 0) {
+		struct snap_zombie *p = realloc(s->zombies, (s->n_zombies + 256) * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		s->zombies = p;
+	}
+	s->zombies[s->n_zombies++] = *z;
+	return 0;
+}
+
 static int collect(struct snap *s, const struct buf *b)
 {
 	size_t off = 0;
+	int rc = 0;
 
-	while (off + sizeof(__u32) <= b->len) {
+	while (!rc && off + sizeof(__u32) <= b->len) {
+		struct snap_zombie z;
+		struct snap_sock k;
 		__u32 type;
 
 		memcpy(&type, b->data + off, sizeof(type));
 		if (type == REV_SNAP_ZOMBIE) {
-			struct snap_zombie *z;
-
-			if (off + sizeof(*z) > b->len)
+			if (off + sizeof(z) > b->len)
 				break;
-			z = realloc(s->zombies, (s->n_zombies + 1) * sizeof(*z));
-			if (!z)
-				return -ENOMEM;
-			s->zombies = z;
-			memcpy(&z[s->n_zombies++], b->data + off, sizeof(*z));
-			off += sizeof(*z);
+			memcpy(&z, b->data + off, sizeof(z));
+			rc = snapshot_add_zombie(s, &z);
+			off += sizeof(z);
 		} else {
-			struct snap_sock *k;
-
-			if (off + sizeof(*k) > b->len)
+			if (off + sizeof(k) > b->len)
 				break;
-			if (s->n_socks % 256 == 0) {
-				k = realloc(s->socks, (s->n_socks + 256) * sizeof(*k));
-				if (!k)
-					return -ENOMEM;
-				s->socks = k;
-			}
-			memcpy(&s->socks[s->n_socks++], b->data + off, sizeof(*k));
-			off += sizeof(*k);
+			memcpy(&k, b->data + off, sizeof(k));
+			rc = snapshot_add_sock(s, &k);
+			off += sizeof(k);
 		}
 	}
-	return 0;
+	return rc;
 }
 
 struct iter_spec {

@@ -25,6 +25,10 @@ struct snap {
 int snapshot_take(struct snap *s, unsigned what, const char *pin_dir, char *err, size_t errlen);
 void snapshot_free(struct snap *s);
 
+/* Append one row (the iterators' and the /proc fallback's). 0 or -ENOMEM. */
+int snapshot_add_sock(struct snap *s, const struct snap_sock *r);
+int snapshot_add_zombie(struct snap *s, const struct snap_zombie *z);
+
 /* Read every byte of an iterator (a pinned link's path) into *buf. 0 or -errno. */
 int snapshot_read_pinned(const char *path, char **buf, size_t *len);
 
