@@ -24,6 +24,7 @@
 #include "ports.h"
 #include "sensor.h"
 #include "snapshot.h"
+#include "state.h"
 #include "supervisor.h"
 #include "util.h"
 #include "zombie.h"
@@ -488,20 +489,16 @@ static void seed(struct agent *a)
 /* One agent per control socket: the lock is the truth `scan` and a second `run` consult. */
 static int take_lock(struct agent *a, char *err, size_t errlen)
 {
-	char dir[4096], path[4200];
-	char *slash;
+	char path[4200];
 	int rc;
 
-	snprintf(dir, sizeof(dir), "%s", a->cfg.control.socket);
-	slash = strrchr(dir, '/');
-	if (slash && slash != dir)
-		*slash = 0;
-	rc = mkdir_p(dir, 0700);
+	state_runtime_path(a->cfg.control.socket, REV_LOCK_FILE, path, sizeof(path));
+	rc = mkdir_p_parent(path, 0700);
 	if (rc) {
-		snprintf(err, errlen, "cannot create %s: %s (check control.socket)", dir, strerror(-rc));
+		snprintf(err, errlen, "cannot create the directory of %s: %s (check control.socket)",
+			 path, strerror(-rc));
 		return rc;
 	}
-	snprintf(path, sizeof(path), "%s/agent.lock", dir);
 	a->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (a->lockfd < 0) {
 		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));

@@ -311,7 +311,7 @@ int cmd_verify(int argc, char **argv)
 	if ((rc = load(&o, &cfg)))
 		return rc;
 	why = cJSON_CreateArray();
-	state_runtime_path(cfg.control.socket, "state.json", path, sizeof(path));
+	state_runtime_path(cfg.control.socket, REV_STATE_FILE, path, sizeof(path));
 	if (state_read(path, &st) == 0)
 		for (size_t i = 0; i < st.n; i++)
 			if (still_ours(&st.svcs[i]))
@@ -403,7 +403,7 @@ int cmd_cleanup(int argc, char **argv)
 	}
 	done = cJSON_CreateArray();
 	agent = scan_agent_running(cfg.control.socket);
-	state_runtime_path(cfg.control.socket, "state.json", path, sizeof(path));
+	state_runtime_path(cfg.control.socket, REV_STATE_FILE, path, sizeof(path));
 	state_read(path, &st);
 	if (snapshot_take(&s, SNAP_ZOMBIES, NULL, err, sizeof(err)) == 0) {
 		for (size_t i = 0; i < s.n_zombies; i++) {
@@ -523,7 +523,7 @@ int cmd_kill_port(int argc, char **argv)
 		cli_err("kill-port: port %ld belongs to PID 1 (%s): refusing, always", port, r->comm);
 		goto out;
 	}
-	state_runtime_path(cfg.control.socket, "state.json", path, sizeof(path));
+	state_runtime_path(cfg.control.socket, REV_STATE_FILE, path, sizeof(path));
 	state_read(path, &st);
 	svc = state_service_of(&st, r->pid);
 	if (svc && scan_agent_running(cfg.control.socket)) {

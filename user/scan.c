@@ -435,7 +435,7 @@ bool scan_agent_running(const char *control_socket)
 	char path[4200];
 	int fd, rc;
 
-	state_runtime_path(control_socket, "agent.lock", path, sizeof(path));
+	state_runtime_path(control_socket, REV_LOCK_FILE, path, sizeof(path));
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return false;
@@ -581,7 +581,7 @@ void scan_attribute_services(struct scan_rows *rows, const char *control_socket)
 	char path[4200];
 	struct rt_state st;
 
-	state_runtime_path(control_socket, "state.json", path, sizeof(path));
+	state_runtime_path(control_socket, REV_STATE_FILE, path, sizeof(path));
 	if (state_read(path, &st))
 		return;
 	for (size_t i = 0; i < rows->n; i++) {
@@ -920,7 +920,7 @@ int cmd_zombies(int argc, char **argv)
 		config_free(&cfg);
 		return EXIT_FAILED;
 	}
-	state_runtime_path(sock, "state.json", path, sizeof(path));
+	state_runtime_path(sock, REV_STATE_FILE, path, sizeof(path));
 	have_state = state_read(path, &st) == 0;
 	if (json) {
 		cJSON *arr = cJSON_CreateArray();

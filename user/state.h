@@ -9,6 +9,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* In the control socket's directory: the state file, and the lock a running agent holds. */
+#define REV_STATE_FILE "state.json"
+#define REV_LOCK_FILE "agent.lock"
+
 struct svc_record {
 	char name[65];
 	pid_t pid;

@@ -1320,7 +1320,7 @@ struct supervisor *sup_new(struct loop *l, const struct rev_config *cfg, const s
 		sup_free(s);
 		return NULL;
 	}
-	state_runtime_path(cfg->control.socket, "state.json", s->state_path, sizeof(s->state_path));
+	state_runtime_path(cfg->control.socket, REV_STATE_FILE, s->state_path, sizeof(s->state_path));
 	for (int i = 0; i < s->n; i++) {
 		struct service *v = &s->svcs[i];
 
