@@ -4,7 +4,7 @@
 #include "common.bpf.h"
 #include "sock.bpf.h"
 #include "core_fixes.bpf.h"
-#include "ports.h"
+#include "ports_rec.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 

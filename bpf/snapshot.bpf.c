@@ -7,7 +7,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include "sock.bpf.h"
-#include "snapshot.h"
+#include "snapshot_rec.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 

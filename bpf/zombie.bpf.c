@@ -3,7 +3,7 @@
  * freed. Userspace pairs the two records by (pid, start time) and owns the grace deadline. */
 #include "common.bpf.h"
 #include "core_fixes.bpf.h"
-#include "zombie.h"
+#include "zombie_rec.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 

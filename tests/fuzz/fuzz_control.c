@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "control.h"
+#include "agent/control.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

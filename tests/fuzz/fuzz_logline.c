@@ -10,8 +10,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "log.h"
-#include "tail.h"
+#include "lib/log.h"
+#include "cmd/tail.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -3,11 +3,13 @@
 Waits are on events (inotify on the event log, pidfds, sockets) with deadlines, never fixed
 sleeps. Tests end only processes they started, by pid.
 """
+import atexit
 import ctypes
 import json
 import os
 import random
 import select
+import shutil
 import signal
 import socket
 import struct
@@ -22,6 +24,35 @@ BIN = os.environ.get("REVENANT_BIN") or os.path.join(
 SRC = os.environ.get("REVENANT_SRC") or os.path.join(os.path.dirname(__file__), "..", "..")
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_shared_bin = None
+
+
+def bin_for(user=None):
+    """The binary to run as `user`: BIN for root, else one copy in a directory anybody may
+    enter (the clone, and so BIN, may sit in a directory only root can enter)."""
+    global _shared_bin
+    uid = getattr(user, "pw_uid", user)
+    if uid in (None, 0):
+        return BIN
+    if _shared_bin is None:
+        d = tempfile.mkdtemp(prefix="revenant-bin-")
+        os.chmod(d, 0o755)
+        path = os.path.join(d, "revenant")
+        shutil.copy(BIN, path)
+        os.chmod(path, 0o755)
+        atexit.register(shutil.rmtree, d, True)
+        _shared_bin = path
+    return _shared_bin
+
+
+def run_as(args, user=None, timeout=60, **kw):
+    """Run revenant with args, as `user` (a pwd entry or a uid; None: root)."""
+    if user is not None:
+        uid = getattr(user, "pw_uid", user)
+        kw["user"] = uid
+        kw["group"] = getattr(user, "pw_gid", None) or __import__("pwd").getpwuid(uid).pw_gid
+    return subprocess.run([bin_for(user), *args], capture_output=True, text=True,
+                          timeout=timeout, **kw)
 IN_MODIFY, IN_CREATE, IN_MOVED_TO, IN_CLOSE_WRITE = 0x2, 0x100, 0x80, 0x8
 
 
@@ -143,14 +174,10 @@ class Agent:
             return ""
 
     def cli(self, *args, check=None, timeout=60, user=None):
-        cmd = [BIN, *args]
-        kw = {}
-        if user is not None:
-            kw["user"] = user
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+        r = run_as(args, user=user, timeout=timeout)
         if check is not None and r.returncode != check:
-            raise AssertionError("%s exited %d, expected %d\nstdout:%s\nstderr:%s" %
-                                 (" ".join(cmd), r.returncode, check, r.stdout, r.stderr))
+            raise AssertionError("revenant %s exited %d, expected %d\nstdout:%s\nstderr:%s" %
+                                 (" ".join(args), r.returncode, check, r.stdout, r.stderr))
         return r
 
     def stop(self, sig=signal.SIGTERM, timeout=30):

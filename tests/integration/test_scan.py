@@ -4,14 +4,12 @@ import json
 import os
 import pwd
 import random
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
-from harness import ZOMBIE_PARENT, Agent, BIN, end, free_port, run_tests, spawn, tell
+from harness import ZOMBIE_PARENT, Agent, BIN, end, free_port, run_as, run_tests, spawn, tell
 
 # Holds one socket: tcp listener or udp bound, on ADDR PORT; with FORK=1 a child shares it.
 # Prints "ready PID KIDPID" (KIDPID 0 without a child). The child leaves when the parent's pipe
@@ -98,11 +96,8 @@ while True:
 """
 
 
-def rev(*args, user=None, binary=None, check=None):
-    kw = {}
-    if user is not None:
-        kw["user"], kw["group"] = user.pw_uid, user.pw_gid
-    r = subprocess.run([binary or BIN, *args], capture_output=True, text=True, timeout=60, **kw)
+def rev(*args, user=None, check=None):
+    r = run_as(args, user=user)
     if check is not None and r.returncode != check:
         raise AssertionError("revenant %s exited %d, expected %d\nstdout:%s\nstderr:%s" %
                              (" ".join(args), r.returncode, check, r.stdout, r.stderr))
@@ -538,18 +533,12 @@ def test_exit_codes_and_flag_form():
 
 def test_not_root_falls_back_to_proc():
     nobody = pwd.getpwnam("nobody")
-    tmp = tempfile.mkdtemp(prefix="revenant-nonroot-")
     s = socket.socket()
     try:
-        # A copy nobody can surely execute (the build tree may sit in a private directory).
-        os.chmod(tmp, 0o755)
-        binary = os.path.join(tmp, "revenant")
-        shutil.copy(BIN, binary)
-        os.chmod(binary, 0o755)
         s.bind(("127.0.0.1", free_port()))
         s.listen()
         port = s.getsockname()[1]
-        rows, r = scan_json(str(port), user=nobody, binary=binary, check=0)
+        rows, r = scan_json(str(port), user=nobody, check=0)
         assert "warning" in r.stderr and "/proc" in r.stderr, r.stderr
         row = one_row(rows, port)
         # the socket is in /proc/net/tcp, but root's fds are not readable by nobody
@@ -560,12 +549,11 @@ def test_not_root_falls_back_to_proc():
         # as root, the same socket is ours
         row = one_row(scan_json(str(port), check=0)[0], port)
         assert row["pid"] == os.getpid(), row
-        r = rev("scan", str(port), user=nobody, binary=binary, check=0)
+        r = rev("scan", str(port), user=nobody, check=0)
         assert ("127.0.0.1:%d" % port) in r.stdout and "/proc" in r.stderr, r
-        rev("scan", str(free_port()), user=nobody, binary=binary, check=1)
+        rev("scan", str(free_port()), user=nobody, check=1)
     finally:
         s.close()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def check_zombie(rows, kid, parent):
@@ -603,19 +591,11 @@ def test_zombies_lists_a_zombie_with_its_parent():
 
         # as nobody: /proc, with a warning, no age
         nobody = pwd.getpwnam("nobody")
-        tmp = tempfile.mkdtemp(prefix="revenant-nonroot-")
-        try:
-            os.chmod(tmp, 0o755)
-            binary = os.path.join(tmp, "revenant")
-            shutil.copy(BIN, binary)
-            os.chmod(binary, 0o755)
-            r = rev("zombies", "--json", user=nobody, binary=binary, check=0)
-            assert "warning" in r.stderr and "/proc" in r.stderr, r.stderr
-            z = [z for z in json.loads(r.stdout) if z["pid"] == kid]
-            assert len(z) == 1 and z[0]["ppid"] == parent.pid, r.stdout
-            assert z[0]["age_ms"] is None and z[0]["parent_comm"] == comm_of(parent.pid), z
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        r = rev("zombies", "--json", user=nobody, check=0)
+        assert "warning" in r.stderr and "/proc" in r.stderr, r.stderr
+        z = [z for z in json.loads(r.stdout) if z["pid"] == kid]
+        assert len(z) == 1 and z[0]["ppid"] == parent.pid, r.stdout
+        assert z[0]["age_ms"] is None and z[0]["parent_comm"] == comm_of(parent.pid), z
 
         # reaped: gone from the list
         assert tell(parent, "reap") == ["reaped"]

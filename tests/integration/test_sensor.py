@@ -5,7 +5,7 @@ import signal
 import socket
 import subprocess
 
-from harness import ZOMBIE_PARENT, Agent, BIN, end, free_port, run_tests, spawn, tell
+from harness import ZOMBIE_PARENT, Agent, BIN, end, free_port, run_as, run_tests, spawn, tell
 
 LISTENER = r"""
 import socket, sys
@@ -257,8 +257,7 @@ def test_second_agent_refused():
 def test_not_root_exits_4():
     agent = Agent(name="nonroot")
     nobody = pwd.getpwnam("nobody")
-    r = subprocess.run([BIN, "run", "-c", agent.config_path], capture_output=True, text=True,
-                       user=nobody.pw_uid, group=nobody.pw_gid, timeout=30)
+    r = run_as(["run", "-c", agent.config_path], user=nobody, timeout=30)
     assert r.returncode == 4 and "root" in r.stderr, (r.returncode, r.stderr)
     agent.close()
 

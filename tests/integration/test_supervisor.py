@@ -11,7 +11,7 @@ import stat
 import subprocess
 import sys
 
-from harness import (Agent, BIN, end, free_port, group_alive, pid_alive, port_bindable, run_tests,
+from harness import (Agent, BIN, end, run_as, free_port, group_alive, pid_alive, port_bindable, run_tests,
                      spawn, tell, wait_exit)
 
 # A service: an HTTP server on 127.0.0.1:$PORT answering /health. With $GATE naming a fifo that
@@ -118,10 +118,7 @@ def nobody():
 
 
 def rev(*args, user=None, check=None, timeout=60):
-    kw = {}
-    if user is not None:
-        kw["user"], kw["group"] = user.pw_uid, user.pw_gid
-    r = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=timeout, **kw)
+    r = run_as(args, user=user, timeout=timeout)
     if check is not None and r.returncode != check:
         raise AssertionError("revenant %s exited %d, expected %d\nstdout:%s\nstderr:%s" %
                              (" ".join(args), r.returncode, check, r.stdout, r.stderr))

@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "lib/config.h"
 
 #define PATH "/tmp/x/revenant.json"
 

@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "control.h"
+#include "agent/control.h"
 
 /* ---- control_parse_request ---- */
 

@@ -19,9 +19,9 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "log.h"
-#include "loop.h"
-#include "tail.h"
+#include "lib/log.h"
+#include "lib/loop.h"
+#include "cmd/tail.h"
 
 #define S 1000000000ull
 

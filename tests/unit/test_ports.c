@@ -8,7 +8,7 @@
 #include <arpa/inet.h>
 #include <cmocka.h>
 
-#include "ports.h"
+#include "lib/ports.h"
 
 static struct sock_ident id(const char *addr, int port, int proto, int v6only)
 {

@@ -16,8 +16,8 @@
 #include <cjson/cJSON.h>
 #include <cmocka.h>
 
-#include "scan.h"
-#include "state.h"
+#include "cmd/scan.h"
+#include "lib/state.h"
 
 #define NETNS 4026531840u
 

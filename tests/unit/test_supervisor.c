@@ -12,9 +12,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "config.h"
-#include "health.h"
-#include "supervisor.h"
+#include "lib/config.h"
+#include "agent/health.h"
+#include "agent/supervisor.h"
 
 #define PATH "/tmp/x/revenant.json"
 

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "zombie.h"
+#include "agent/zombie.h"
 
 #define MS 1000000ull
 

@@ -13,13 +13,13 @@
 #include <unistd.h>
 #include <cjson/cJSON.h>
 
-#include "cli.h"
-#include "control.h"
-#include "ctl.h"
-#include "scan.h"
-#include "snapshot.h"
-#include "state.h"
-#include "util.h"
+#include "cmd/cli.h"
+#include "agent/control.h"
+#include "cmd/ctl.h"
+#include "cmd/scan.h"
+#include "lib/snapshot.h"
+#include "lib/state.h"
+#include "lib/util.h"
 
 #define CALL_TIMEOUT_MS 120000
 

@@ -13,9 +13,8 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-#include "sensor.h"
-#include "snapshot.h"
-#include "util.h"
+#include "lib/snapshot.h"
+#include "lib/util.h"
 #include "snapshot.skel.h"
 
 struct buf {

@@ -12,7 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "health.h"
+#include "agent/health.h"
 
 struct probe {
 	struct loop *loop;

@@ -19,10 +19,10 @@
 #include <bpf/bpf.h>
 #include <cjson/cJSON.h>
 
-#include "cli.h"
-#include "scan.h"
-#include "state.h"
-#include "util.h"
+#include "cmd/cli.h"
+#include "cmd/scan.h"
+#include "lib/state.h"
+#include "lib/util.h"
 
 #define TCP_LISTEN 10
 

@@ -23,10 +23,10 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "log.h"
-#include "metrics.h"
-#include "loop.h"
-#include "util.h"
+#include "lib/log.h"
+#include "agent/metrics.h"
+#include "lib/loop.h"
+#include "lib/util.h"
 
 struct evlog {
 	char *path;

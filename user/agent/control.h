@@ -7,8 +7,8 @@
 #include <stddef.h>
 #include <cjson/cJSON.h>
 
-#include "loop.h"
-#include "supervisor.h"
+#include "lib/loop.h"
+#include "agent/supervisor.h"
 
 #define CONTROL_MAX_MSG 65536
 

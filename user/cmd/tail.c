@@ -20,9 +20,9 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "cli.h"
-#include "log.h"
-#include "tail.h"
+#include "cmd/cli.h"
+#include "lib/log.h"
+#include "cmd/tail.h"
 
 #define READ_CHUNK	65536
 #define BAD_LINES_SHOWN 10   /* a damaged file warns this often, then once with the count */

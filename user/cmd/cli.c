@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cli.h"
+#include "cmd/cli.h"
 
 void cli_err(const char *fmt, ...)
 {

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "event.h"
-#include "util.h"
+#include "lib/util.h"
 
 int mkdir_p(const char *dir, mode_t mode)
 {

@@ -8,8 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../include/ports.h"
-#include "snapshot.h"
+#include "ports_rec.h"
+#include "lib/snapshot.h"
 
 struct sock_ident {
 	uint8_t addr[REV_ADDR_LEN];

@@ -10,6 +10,10 @@
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
+/* Where every pin of ours lives (bpffs; the agent mounts it when absent). */
+#define REV_PIN_ROOT "/sys/fs/bpf"
+#define REV_BPF_FS_MAGIC 0xcafe4a11
+
 /* mkdir -p of the directory that will hold path. 0 or -errno. */
 int mkdir_p_parent(const char *path, mode_t mode);
 int mkdir_p(const char *dir, mode_t mode);

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "loop.h"
+#include "lib/loop.h"
 
 struct metrics;
 

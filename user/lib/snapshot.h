@@ -5,7 +5,7 @@
 
 #include <stddef.h>
 
-#include "../include/snapshot.h"
+#include "snapshot_rec.h"
 
 enum snap_what {
 	SNAP_SOCK_FDS = 1 << 0,	  /* iter/task_file: sockets held through fds, every netns */

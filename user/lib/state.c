@@ -8,7 +8,7 @@
 #include <unistd.h>
 #include <cjson/cJSON.h>
 
-#include "state.h"
+#include "lib/state.h"
 
 void state_runtime_path(const char *control_socket, const char *name, char *buf, size_t len)
 {

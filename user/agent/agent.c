@@ -15,19 +15,19 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "agent.h"
-#include "cli.h"
-#include "control.h"
-#include "log.h"
-#include "loop.h"
-#include "metrics.h"
-#include "ports.h"
-#include "sensor.h"
-#include "snapshot.h"
-#include "state.h"
-#include "supervisor.h"
-#include "util.h"
-#include "zombie.h"
+#include "agent/agent.h"
+#include "cmd/cli.h"
+#include "agent/control.h"
+#include "lib/log.h"
+#include "lib/loop.h"
+#include "agent/metrics.h"
+#include "lib/ports.h"
+#include "agent/sensor.h"
+#include "lib/snapshot.h"
+#include "lib/state.h"
+#include "agent/supervisor.h"
+#include "lib/util.h"
+#include "agent/zombie.h"
 
 /* sched_process_free runs an RCU grace period after the reap: a reap record this much later than
  * the deadline still counts as reaped in time. */

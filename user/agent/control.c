@@ -13,8 +13,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "control.h"
-#include "util.h"
+#include "agent/control.h"
+#include "lib/util.h"
 
 struct client {
 	struct control *ctl;

@@ -5,7 +5,7 @@
 
 #include <stdbool.h>
 
-#include "config.h"
+#include "lib/config.h"
 
 enum rev_exit {
 	EXIT_OK = 0,

@@ -9,7 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "loop.h"
+#include "lib/loop.h"
 
 struct fd_slot {
 	loop_fd_cb cb;

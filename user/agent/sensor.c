@@ -14,9 +14,9 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-#include "ports.h"
-#include "sensor.h"
-#include "util.h"
+#include "lib/ports.h"
+#include "agent/sensor.h"
+#include "lib/util.h"
 #include "zombie.skel.h"
 #include "ports.skel.h"
 

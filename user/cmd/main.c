@@ -3,11 +3,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "agent.h"
-#include "cli.h"
-#include "ctl.h"
-#include "tail.h"
-#include "scan.h"
+#include "agent/agent.h"
+#include "cmd/cli.h"
+#include "cmd/ctl.h"
+#include "cmd/tail.h"
+#include "cmd/scan.h"
 
 struct command {
 	const char *name;

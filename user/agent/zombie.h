@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "../include/zombie.h"
+#include "zombie_rec.h"
 
 struct zrec {
 	uint64_t start_ns; /* with pid: the identity of the process */

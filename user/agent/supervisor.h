@@ -10,11 +10,11 @@
 #include <sys/types.h>
 #include <cjson/cJSON.h>
 
-#include "config.h"
-#include "log.h"
-#include "loop.h"
-#include "ports.h"
-#include "zombie.h"
+#include "lib/config.h"
+#include "lib/log.h"
+#include "lib/loop.h"
+#include "lib/ports.h"
+#include "agent/zombie.h"
 
 enum svc_state {
 	SVC_STOPPED,

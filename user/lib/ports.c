@@ -8,9 +8,9 @@
 #include <unistd.h>
 #include <bpf/bpf.h>
 
-#include "config.h"
-#include "ports.h"
-#include "sensor.h"
+#include "lib/config.h"
+#include "lib/ports.h"
+#include "lib/util.h"
 
 
 static bool is_any(const struct sock_ident *s)

@@ -17,11 +17,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "health.h"
-#include "metrics.h"
-#include "state.h"
-#include "supervisor.h"
-#include "util.h"
+#include "agent/health.h"
+#include "agent/metrics.h"
+#include "lib/state.h"
+#include "agent/supervisor.h"
+#include "lib/util.h"
 
 extern char **environ;
 

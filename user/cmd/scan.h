@@ -10,9 +10,9 @@
 #include <stdio.h>
 #include <sys/types.h>
 
-#include "config.h"
-#include "ports.h"
-#include "snapshot.h"
+#include "lib/config.h"
+#include "lib/ports.h"
+#include "lib/snapshot.h"
 
 struct scan_row {
 	uint64_t sk;

@@ -6,8 +6,8 @@
 
 #include <stdbool.h>
 
-#include "config.h"
-#include "loop.h"
+#include "lib/config.h"
+#include "lib/loop.h"
 
 typedef void (*probe_done_cb)(void *ctx, bool ok, const char *detail);
 

@@ -11,7 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "metrics.h"
+#include "agent/metrics.h"
 
 #define MAX_TYPES 32
 #define PAGE (64 * 1024)

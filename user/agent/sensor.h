@@ -7,10 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "loop.h"
-
-#define REV_PIN_ROOT "/sys/fs/bpf"
-#define REV_BPF_FS_MAGIC 0xcafe4a11
+#include "lib/loop.h"
 
 typedef void (*sensor_record_cb)(void *ctx, const void *rec, size_t len);
 typedef void (*sensor_lost_cb)(void *ctx, uint64_t lost);

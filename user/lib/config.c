@@ -17,8 +17,8 @@
 
 #include <cjson/cJSON.h>
 
-#include "config.h"
-#include "util.h"
+#include "lib/config.h"
+#include "lib/util.h"
 
 #define CONFIG_MAX_BYTES (16 << 20)
 #define NAME_MAX_LEN	 64

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "zombie.h"
+#include "agent/zombie.h"
 
 struct due {
 	uint64_t deadline_ns;
