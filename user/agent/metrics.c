@@ -12,14 +12,11 @@
 #include <unistd.h>
 
 #include "agent/metrics.h"
+#include "lib/events.h"
 
-#define MAX_TYPES 32
 #define PAGE (64 * 1024)
 
 static struct {
-	char type[MAX_TYPES][32];
-	uint64_t count[MAX_TYPES];
-	int n;
 	uint64_t zombies;
 } counters;
 
@@ -29,22 +26,6 @@ struct metrics {
 	metrics_services_fn services;
 	void *services_ctx;
 };
-
-void metrics_count_event(const char *type)
-{
-	int i;
-
-	for (i = 0; i < counters.n; i++)
-		if (!strcmp(counters.type[i], type))
-			break;
-	if (i == counters.n) {
-		if (counters.n == MAX_TYPES)
-			return;
-		snprintf(counters.type[i], sizeof(counters.type[i]), "%s", type);
-		counters.n++;
-	}
-	counters.count[i]++;
-}
 
 void metrics_set_gauge_zombies(uint64_t n)
 {
@@ -73,9 +54,10 @@ size_t metrics_render(struct metrics *m, char *buf, size_t len)
 	n = metrics_appendf(buf, len, n,
 			    "# HELP revenant_events_total Events written to the event log, by type.\n"
 			    "# TYPE revenant_events_total counter\n");
-	for (int i = 0; i < counters.n; i++)
-		n = metrics_appendf(buf, len, n, "revenant_events_total{type=\"%s\"} %llu\n",
-				    counters.type[i], (unsigned long long)counters.count[i]);
+	for (int t = 0; t < EV_NTYPES; t++)
+		if (ev_count(t))
+			n = metrics_appendf(buf, len, n, "revenant_events_total{type=\"%s\"} %llu\n",
+					    ev_type_name(t), (unsigned long long)ev_count(t));
 	n = metrics_appendf(
 		buf, len, n,
 		"# HELP revenant_exited_unreaped Exited processes not yet reaped (zombie candidates).\n"

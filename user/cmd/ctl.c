@@ -302,7 +302,7 @@ int cmd_verify(int argc, char **argv)
 	struct rev_config cfg;
 	struct rt_state st = {0};
 	struct scan_rows rows = {0};
-	char path[4200];
+	char path[REV_PATH_BUF];
 	cJSON *why;
 	int rc = parse(argc, argv, &o, usage, false);
 
@@ -388,7 +388,7 @@ int cmd_cleanup(int argc, char **argv)
 	struct rev_config cfg;
 	struct rt_state st = {0};
 	struct snap s = {0};
-	char path[4200], err[256];
+	char path[REV_PATH_BUF], err[256];
 	cJSON *done;
 	bool agent;
 	int rc = parse(argc, argv, &o, usage, false);
@@ -486,7 +486,7 @@ int cmd_kill_port(int argc, char **argv)
 	struct scan_rows rows = {0};
 	const struct scan_row *r = NULL;
 	const char *svc;
-	char path[4200], *end;
+	char path[REV_PATH_BUF], *end;
 	long port;
 	int rc = parse(argc, argv, &o, usage, true);
 

@@ -24,7 +24,6 @@
 #include "lib/state.h"
 #include "lib/util.h"
 
-#define TCP_LISTEN 10
 
 static int cmp_pid(const void *a, const void *b)
 {
@@ -184,7 +183,7 @@ int scan_merge(const struct listener *ls, size_t n_ls, const struct snap_sock *s
 			row->port = l->k.port;
 			row->family = l->k.family;
 			row->proto = l->k.proto;
-			row->state = TCP_LISTEN;
+			row->state = REV_TCP_LISTEN;
 			row->v6only = l->v.v6only;
 		}
 		if (!row->n_holders && l->v.pid) { /* pid 0: seeded from the tables, owner unseen */
@@ -259,7 +258,7 @@ static const char *state_name(const struct scan_row *row)
 {
 	if (row->proto == REV_PROTO_UDP)
 		return "bound";
-	return row->state == TCP_LISTEN ? "listen" : "bound";
+	return row->state == REV_TCP_LISTEN ? "listen" : "bound";
 }
 
 /* getpwuid() reads /etc/passwd on every call: remember the last answer (rows share a few uids). */
@@ -432,7 +431,7 @@ static uint32_t self_netns(void)
 
 bool scan_agent_running(const char *control_socket)
 {
-	char path[4200];
+	char path[REV_PATH_BUF];
 	int fd, rc;
 
 	state_runtime_path(control_socket, REV_LOCK_FILE, path, sizeof(path));
@@ -487,7 +486,7 @@ static int proc_net(const char *file, int family, int proto, uint32_t netns, str
 			continue;
 		*colon = 0;
 		r.port = strtoul(colon + 1, NULL, 16);
-		if (!r.port || (proto == REV_PROTO_TCP && st != TCP_LISTEN))
+		if (!r.port || (proto == REV_PROTO_TCP && st != REV_TCP_LISTEN))
 			continue;
 		hex_addr(local, r.addr, family);
 		r.type = REV_SNAP_SOCK_TABLE;
@@ -578,7 +577,7 @@ static int proc_snapshot(struct snap *s)
 
 void scan_attribute_services(struct scan_rows *rows, const char *control_socket)
 {
-	char path[4200];
+	char path[REV_PATH_BUF];
 	struct rt_state st;
 
 	state_runtime_path(control_socket, REV_STATE_FILE, path, sizeof(path));
@@ -630,20 +629,15 @@ int scan_collect(const char *control_socket, bool udp, int verbose, struct scan_
 			 * owner forked or died (the probes mark those), or that was shared when the
 			 * agent started, needs the kernel's fd tables for its holders. */
 			uint32_t here = self_netns();
-			struct snap t = {0};
 
-			for (size_t i = 0; !rc && i < n_ls && !walk; i++)
+			for (size_t i = 0; i < n_ls && !walk; i++)
 				walk = ls[i].v.shared;
 			/* The tables are this netns's only: elsewhere a shared socket goes unseen. */
-			for (size_t i = 0; !rc && i < n_ls && !walk; i++)
+			for (size_t i = 0; i < n_ls && !walk; i++)
 				walk = ls[i].k.netns != here;
-			if (!rc && walk) {
-				snapshot_free(&t);
+			if (walk)
 				rc = snapshot_take(&s, SNAP_SOCK_FDS | SNAP_SOCK_TABLES, pin_dir, err,
 						   sizeof(err));
-			} else if (!rc) {
-				s = t;
-			}
 			if (verbose)
 				cli_err("source: the agent's listeners map (%s)%s", map_path,
 					walk ? " and its pinned fd iterator" : "");
@@ -873,7 +867,7 @@ int cmd_zombies(int argc, char **argv)
 	struct rt_state st = {0};
 	bool json = false, have_state;
 	int c, rc, verbose = 0;
-	char err[512], pin_dir[256], path[4200];
+	char err[512], pin_dir[256], path[REV_PATH_BUF];
 	struct snap s;
 
 	optind = 1;

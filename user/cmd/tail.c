@@ -23,6 +23,7 @@
 #include "cmd/cli.h"
 #include "lib/log.h"
 #include "cmd/tail.h"
+#include "lib/events.h"
 
 #define READ_CHUNK	65536
 #define BAD_LINES_SHOWN 10   /* a damaged file warns this often, then once with the count */
@@ -285,17 +286,30 @@ static void put_clean(FILE *f, const char *s)
 	}
 }
 
-/* The salient fields of every event type, in the order a reader scans them. */
-static const char *const row_keys[] = {
-    "service", "pid",	    "comm",	  "ppid",	   "parent_comm", "port",   "proto",
-    "addr",    "owner_pid", "owner_comm", "owner_service", "syscall",	  "age_ms", "code",
-    "signal",  "attempt",   "delay_ms",	  "from",	   "to",	  "ok",	    "detail",
-    "action",  "count",	    "reason",	  "version",	   "existing",
-};
+static void put_value(FILE *f, const char *name, const cJSON *v)
+{
+	fputc(' ', f);
+	put_clean(f, name); /* a type this build does not know: its names come from the file */
+	fputc('=', f);
+	if (cJSON_IsString(v))
+		put_clean(f, v->valuestring);
+	else if (cJSON_IsBool(v))
+		fputs(cJSON_IsTrue(v) ? "true" : "false", f);
+	else if (cJSON_IsNumber(v) && fabs(v->valuedouble) < 1e15 &&
+		 v->valuedouble == (double)(long long)v->valuedouble)
+		fprintf(f, "%lld", (long long)v->valuedouble); /* in range: no UB cast */
+	else if (cJSON_IsNumber(v))
+		fprintf(f, "%g", v->valuedouble);
+	else
+		fputs("...", f);
+}
 
+/* The salient fields in the order of the event's schema (lib/events.c): what a reader scans,
+ * without the ones marked quiet there. A type this build does not know shows every field. */
 char *tail_format_row(const struct evline *ev)
 {
 	const cJSON *ts = cJSON_GetObjectItemCaseSensitive(ev->obj, "ts");
+	const struct ev_schema *sc = ev_schema(ev_type_of(ev->type));
 	char *s = NULL;
 	size_t n = 0;
 	FILE *f = open_memstream(&s, &n);
@@ -305,24 +319,16 @@ char *tail_format_row(const struct evline *ev)
 	fprintf(f, "%-27s  ", ts->valuestring);
 	put_clean(f, ev->type);
 	fprintf(f, "%*s", strlen(ev->type) < 16 ? (int)(16 - strlen(ev->type)) : 1, "");
-	for (size_t i = 0; i < sizeof(row_keys) / sizeof(row_keys[0]); i++) {
-		const cJSON *v = cJSON_GetObjectItemCaseSensitive(ev->obj, row_keys[i]);
+	for (size_t i = 0; sc && i < sc->n_fields; i++) {
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(ev->obj, sc->fields[i].name);
 
-		if (!v || cJSON_IsNull(v))
-			continue;
-		fprintf(f, " %s=", row_keys[i]);
-		if (cJSON_IsString(v))
-			put_clean(f, v->valuestring);
-		else if (cJSON_IsBool(v))
-			fputs(cJSON_IsTrue(v) ? "true" : "false", f);
-		else if (cJSON_IsNumber(v) && fabs(v->valuedouble) < 1e15 &&
-			 v->valuedouble == (double)(long long)v->valuedouble)
-			fprintf(f, "%lld", (long long)v->valuedouble); /* in range: no UB cast */
-		else if (cJSON_IsNumber(v))
-			fprintf(f, "%g", v->valuedouble);
-		else
-			fputs("...", f);
+		if (v && !cJSON_IsNull(v) && !(sc->fields[i].flags & EVF_QUIET))
+			put_value(f, sc->fields[i].name, v);
 	}
+	for (const cJSON *v = sc ? NULL : ev->obj->child; v; v = v->next)
+		if (v->string && strcmp(v->string, "ts") && strcmp(v->string, "type") &&
+		    !cJSON_IsNull(v))
+			put_value(f, v->string, v);
 	fputc('\n', f);
 	if (fclose(f)) {
 		free(s);

@@ -24,7 +24,6 @@
 #include <zlib.h>
 
 #include "lib/log.h"
-#include "agent/metrics.h"
 #include "lib/loop.h"
 #include "lib/util.h"
 
@@ -155,37 +154,6 @@ int ev_parse_ts(const char *s, uint64_t *real_ns)
 		return -ERANGE;
 	*real_ns = (uint64_t)secs * 1000000000ull + frac;
 	return 0;
-}
-
-cJSON *ev_new(const char *type, uint64_t mono_ts_ns)
-{
-	cJSON *o = cJSON_CreateObject();
-	char ts[40];
-
-	if (!o)
-		return NULL;
-	ev_format_ts(ts, sizeof(ts), ev_mono_to_real_ns(mono_ts_ns));
-	cJSON_AddStringToObject(o, "ts", ts);
-	cJSON_AddStringToObject(o, "type", type);
-	return o;
-}
-
-void ev_add_str(cJSON *o, const char *k, const char *v)
-{
-	if (v)
-		cJSON_AddStringToObject(o, k, v);
-	else
-		cJSON_AddNullToObject(o, k);
-}
-
-void ev_add_num(cJSON *o, const char *k, double v)
-{
-	cJSON_AddNumberToObject(o, k, v);
-}
-
-void ev_add_bool(cJSON *o, const char *k, bool v)
-{
-	cJSON_AddBoolToObject(o, k, v);
 }
 
 /* ---- segment names, shared with the reader ---- */
@@ -719,12 +687,6 @@ int evlog_emit(struct evlog *lg, cJSON *obj)
 	line = cJSON_PrintUnformatted(obj);
 	if (lg && lg->o.echo)
 		echo(obj);
-	{
-		const cJSON *type = cJSON_GetObjectItemCaseSensitive(obj, "type");
-
-		if (cJSON_IsString(type))
-			metrics_count_event(type->valuestring);
-	}
 	cJSON_Delete(obj);
 	if (!line)
 		return -ENOMEM;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The event log: JSON lines appended to log.path, one write(2) per line, so a reader or a crash
- * never sees half a line; rotation into numbered (gzip) segments; the helpers every module uses to
- * build an event object; and the segment naming that writer and reader (`revenant tail`) share. */
+ * never sees half a line; rotation into numbered (gzip) segments; event timestamps; and the segment
+ * naming that writer and reader (`revenant tail`) share. What an event holds is lib/events.h's. */
 #ifndef REVENANT_LOG_H
 #define REVENANT_LOG_H
 
@@ -35,9 +35,6 @@ int evlog_attach_loop(struct evlog *lg, struct loop *l);
 /* Waits for the compressor, compresses what is still queued, closes. Never touches the loop. */
 void evlog_close(struct evlog *lg);
 
-/* A new event {"ts": ..., "type": type}. ts_ns is CLOCK_MONOTONIC (as the kernel stamps events);
- * 0 means now. */
-cJSON *ev_new(const char *type, uint64_t mono_ts_ns);
 /* RFC 3339 UTC with microseconds, e.g. 2026-11-27T11:23:33.123456Z, from CLOCK_REALTIME ns. */
 void ev_format_ts(char *buf, size_t len, uint64_t real_ns);
 /* The inverse, for any RFC 3339 date-time: "2026-11-27T11:23:33Z", fractions of a second up to ns,
@@ -45,9 +42,6 @@ void ev_format_ts(char *buf, size_t len, uint64_t real_ns);
 int ev_parse_ts(const char *s, uint64_t *real_ns);
 uint64_t ev_mono_to_real_ns(uint64_t mono_ns);
 
-void ev_add_str(cJSON *o, const char *k, const char *v); /* NULL v: JSON null */
-void ev_add_num(cJSON *o, const char *k, double v);
-void ev_add_bool(cJSON *o, const char *k, bool v);
 
 /* A rotated segment of the log at PATH. Numbered ones are PATH.1.gz (newest) .. PATH.N.gz, or
  * PATH.1 .. PATH.N without compression. A pending one, PATH.pending.SEQ, is a rotated file waiting

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "lib/loop.h"
+#include "lib/util.h"
 
 struct fd_slot {
 	loop_fd_cb cb;
@@ -183,7 +184,7 @@ int loop_timer_at(struct loop *l, struct loop_timer *t, uint64_t deadline_ns)
 
 int loop_timer_after_ms(struct loop *l, struct loop_timer *t, uint64_t ms)
 {
-	return loop_timer_at(l, t, mono_ns() + ms * 1000000ull);
+	return loop_timer_at(l, t, mono_ns() + ms_to_ns(ms));
 }
 
 void loop_stop(struct loop *l, int code)

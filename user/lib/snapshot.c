@@ -209,14 +209,13 @@ static bool cache_dir(char *buf, size_t len)
 	struct statfs sf;
 	size_t sz = 0;
 	const unsigned char *elf = snapshot_bpf__elf_bytes(&sz);
-	uint32_t h = 2166136261u;
+	uint32_t h;
 	DIR *d;
 	struct dirent *de;
 
 	if (!is_root() || statfs(REV_PIN_ROOT, &sf) || sf.f_type != REV_BPF_FS_MAGIC)
 		return false;
-	for (size_t i = 0; i < sz; i++)
-		h = (h ^ elf[i]) * 16777619u;
+	h = fnv1a(FNV_SEED, elf, sz);
 	snprintf(buf, len, "%s/revenant-iter-%08x", REV_PIN_ROOT, h);
 	if (access(buf, F_OK) == 0)
 		return true;

@@ -182,6 +182,15 @@ int signal_from_name(const char *s)
 	return -EINVAL;
 }
 
+uint32_t fnv1a(uint32_t h, const void *data, size_t n)
+{
+	const uint8_t *p = data;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ p[i]) * 16777619u;
+	return h;
+}
+
 bool is_root(void)
 {
 	return geteuid() == 0;

@@ -14,6 +14,19 @@
 #define REV_PIN_ROOT "/sys/fs/bpf"
 #define REV_BPF_FS_MAGIC 0xcafe4a11
 
+/* A path built from a directory (up to PATH_MAX) and a file name. */
+#define REV_PATH_BUF 4200
+
+#define NS_PER_MS 1000000ull
+static inline uint64_t ms_to_ns(uint64_t ms)
+{
+	return ms * NS_PER_MS;
+}
+
+/* 32-bit FNV-1a of n bytes, continuing from h (start with FNV_SEED). */
+#define FNV_SEED 2166136261u
+uint32_t fnv1a(uint32_t h, const void *data, size_t n);
+
 /* mkdir -p of the directory that will hold path. 0 or -errno. */
 int mkdir_p_parent(const char *path, mode_t mode);
 int mkdir_p(const char *dir, mode_t mode);

@@ -1,0 +1,405 @@
+// SPDX-License-Identifier: MIT
+/* Spawning and signalling the services' processes: environment (env_file, env, PORT), the log
+ * file, a process group and a cgroup per service; every signal through a pidfd or the group the
+ * main process leads. The cgroup root of this agent is <hierarchy>/revenant-PID. */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent/proc.h"
+#include "lib/loop.h"
+#include "lib/state.h"
+#include "lib/util.h"
+
+extern char **environ;
+
+struct procs {
+	char cgroup_root[256];
+};
+
+char *procs_expand_command(const char *cmd, int port)
+{
+	size_t len = strlen(cmd) + 1;
+	char *out, *w;
+
+	for (const char *p = strstr(cmd, "{port}"); p; p = strstr(p + 6, "{port}"))
+		len += 6;
+	out = malloc(len);
+	if (!out)
+		return NULL;
+	w = out;
+	while (*cmd) {
+		if (!strncmp(cmd, "{port}", 6)) {
+			w += sprintf(w, "%d", port);
+			cmd += 6;
+		} else {
+			*w++ = *cmd++;
+		}
+	}
+	*w = 0;
+	return out;
+}
+
+struct envv {
+	char **v;
+	size_t n, cap;
+	bool oom;
+};
+
+static void env_set(struct envv *e, const char *kv)
+{
+	size_t klen = strcspn(kv, "=");
+	char *dup = strdup(kv);
+
+	if (!dup) {
+		e->oom = true;
+		return;
+	}
+	for (size_t i = 0; i < e->n; i++) {
+		if (!strncmp(e->v[i], kv, klen) && e->v[i][klen] == '=') {
+			free(e->v[i]);
+			e->v[i] = dup;
+			return;
+		}
+	}
+	if (e->n + 2 > e->cap) {
+		size_t ncap = e->cap ? e->cap * 2 : 64;
+		char **nv = realloc(e->v, ncap * sizeof(char *));
+
+		if (!nv) {
+			free(dup);
+			e->oom = true;
+			return;
+		}
+		e->v = nv;
+		e->cap = ncap;
+	}
+	e->v[e->n++] = dup;
+	e->v[e->n] = NULL;
+}
+
+static void env_free(struct envv *e)
+{
+	for (size_t i = 0; i < e->n; i++)
+		free(e->v[i]);
+	free(e->v);
+}
+
+/* KEY=VALUE lines; '#' comments, blank lines, "export " and surrounding quotes allowed. */
+static int env_file_load(struct envv *e, const char *path)
+{
+	FILE *f = fopen(path, "re");
+	char line[4096];
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		char *p = line, *eq, *val, *end;
+
+		while (isspace((unsigned char)*p))
+			p++;
+		if (!*p || *p == '#')
+			continue;
+		if (!strncmp(p, "export ", 7))
+			p += 7;
+		eq = strchr(p, '=');
+		if (!eq)
+			continue;
+		end = p + strlen(p);
+		while (end > eq + 1 && isspace((unsigned char)end[-1]))
+			*--end = 0;
+		val = eq + 1;
+		if ((*val == '"' || *val == '\'') && end > val + 1 && end[-1] == *val) {
+			end[-1] = 0;
+			memmove(val, val + 1, strlen(val + 1) + 1);
+		}
+		env_set(e, p);
+	}
+	fclose(f);
+	return 0;
+}
+
+/* The service's environment: ours, its env_file, its env, then PORT and REVENANT_SERVICE. */
+static int build_env(struct envv *env, const struct service_config *c, int port, char *warn,
+		     size_t warnlen)
+{
+	char kv[128];
+	int err;
+
+	for (char **e = environ; *e; e++)
+		env_set(env, *e);
+	if (c->env_file && (err = env_file_load(env, c->env_file)))
+		snprintf(warn, warnlen, "cannot read env_file %s: %s; starting without it",
+			 c->env_file, strerror(-err));
+	for (int i = 0; i < c->n_env; i++)
+		env_set(env, c->env[i]);
+	if (port) {
+		snprintf(kv, sizeof(kv), "PORT=%d", port);
+		env_set(env, kv);
+	}
+	snprintf(kv, sizeof(kv), "REVENANT_SERVICE=%s", c->name);
+	env_set(env, kv);
+	return env->oom ? -ENOMEM : 0;
+}
+
+static void make_cgroup(struct procs *p, const struct service_config *c, struct svc_proc *sp)
+{
+	sp->cgroup[0] = 0;
+	if (!p || !p->cgroup_root[0])
+		return;
+	snprintf(sp->cgroup, sizeof(sp->cgroup), "%s/%s", p->cgroup_root, c->name);
+	if (mkdir(sp->cgroup, 0755) && errno != EEXIST)
+		sp->cgroup[0] = 0;
+}
+
+/* In the child, between fork and exec: only async-signal-safe calls, _exit on failure. */
+static void exec_child(const struct service_config *c, const struct svc_proc *sp, char *cmd,
+		       char **envp, int logfd, int devnull)
+{
+	sigset_t none;
+	char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+
+	/* The child must not inherit the agent's blocked signals or ignored SIGPIPE. */
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	for (int sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+	setpgid(0, 0);
+	prctl(PR_SET_PDEATHSIG, 0);
+	if (sp->cgroup[0]) {
+		char path[300];
+		int fd;
+
+		snprintf(path, sizeof(path), "%s/cgroup.procs", sp->cgroup);
+		fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			if (write(fd, "0", 1) < 0) {
+				/* not fatal: the process group still reaches the service */
+			}
+			close(fd);
+		}
+	}
+	if (devnull >= 0)
+		dup2(devnull, 0);
+	if (logfd >= 0) {
+		dup2(logfd, 1);
+		dup2(logfd, 2);
+	}
+	if (chdir(c->cwd)) {
+		dprintf(2, "revenant: %s: cannot chdir to %s: %s\n", c->name, c->cwd,
+			strerror(errno));
+		_exit(126);
+	}
+	execve("/bin/sh", argv, envp);
+	dprintf(2, "revenant: %s: cannot run /bin/sh: %s\n", c->name, strerror(errno));
+	_exit(errno == ENOENT ? 127 : 126);
+}
+
+int procs_spawn(struct procs *p, const struct service_config *c, int port, struct svc_proc *out,
+		char *warn, size_t warnlen)
+{
+	struct envv env = {0};
+	char *cmd = procs_expand_command(c->command, port);
+	int logfd, devnull, err;
+	pid_t pid;
+
+	warn[0] = 0;
+	if (!cmd || build_env(&env, c, port, warn, warnlen)) {
+		free(cmd);
+		env_free(&env);
+		return -ENOMEM;
+	}
+	mkdir_p_parent(c->log_file, 0755);
+	logfd = open(c->log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	make_cgroup(p, c, out);
+
+	pid = fork();
+	if (pid == 0)
+		exec_child(c, out, cmd, env.v, logfd, devnull);
+	err = pid < 0 ? -errno : 0;
+	if (logfd >= 0)
+		close(logfd);
+	if (devnull >= 0)
+		close(devnull);
+	free(cmd);
+	env_free(&env);
+	if (err)
+		return err;
+	setpgid(pid, pid); /* both sides set it: whichever runs first wins the race */
+	out->pid = pid;
+	out->pgid = pid;
+	out->pidfd = pidfd_open_pid(pid);
+	out->start_ticks = proc_start_ticks(pid);
+	return 0;
+}
+
+/* Every process in the cgroup, also those that left the process group (setsid, a daemonizing
+ * child): each through a pidfd (sig 0: only counted). Returns how many were found. */
+static int signal_cgroup(const struct svc_proc *sp, int sig)
+{
+	char path[300];
+	FILE *f;
+	int pid, n = 0;
+
+	if (!sp->cgroup[0])
+		return 0;
+	snprintf(path, sizeof(path), "%s/cgroup.procs", sp->cgroup);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (fscanf(f, "%d", &pid) == 1) {
+		int fd = pidfd_open_pid(pid);
+
+		if (fd < 0)
+			continue;
+		if (sig)
+			pidfd_signal(fd, sig);
+		close(fd);
+		n++;
+	}
+	fclose(f);
+	return n;
+}
+
+static void cgroup_kill(const struct svc_proc *sp)
+{
+	char path[300];
+	int fd;
+
+	if (!sp->cgroup[0])
+		return;
+	snprintf(path, sizeof(path), "%s/cgroup.kill", sp->cgroup);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, "1", 1) != 1)
+		signal_cgroup(sp, SIGKILL); /* before 5.14 there is no cgroup.kill */
+	if (fd >= 0)
+		close(fd);
+}
+
+int procs_cgroup_count(const struct svc_proc *sp)
+{
+	return signal_cgroup(sp, 0);
+}
+
+void procs_signal(const struct svc_proc *sp, int sig, enum sig_scope scope)
+{
+	if (scope == SCOPE_CGROUP) {
+		if (signal_cgroup(sp, 0))
+			sig == SIGKILL ? cgroup_kill(sp) : (void)signal_cgroup(sp, sig);
+		return;
+	}
+	/* The group reaches what the shell started; the pgid cannot be reused while any member
+	 * lives, and we only signal it while our main process (its leader) was alive or just
+	 * reaped by us. */
+	if (scope == SCOPE_ALL && sp->pidfd >= 0)
+		pidfd_signal(sp->pidfd, sig);
+	if (sp->pgid > 1)
+		kill(-sp->pgid, sig);
+	if (scope != SCOPE_ALL)
+		return;
+	if (sig == SIGKILL)
+		cgroup_kill(sp);
+	else
+		signal_cgroup(sp, sig);
+}
+
+void procs_release(struct svc_proc *sp)
+{
+	if (sp->pidfd >= 0)
+		close(sp->pidfd);
+	sp->pidfd = -1;
+	sp->pid = 0;
+	sp->start_ticks = 0;
+}
+
+/* revenant-PID directories of agents that died without cleaning up: removed once empty (rmdir
+ * fails on a cgroup that still has processes or children, which is the check we want). */
+static void remove_stale_cgroups(const char *root)
+{
+	DIR *d = opendir(root);
+	struct dirent *de;
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		char path[512];
+		pid_t pid;
+		DIR *sub;
+		struct dirent *se;
+
+		if (strncmp(de->d_name, "revenant-", 9))
+			continue;
+		pid = atoi(de->d_name + 9);
+		if (pid <= 0 || pid == getpid() || kill(pid, 0) == 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", root, de->d_name);
+		sub = opendir(path);
+		while (sub && (se = readdir(sub))) {
+			char child[800];
+
+			if (se->d_type != DT_DIR || se->d_name[0] == '.')
+				continue;
+			snprintf(child, sizeof(child), "%s/%s", path, se->d_name);
+			rmdir(child);
+		}
+		if (sub)
+			closedir(sub);
+		rmdir(path);
+	}
+	closedir(d);
+}
+
+struct procs *procs_new(void)
+{
+	static const char *roots[] = {"/sys/fs/cgroup/unified", "/sys/fs/cgroup"};
+	struct procs *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return NULL;
+	for (size_t i = 0; i < ARRAY_SIZE(roots); i++) {
+		char probe[300];
+
+		snprintf(probe, sizeof(probe), "%s/cgroup.procs", roots[i]);
+		if (access(probe, W_OK))
+			continue;
+		remove_stale_cgroups(roots[i]);
+		snprintf(p->cgroup_root, sizeof(p->cgroup_root), "%s/revenant-%d", roots[i],
+			 getpid());
+		if (mkdir(p->cgroup_root, 0755) == 0)
+			return p;
+	}
+	p->cgroup_root[0] = 0;
+	return p;
+}
+
+void procs_free(struct procs *p)
+{
+	DIR *d;
+	struct dirent *de;
+
+	if (!p)
+		return;
+	d = p->cgroup_root[0] ? opendir(p->cgroup_root) : NULL;
+	while (d && (de = readdir(d))) {
+		char child[512];
+
+		if (de->d_type != DT_DIR || de->d_name[0] == '.')
+			continue;
+		snprintf(child, sizeof(child), "%s/%s", p->cgroup_root, de->d_name);
+		rmdir(child);
+	}
+	if (d)
+		closedir(d);
+	if (p->cgroup_root[0])
+		rmdir(p->cgroup_root);
+	free(p);
+}

@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/* The services' processes, as mechanism: spawning one (environment, log file, process group,
+ * cgroup), signalling what belongs to it, and the agent's cgroup directory. The supervisor
+ * decides; this does, through the sup_ops the unit tests replace. */
+#ifndef REVENANT_PROC_H
+#define REVENANT_PROC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "lib/config.h"
+
+/* A running service's main process and what it reaches. */
+struct svc_proc {
+	pid_t pid, pgid;
+	int pidfd;
+	uint64_t start_ticks; /* /proc/PID/stat starttime: with pid, its identity */
+	char cgroup[256];     /* its cgroup directory, "" when none */
+};
+
+struct procs;
+
+/* Finds a writable cgroup hierarchy (v2, or v1's unified), removes the directories of dead agents
+ * and makes this agent's own. Without one, services still get a process group. */
+struct procs *procs_new(void);
+/* Removes the agent's cgroup directories (they are empty once the services are gone). */
+void procs_free(struct procs *p);
+
+/* Forks and execs `/bin/sh -c COMMAND` for c on port (0: none) in its own process group and
+ * cgroup, output to its log file. 0 or -errno; warn gets what the service should be told about
+ * (an unreadable env_file), "" when nothing. */
+int procs_spawn(struct procs *p, const struct service_config *c, int port, struct svc_proc *out,
+		char *warn, size_t warnlen);
+enum sig_scope {
+	SCOPE_ALL,    /* the main process (pidfd), its process group, every member of its cgroup */
+	SCOPE_GROUP,  /* its process group only */
+	SCOPE_CGROUP, /* what is left in its cgroup (cgroup.kill for SIGKILL) */
+};
+void procs_signal(const struct svc_proc *sp, int sig, enum sig_scope scope);
+/* How many processes are in its cgroup (0 without one). */
+int procs_cgroup_count(const struct svc_proc *sp);
+/* Close the pidfd, forget the pid (the cgroup directory stays for the next start). */
+void procs_release(struct svc_proc *sp);
+
+/* The command line with every {port} replaced; NULL when out of memory. */
+char *procs_expand_command(const char *cmd, int port);
+
+#endif
