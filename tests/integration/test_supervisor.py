@@ -305,6 +305,10 @@ def test_collision_while_running_migrates():
         s2 = agent.wait_event(lambda e: e["type"] == "service_start" and e["service"] == "a" and
                               e["pid"] != s["pid"], what="restart on the alternative")
         assert s2["port"] == alt, s2
+        # The log reads as what happened: the cause, the decision, the reaction.
+        ev = agent.events
+        assert ev.index(c) < ev.index(m) < ev.index(s2), (ev.index(c), ev.index(m), ev.index(s2))
+        assert m["owner_comm"] == c["owner_comm"] == "python3", (m, c)
         wait_healthy(agent, "a", port=alt)
         st = status(agent)["services"]["a"]
         assert st["state"] == "running" and st["port"] == alt and st["pid"] == s2["pid"], st
@@ -677,6 +681,72 @@ def test_kill_port():
             end(foreign)
 
 
+def test_zombie_policy_restart_parent_counts_restarts_and_gives_up():
+    """A service that leaks a zombie at every start, under restart_parent: its restarts are
+    service_restart events with a reason, counted toward max_restarts, under back-off."""
+    agent = zombie_agent("restart_parent")
+    agent.config["services"]["leaky"]["max_restarts"] = 3
+    with open(agent.config_path, "w") as f:
+        json.dump(agent.config, f)
+    try:
+        agent.start()
+        g = agent.wait_event(lambda e: e["type"] == "service_give_up" and e["service"] == "leaky",
+                             timeout=30, what="service_give_up of leaky")
+        ev = agent.events
+        rs = of(ev, "service_restart", service="leaky")
+        assert [r["attempt"] for r in rs] == [1, 2, 3], rs
+        assert all(r["reason"] == "zombie_policy" for r in rs), rs
+        delays = [r["delay_ms"] for r in rs]
+        assert 0 < delays[0] < delays[1] < delays[2], delays
+        zs = of(ev, "zombie", service="leaky")
+        assert len(zs) == 4 and all(z["action"] == "restart_parent" for z in zs[:3]), zs
+        # each restart follows the zombie that caused it, and the give-up comes last
+        for z, r in zip(zs, rs):
+            assert ev.index(z) < ev.index(r), (z, r)
+        assert ev.index(g) > ev.index(rs[-1])
+        starts = of(ev, "service_start", service="leaky")
+        assert len(starts) == 4, starts
+        for r, nxt in zip(rs, starts[1:]):
+            assert (ts(nxt) - ts(r)) * 1000 >= r["delay_ms"] * 0.9, (r, nxt)
+        st = status(agent)["services"]["leaky"]
+        assert st["state"] == "failed" and st["restarts"] == 3, st
+    finally:
+        agent.close()
+
+
+def test_every_alternative_port_is_probed():
+    """More alternatives than any fixed array holds, the first 80 taken: the agent probes them
+    all and starts on the first free one, never on one it did not look at."""
+    held, ports = [], []
+    try:
+        while len(ports) < 101:
+            p = free_port()
+            if p in ports:
+                continue
+            ports.append(p)
+            if len(ports) <= 81:  # the service's own port and its first 80 alternatives
+                s = socket.socket()
+                s.bind(("127.0.0.1", p))
+                s.listen()
+                held.append(s)
+        agent = make_agent("manyalt", {"a": svc(ports[0], alternative_ports=ports[1:])})
+        try:
+            agent.start()
+            m = agent.wait_event(lambda e: e["type"] == "port_migrated" and e["service"] == "a",
+                                 what="port_migrated")
+            assert m["to"] == ports[81], (m, ports[81])
+            st = wait_started(agent, "a")
+            assert st["port"] == ports[81], st
+            wait_healthy(agent, "a", port=ports[81])
+            assert not of(agent.events, "port_collision", service="a"), \
+                of(agent.events, "port_collision")
+        finally:
+            agent.close()
+    finally:
+        for s in held:
+            s.close()
+
+
 if __name__ == "__main__":
     run_tests([
         test_stack_order_status_and_sigterm,
@@ -688,6 +758,8 @@ if __name__ == "__main__":
         test_zombie_policy_nudge,
         test_zombie_policy_report,
         test_zombie_policy_restart_parent,
+        test_zombie_policy_restart_parent_counts_restarts_and_gives_up,
+        test_every_alternative_port_is_probed,
         test_zombie_nudge_short_grace_logs_reap,
         test_zombie_with_slow_exit_is_reported,
         test_stop_start_restart_service,

@@ -1553,6 +1553,17 @@ size_t sup_metrics(void *ctx, char *buf, size_t len)
 	return n;
 }
 
+int sup_input(struct supervisor *s, const char *name, enum svc_event ev)
+{
+	struct service *v = svc_named(s, name);
+
+	if (!v || ev >= SVC_NEVENTS)
+		return -ENOENT;
+	post(v, ev);
+	run_queue(s);
+	return 0;
+}
+
 enum svc_state sup_state_of(struct supervisor *s, const char *name)
 {
 	struct service *v = svc_named(s, name);

@@ -138,6 +138,9 @@ void sup_cancel_reply(struct supervisor *s, void *ctx);
 /* The services' part of the metrics exposition (a metrics_services_fn). */
 size_t sup_metrics(void *ctx, char *buf, size_t len);
 
+/* Queue ev for the service `name` and run the table: what a timer, a probe or a request does
+ * (tests drive the machine this way). 0, or -ENOENT when there is no such service. */
+int sup_input(struct supervisor *s, const char *name, enum svc_event ev);
 /* For tests: a service's state by name (SVC_NSTATES when unknown), and its pid. */
 enum svc_state sup_state_of(struct supervisor *s, const char *name);
 pid_t sup_pid_of(struct supervisor *s, const char *name);
