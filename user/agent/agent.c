@@ -66,16 +66,6 @@ static void emit(struct agent *a, const struct event *e)
 
 /* ---- zombies: the watcher decides when, the supervisor what, this logs and nudges ---- */
 
-static bool nudge(pid_t ppid)
-{
-	int fd = pidfd_open_pid(ppid);
-	int rc = fd >= 0 ? pidfd_signal(fd, SIGCHLD) : -errno;
-
-	if (fd >= 0)
-		close(fd);
-	return rc == 0;
-}
-
 static enum ev_action on_zombie(void *ctx, const struct zrec *z, uint64_t now, bool act)
 {
 	struct agent *a = ctx;
@@ -88,7 +78,7 @@ static enum ev_action on_zombie(void *ctx, const struct zrec *z, uint64_t now, b
 	} else {
 		d.service = sup_service_of(a->sup, z->ppid);
 	}
-	if (d.action == ACT_NUDGE && !nudge(z->ppid))
+	if (d.action == ACT_NUDGE && zombie_nudge(z->ppid))
 		d.action = ACT_REPORT;
 	e.zombie = (struct ev_zombie){.pid = z->pid,
 				      .ppid = z->ppid,

@@ -144,6 +144,7 @@ struct metrics *metrics_open(struct loop *l, const char *listen_at, char *err, s
 	m = calloc(1, sizeof(*m));
 	if (!m) {
 		freeaddrinfo(ai);
+		snprintf(err, errlen, "cannot serve metrics: out of memory");
 		return NULL;
 	}
 	m->loop = l;

@@ -3,6 +3,8 @@
  * processes and a min-heap of their deadlines, reaped entries skipped lazily at its head. The
  * watcher: turns exit/reap records into zombie decisions at the deadline, on the agent's loop. */
 #include <errno.h>
+#include <signal.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -318,6 +320,16 @@ static void zw_report(struct zwatch *w, struct zrec *z, uint64_t now, bool act)
 		z->nudged = z->announced = true;
 		zw_requeue(w, z, now);
 	}
+}
+
+int zombie_nudge(pid_t ppid)
+{
+	int fd = pidfd_open_pid(ppid);
+	int rc = fd >= 0 ? pidfd_signal(fd, SIGCHLD) : -errno;
+
+	if (fd >= 0)
+		close(fd);
+	return rc;
 }
 
 void zwatch_run_due(struct zwatch *w, uint64_t now)

@@ -289,8 +289,8 @@ int snapshot_take(struct snap *s, unsigned what, const char *pin_dir, char *err,
 					 bpf_program__name(spec_prog(skel, i)), strerror(-rc));
 		}
 	}
-	if (!rc)
-		rc = collect(s, &b);
+	if (!rc && (rc = collect(s, &b)))
+		snprintf(err, errlen, "cannot keep the snapshot: %s", strerror(-rc));
 out:
 	free(b.data);
 	snapshot_bpf__destroy(skel);
@@ -310,8 +310,10 @@ struct snap_pins *snapshot_pin(const char *pin_dir, char *err, size_t errlen)
 {
 	struct snap_pins *p = calloc(1, sizeof(*p));
 
-	if (!p)
+	if (!p) {
+		snprintf(err, errlen, "cannot pin the iterators: out of memory");
 		return NULL;
+	}
 	p->skel = load(SNAP_SOCK_FDS | SNAP_SOCK_TABLES | SNAP_ZOMBIES, err, errlen);
 	if (!p->skel)
 		goto fail;
