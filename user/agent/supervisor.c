@@ -509,13 +509,27 @@ static enum svc_state fail(struct service *v, const char *fmt, ...)
 
 static void on_leftover_exit(struct loop *l, int fd, uint32_t events, void *ctx);
 
+/* owner_pid 0: held by a process nobody can name (owner_pid and owner_comm null). */
+static void emit_migrated(struct service *v, int from, int to, pid_t owner_pid,
+			  const char *owner_comm)
+{
+	struct event e = {.type = EV_PORT_MIGRATED};
+
+	e.port_migrated = (struct ev_port_migrated){
+		.service = v->cfg->name,
+		.from = from,
+		.to = to,
+		.owner_pid = owner_pid,
+		.owner_comm = owner_pid && owner_comm[0] ? owner_comm : NULL};
+	emit(v->sup, &e);
+}
+
 /* The port a start uses: a migration's, the configured one when free (or ours), else an
  * alternative. -1 with v->give_up_reason set when none can be had. */
 static int start_port(struct service *v)
 {
 	struct supervisor *s = v->sup;
 	struct port_probe *probes;
-	struct event e = {.type = EV_PORT_MIGRATED};
 	char comm[REV_COMM_LEN + 1] = "";
 	size_t n;
 	int port;
@@ -540,13 +554,7 @@ static int start_port(struct service *v)
 		/* held by a process no tool can see (PID 1 here): owner null */
 		if (probes[0].owner > 0)
 			proc_comm(probes[0].owner, comm, sizeof(comm));
-		e.port_migrated = (struct ev_port_migrated){
-			.service = v->cfg->name,
-			.from = v->cfg->port,
-			.to = port,
-			.owner_pid = probes[0].owner > 0 ? probes[0].owner : 0,
-			.owner_comm = probes[0].owner > 0 ? comm : NULL};
-		emit(s, &e);
+		emit_migrated(v, v->cfg->port, port, probes[0].owner > 0 ? probes[0].owner : 0, comm);
 	}
 	free(probes);
 	return port;
@@ -1330,19 +1338,12 @@ void sup_decide_collision(struct supervisor *s, const struct port_event *e, pid_
 
 void sup_apply_collision(struct supervisor *s, const struct sup_collision *d)
 {
-	struct event e = {.type = EV_PORT_MIGRATED};
 	struct service *v;
 
 	if (!s || d->action != ACT_MIGRATE || d->svc < 0 || d->svc >= s->n)
 		return;
 	v = &s->svcs[d->svc];
-	e.port_migrated = (struct ev_port_migrated){
-		.service = v->cfg->name,
-		.from = d->from,
-		.to = d->to,
-		.owner_pid = d->owner_pid,
-		.owner_comm = d->owner_pid && d->owner_comm[0] ? d->owner_comm : NULL};
-	emit(s, &e);
+	emit_migrated(v, d->from, d->to, d->owner_pid, d->owner_comm);
 	v->forced_port = d->to;
 	post(v, SE_COLLISION);
 	run_queue(s);

@@ -930,7 +930,7 @@ int cmd_zombies(int argc, char **argv)
 			cJSON_AddStringToObject(o, "comm", z->comm);
 			cJSON_AddStringToObject(o, "parent_comm", z->parent_comm);
 			if (z->age_ns || is_root())
-				cJSON_AddNumberToObject(o, "age_ms", (double)(z->age_ns / 1000000));
+				cJSON_AddNumberToObject(o, "age_ms", (double)(z->age_ns / NS_PER_MS));
 			else
 				cJSON_AddNullToObject(o, "age_ms");
 			cJSON_AddNumberToObject(o, "uid", z->uid);

@@ -149,6 +149,7 @@ static const struct iter_spec specs[] = {
 	{SNAP_SOCK_TABLES, REV_UDP_PIN},
 	{SNAP_ZOMBIES, REV_ZOMBIES_PIN},
 };
+#define N_ITERS ARRAY_SIZE(specs)
 
 static struct bpf_program *spec_prog(struct snapshot_bpf *skel, size_t i)
 {
@@ -183,8 +184,8 @@ static struct snapshot_bpf *load(unsigned what, char *err, size_t errlen)
 
 struct snap_pins {
 	struct snapshot_bpf *skel;
-	struct bpf_link *links[4];
-	char paths[4][512];
+	struct bpf_link *links[N_ITERS];
+	char paths[N_ITERS][512];
 };
 
 static bool pinned(const char *pin_dir, unsigned what)
@@ -252,14 +253,14 @@ int snapshot_take(struct snap *s, unsigned what, const char *pin_dir, char *err,
 			struct snap_pins *p = snapshot_pin(cache, err, errlen);
 
 			/* Leave the pins in place: they are the cache. */
-			for (size_t i = 0; p && i < 4; i++)
+			for (size_t i = 0; p && i < N_ITERS; i++)
 				p->paths[i][0] = 0;
 			snapshot_unpin(p);
 		}
 		pin_dir = cache;
 	}
 	if (pin_dir && pinned(pin_dir, what)) {
-		for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]) && !rc; i++) {
+		for (size_t i = 0; i < N_ITERS && !rc; i++) {
 			char path[512];
 			int fd;
 
@@ -280,7 +281,7 @@ int snapshot_take(struct snap *s, unsigned what, const char *pin_dir, char *err,
 			rc = -errno;
 			goto out;
 		}
-		for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]) && !rc; i++) {
+		for (size_t i = 0; i < N_ITERS && !rc; i++) {
 			if (!(what & specs[i].what))
 				continue;
 			rc = read_iter(spec_prog(skel, i), &b);
@@ -317,7 +318,7 @@ struct snap_pins *snapshot_pin(const char *pin_dir, char *err, size_t errlen)
 	p->skel = load(SNAP_SOCK_FDS | SNAP_SOCK_TABLES | SNAP_ZOMBIES, err, errlen);
 	if (!p->skel)
 		goto fail;
-	for (size_t i = 0; i < 4; i++) {
+	for (size_t i = 0; i < N_ITERS; i++) {
 		snprintf(p->paths[i], sizeof(p->paths[i]), "%s/%s", pin_dir, specs[i].pin);
 		unlink(p->paths[i]);
 		p->links[i] = bpf_program__attach_iter(spec_prog(p->skel, i), NULL);
@@ -338,7 +339,7 @@ void snapshot_unpin(struct snap_pins *p)
 {
 	if (!p)
 		return;
-	for (size_t i = 0; i < 4; i++) {
+	for (size_t i = 0; i < N_ITERS; i++) {
 		if (p->paths[i][0])
 			unlink(p->paths[i]);
 		bpf_link__destroy(p->links[i]);
