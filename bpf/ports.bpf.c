@@ -43,6 +43,17 @@ static __always_inline void owner_add(__u32 tgid, int delta)
 	}
 }
 
+/* The services' process trees, for hosts where the agent can make no cgroup: a service's main
+ * process puts itself in (before exec), every process it forks joins the tree with its tag (the
+ * fork hook below), an exit leaves it. The supervisor finds what escaped a service's process
+ * group (setsid, a daemon) here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, REV_MAX_TREE);
+	__type(key, __u32);   /* tgid */
+	__type(value, __u32); /* the service's tag */
+} service_tree SEC(".maps");
+
 /* A bind()/listen() between syscall entry and exit, per thread. The kernel clears a socket's port
  * when bind fails, so the requested address must be captured at entry. */
 struct pending_call {
@@ -308,8 +319,13 @@ static long mark_shared(struct bpf_map *map, struct listener_key *k, struct list
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 {
-	__u32 tgid = parent->tgid;
+	__u32 tgid = parent->tgid, child_tgid = child->tgid, *tag;
 
+	if (child_tgid != tgid && (tag = bpf_map_lookup_elem(&service_tree, &tgid))) {
+		__u32 t = *tag;
+
+		bpf_map_update_elem(&service_tree, &child_tgid, &t, BPF_ANY);
+	}
 	if (child->files == parent->files || !bpf_map_lookup_elem(&owners, &tgid))
 		return 0;
 	bpf_for_each_map_elem(&listeners, mark_shared, &tgid, 0);
@@ -317,13 +333,17 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 }
 
 /* An owner that dies may leave its listeners to processes it passed them to (fork, SCM_RIGHTS):
- * they are marked so `scan` finds the holders that remain, instead of naming the dead. */
+ * they are marked so `scan` finds the holders that remain, instead of naming the dead. A dead
+ * process also leaves its service's tree. */
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(on_owner_exit, struct task_struct *p)
 {
 	__u32 tgid = p->tgid;
 
-	if (!exit_group_dead(p, ctx) || !bpf_map_lookup_elem(&owners, &tgid))
+	if (!exit_group_dead(p, ctx))
+		return 0;
+	bpf_map_delete_elem(&service_tree, &tgid);
+	if (!bpf_map_lookup_elem(&owners, &tgid))
 		return 0;
 	bpf_for_each_map_elem(&listeners, mark_shared, &tgid, 0);
 	bpf_map_delete_elem(&owners, &tgid);

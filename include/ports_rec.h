@@ -7,6 +7,7 @@
 
 #define REV_MAX_LISTENERS 65536
 #define REV_MAX_OWNERS 16384
+#define REV_MAX_TREE 65536 /* processes in the services' trees (no-cgroup hosts) */
 #define REV_LISTENERS_PIN "listeners" /* under the pin directory, /sys/fs/bpf/revenant */
 
 

@@ -585,6 +585,74 @@ def test_stop_reaches_a_process_that_left_the_group():
         agent.close()
 
 
+# The main process starts a daemon that leaves its process group (setsid) and exits.
+DAEMONIZER = "setsid sleep 600 & echo $! > escaped.pid; exit 3"
+
+
+def escaped_pid(agent):
+    with open(os.path.join(agent.dir, "escaped.pid")) as f:
+        return int(f.read())
+
+
+def check_exit_ends_escaped_daemon(name, env=None):
+    agent = make_agent(name, {"d": {"command": DAEMONIZER, "auto_restart": False,
+                                    "stop_timeout_ms": 3000}})
+    try:
+        agent.start(env=env)
+        x = agent.wait_event(lambda e: e["type"] == "service_exit" and e["service"] == "d",
+                             what="service_exit")
+        assert x["code"] == 3, x
+        daemon = escaped_pid(agent)
+        assert wait_exit(daemon, 10), "the setsid'd daemon outlived its service's main process"
+        st = status(agent)["services"]["d"]
+        assert st["state"] == "stopped" and st["pid"] is None, st
+    finally:
+        agent.close()
+
+
+def test_exit_of_main_ends_an_escaped_daemon():
+    """kill_mode group (the default): a daemon the main process left behind (setsid) is ended
+    with it, through the service's cgroup."""
+    check_exit_ends_escaped_daemon("daemon-cg")
+
+
+def test_exit_of_main_ends_an_escaped_daemon_without_cgroups():
+    """Where the agent makes no cgroup (forced here), the process tree the BPF fork hook keeps
+    finds the daemon."""
+    check_exit_ends_escaped_daemon("daemon-tree", env={"REVENANT_NO_CGROUP": "1"})
+
+
+def test_stop_reaches_a_process_that_left_the_group_without_cgroups():
+    port = free_port()
+    agent = make_agent("escape-tree", {"a": svc(port, command=(
+        "setsid sleep 600 & echo $! > escaped.pid; exec %s svc.py" % sys.executable))})
+    try:
+        agent.start(env={"REVENANT_NO_CGROUP": "1"})
+        wait_healthy(agent, "a")
+        escaped = escaped_pid(agent)
+        assert pid_alive(escaped)
+        rev("stop", "-c", agent.config_path, "a", check=0)
+        assert wait_exit(escaped, 10), "the setsid'd descendant survived the stop"
+    finally:
+        agent.close()
+
+
+def test_kill_mode_main_leaves_the_daemon():
+    agent = make_agent("daemon-main", {"d": {"command": DAEMONIZER, "auto_restart": False,
+                                             "kill_mode": "main"}})
+    daemon = None
+    try:
+        agent.start()
+        agent.wait_event(lambda e: e["type"] == "service_exit" and e["service"] == "d",
+                         what="service_exit")
+        daemon = escaped_pid(agent)
+        assert status(agent)["services"]["d"]["state"] == "stopped"
+        assert pid_alive(daemon) and not wait_exit(daemon, 0.5), "kill_mode main killed it"
+    finally:
+        agent.close()
+        if daemon and pid_alive(daemon):
+            os.kill(daemon, signal.SIGKILL)  # the test's own: started by its service
+
 def test_control_socket_permissions_and_no_agent():
     port = free_port()
     agent = make_agent("perm", {"a": svc(port)})
@@ -764,6 +832,10 @@ if __name__ == "__main__":
         test_zombie_with_slow_exit_is_reported,
         test_stop_start_restart_service,
         test_stop_reaches_a_process_that_left_the_group,
+        test_exit_of_main_ends_an_escaped_daemon,
+        test_exit_of_main_ends_an_escaped_daemon_without_cgroups,
+        test_stop_reaches_a_process_that_left_the_group_without_cgroups,
+        test_kill_mode_main_leaves_the_daemon,
         test_control_socket_permissions_and_no_agent,
         test_control_socket_refuses_non_root_peer,
         test_stop_all_keeps_agent,

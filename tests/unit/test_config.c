@@ -348,7 +348,7 @@ static void test_unknown_keys(void **state)
 	EXPECT_ERR(svc("\"colour\": \"red\""), PATH
 		   ": services.backend.colour: unknown key (known: command, cwd, env, env_file, "
 		   "port, alternative_ports, auto_restart, max_restarts, critical, depends_on, "
-		   "health, stop_signal, stop_timeout_ms, zombie_policy, log_file)");
+		   "health, stop_signal, stop_timeout_ms, zombie_policy, log_file, kill_mode)");
 	EXPECT_ERR(svc("\"prot\": 1"), "services.backend.prot: unknown key",
 		   "did you mean \"port\"");
 	EXPECT_ERR(svc("\"port\": 1, \"health\": {\"htpp\": \"/\"}"),

@@ -49,6 +49,7 @@ struct fake {
 	/* the listeners map: a squatter on each of these ports */
 	int held[128];
 	int n_held;
+	int rest; /* processes of a service left besides its main one */
 	int done_code;
 	bool done;
 	int replies;
@@ -149,7 +150,15 @@ static int fake_listeners(void *ctx, struct listener **ls, size_t *n)
 	return 0;
 }
 
-static const struct sup_ops fake_ops = {fake_spawn, fake_signal, fake_listeners, &F};
+static int fake_count(void *ctx, const struct svc_proc *p)
+{
+	struct fake *f = ctx;
+
+	(void)p;
+	return f->rest;
+}
+
+static const struct sup_ops fake_ops = {fake_spawn, fake_signal, fake_count, fake_listeners, &F};
 
 /* The config text gets the test's own control directory (the state file goes there). */
 static void start(const char *services, const char *extra)

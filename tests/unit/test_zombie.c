@@ -339,6 +339,24 @@ static void watcher_late_report_at_reap(void **state)
 	loop_free(l);
 }
 
+/* A shorter grace after a reload: the timer moves to the earlier deadline of a new exit. */
+static void watcher_rearms_for_an_earlier_deadline(void **state)
+{
+	struct loop *l;
+	struct zwatch *w = watcher(&l, 20000, 100);
+	uint64_t t0 = mono_ns();
+	struct exit_event a = exit_rec(REV_EV_EXIT, 40, t0), b = exit_rec(REV_EV_EXIT, 41, t0);
+
+	(void)state;
+	zwatch_exit(w, &a);
+	assert_int_equal(zwatch_armed_for(w), t0 + 20000 * MS);
+	zwatch_set_grace(w, 200 * MS);
+	zwatch_exit(w, &b);
+	assert_int_equal(zwatch_armed_for(w), t0 + 200 * MS);
+	zwatch_free(w);
+	loop_free(l);
+}
+
 static void watcher_full_table_is_said(void **state)
 {
 	struct loop *l;
@@ -371,6 +389,7 @@ int main(void)
 		cmocka_unit_test(watcher_gone_and_still_exiting),
 		cmocka_unit_test(watcher_late_report_at_reap),
 		cmocka_unit_test(watcher_full_table_is_said),
+		cmocka_unit_test(watcher_rearms_for_an_earlier_deadline),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -534,6 +534,7 @@ static int start_supervisor(struct agent *a)
 			      .stack_done = on_stack_done,
 			      .ctx = a,
 			      .listeners_fd = sensor_listeners_fd(a->sensor),
+			      .tree_fd = sensor_tree_fd(a->sensor),
 			      .host_netns = a->host_netns};
 	char err[1024];
 

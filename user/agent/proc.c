@@ -13,6 +13,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <bpf/bpf.h>
 
 #include "agent/proc.h"
 #include "lib/loop.h"
@@ -23,6 +24,7 @@ extern char **environ;
 
 struct procs {
 	char cgroup_root[256];
+	int tree_fd;
 };
 
 char *procs_expand_command(const char *cmd, int port)
@@ -161,8 +163,8 @@ static void make_cgroup(struct procs *p, const struct service_config *c, struct 
 }
 
 /* In the child, between fork and exec: only async-signal-safe calls, _exit on failure. */
-static void exec_child(const struct service_config *c, const struct svc_proc *sp, char *cmd,
-		       char **envp, int logfd, int devnull)
+static void exec_child(const struct procs *p, const struct service_config *c,
+		       const struct svc_proc *sp, char *cmd, char **envp, int logfd, int devnull)
 {
 	sigset_t none;
 	char *argv[] = {"/bin/sh", "-c", cmd, NULL};
@@ -174,6 +176,12 @@ static void exec_child(const struct service_config *c, const struct svc_proc *sp
 		signal(sig, SIG_DFL);
 	setpgid(0, 0);
 	prctl(PR_SET_PDEATHSIG, 0);
+	if (!sp->cgroup[0] && p && p->tree_fd >= 0) {
+		/* Into the tree before exec: nothing it forks can escape before it is in. */
+		__u32 self = getpid(), tag = sp->tag;
+
+		bpf_map_update_elem(p->tree_fd, &self, &tag, BPF_ANY);
+	}
 	if (sp->cgroup[0]) {
 		char path[300];
 		int fd;
@@ -224,7 +232,7 @@ int procs_spawn(struct procs *p, const struct service_config *c, int port, struc
 
 	pid = fork();
 	if (pid == 0)
-		exec_child(c, out, cmd, env.v, logfd, devnull);
+		exec_child(p, c, out, cmd, env.v, logfd, devnull);
 	err = pid < 0 ? -errno : 0;
 	if (logfd >= 0)
 		close(logfd);
@@ -285,31 +293,65 @@ static void cgroup_kill(const struct svc_proc *sp)
 		close(fd);
 }
 
-int procs_cgroup_count(const struct svc_proc *sp)
+/* Every live process of the service's tree (no cgroup): each through a pidfd (sig 0: only
+ * counted). A zombie is not counted: it is only waiting for its parent. */
+static int signal_tree(const struct procs *p, const struct svc_proc *sp, int sig)
 {
-	return signal_cgroup(sp, 0);
+	__u32 key, next, tag;
+	__u32 *prev = NULL;
+	int n = 0;
+
+	if (!p || p->tree_fd < 0 || !sp->tag)
+		return 0;
+	while (bpf_map_get_next_key(p->tree_fd, prev, &next) == 0) {
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(p->tree_fd, &key, &tag) || tag != sp->tag)
+			continue;
+		if (proc_state(key) == 'Z') /* gone already, its exit not seen by the map yet */
+			continue;
+		{
+			int fd = pidfd_open_pid(key);
+
+			if (fd < 0)
+				continue;
+			if (sig)
+				pidfd_signal(fd, sig);
+			close(fd);
+			n++;
+		}
+	}
+	return n;
 }
 
-void procs_signal(const struct svc_proc *sp, int sig, enum sig_scope scope)
+int procs_count(struct procs *p, const struct svc_proc *sp)
 {
-	if (scope == SCOPE_CGROUP) {
-		if (signal_cgroup(sp, 0))
-			sig == SIGKILL ? cgroup_kill(sp) : (void)signal_cgroup(sp, sig);
-		return;
-	}
-	/* The group reaches what the shell started; the pgid cannot be reused while any member
-	 * lives, and we only signal it while our main process (its leader) was alive or just
-	 * reaped by us. */
-	if (scope == SCOPE_ALL && sp->pidfd >= 0)
-		pidfd_signal(sp->pidfd, sig);
-	if (sp->pgid > 1)
-		kill(-sp->pgid, sig);
-	if (scope != SCOPE_ALL)
-		return;
-	if (sig == SIGKILL)
+	return sp->cgroup[0] ? signal_cgroup(sp, 0) : signal_tree(p, sp, 0);
+}
+
+static void signal_rest(struct procs *p, const struct svc_proc *sp, int sig)
+{
+	if (!sp->cgroup[0])
+		signal_tree(p, sp, sig);
+	else if (sig == SIGKILL)
 		cgroup_kill(sp);
 	else
 		signal_cgroup(sp, sig);
+}
+
+void procs_signal(struct procs *p, const struct svc_proc *sp, int sig, enum sig_scope scope)
+{
+	/* The group reaches what the shell started; the pgid cannot be reused while any member
+	 * lives, and we only signal it while our main process (its leader) was alive or just
+	 * reaped by us. */
+	if ((scope == SCOPE_ALL || scope == SCOPE_MAIN) && sp->pidfd >= 0)
+		pidfd_signal(sp->pidfd, sig);
+	if (scope == SCOPE_MAIN)
+		return;
+	if (sp->pgid > 1)
+		kill(-sp->pgid, sig);
+	if (scope != SCOPE_GROUP)
+		signal_rest(p, sp, sig);
 }
 
 void procs_release(struct svc_proc *sp)
@@ -358,14 +400,16 @@ static void remove_stale_cgroups(const char *root)
 	closedir(d);
 }
 
-struct procs *procs_new(void)
+struct procs *procs_new(int tree_fd)
 {
 	static const char *roots[] = {"/sys/fs/cgroup/unified", "/sys/fs/cgroup"};
 	struct procs *p = calloc(1, sizeof(*p));
+	const char *no_cgroup = getenv("REVENANT_NO_CGROUP");
 
 	if (!p)
 		return NULL;
-	for (size_t i = 0; i < ARRAY_SIZE(roots); i++) {
+	p->tree_fd = tree_fd;
+	for (size_t i = 0; i < ARRAY_SIZE(roots) && !(no_cgroup && !strcmp(no_cgroup, "1")); i++) {
 		char probe[300];
 
 		snprintf(probe, sizeof(probe), "%s/cgroup.procs", roots[i]);

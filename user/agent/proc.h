@@ -17,14 +17,17 @@ struct svc_proc {
 	pid_t pid, pgid;
 	int pidfd;
 	uint64_t start_ticks; /* /proc/PID/stat starttime: with pid, its identity */
+	uint32_t tag;	      /* the service's mark in the process-tree map (no-cgroup hosts) */
 	char cgroup[256];     /* its cgroup directory, "" when none */
 };
 
 struct procs;
 
 /* Finds a writable cgroup hierarchy (v2, or v1's unified), removes the directories of dead agents
- * and makes this agent's own. Without one, services still get a process group. */
-struct procs *procs_new(void);
+ * and makes this agent's own. Without one (or with REVENANT_NO_CGROUP=1 in the environment) a
+ * service's processes are found through tree_fd, the sensor's process-tree map (-1: none; then
+ * only the process group reaches what escaped it). */
+struct procs *procs_new(int tree_fd);
 /* Removes the agent's cgroup directories (they are empty once the services are gone). */
 void procs_free(struct procs *p);
 
@@ -34,13 +37,14 @@ void procs_free(struct procs *p);
 int procs_spawn(struct procs *p, const struct service_config *c, int port, struct svc_proc *out,
 		char *warn, size_t warnlen);
 enum sig_scope {
-	SCOPE_ALL,    /* the main process (pidfd), its process group, every member of its cgroup */
-	SCOPE_GROUP,  /* its process group only */
-	SCOPE_CGROUP, /* what is left in its cgroup (cgroup.kill for SIGKILL) */
+	SCOPE_ALL,   /* the main process (pidfd), its process group, the rest */
+	SCOPE_MAIN,  /* the main process only (kill_mode main) */
+	SCOPE_GROUP, /* its process group only */
+	SCOPE_REST,  /* its process group and what is in its cgroup or tree (cgroup.kill: SIGKILL) */
 };
-void procs_signal(const struct svc_proc *sp, int sig, enum sig_scope scope);
-/* How many processes are in its cgroup (0 without one). */
-int procs_cgroup_count(const struct svc_proc *sp);
+void procs_signal(struct procs *p, const struct svc_proc *sp, int sig, enum sig_scope scope);
+/* How many of its processes are alive in its cgroup or tree (0 without either). */
+int procs_count(struct procs *p, const struct svc_proc *sp);
 /* Close the pidfd, forget the pid (the cgroup directory stays for the next start). */
 void procs_release(struct svc_proc *sp);
 

@@ -230,6 +230,11 @@ int sensor_listeners_fd(const struct sensor *s)
 	return bpf_map__fd(s->ports->maps.listeners);
 }
 
+int sensor_tree_fd(const struct sensor *s)
+{
+	return bpf_map__fd(s->ports->maps.service_tree);
+}
+
 int sensor_owners_fd(const struct sensor *s)
 {
 	return bpf_map__fd(s->ports->maps.owners);

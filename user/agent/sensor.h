@@ -27,6 +27,8 @@ struct sensor *sensor_start(struct loop *l, const struct sensor_opts *o, char *m
 			    size_t mounted_len, char *err, size_t errlen);
 int sensor_listeners_fd(const struct sensor *s);
 int sensor_owners_fd(const struct sensor *s);
+/* The services' process trees (tgid -> tag), for hosts without a cgroup of ours. */
+int sensor_tree_fd(const struct sensor *s);
 void sensor_stop(struct sensor *s);
 
 /* Mount tracefs at /sys/kernel/tracing and bpffs at /sys/fs/bpf when they are not there. */

@@ -194,8 +194,16 @@ static int real_spawn(void *ctx, const struct service_config *c, int port, struc
 
 static void real_signal(void *ctx, const struct svc_proc *p, int sig, enum sig_scope scope)
 {
-	(void)ctx;
-	procs_signal(p, sig, scope);
+	struct supervisor *s = ctx;
+
+	procs_signal(s->procs, p, sig, scope);
+}
+
+static int real_count(void *ctx, const struct svc_proc *p)
+{
+	struct supervisor *s = ctx;
+
+	return procs_count(s->procs, p);
 }
 
 static int real_listeners(void *ctx, struct listener **ls, size_t *n)
@@ -566,7 +574,7 @@ static enum svc_state spawn(struct service *v)
 	char warn[512];
 	int rc;
 
-	v->proc = (struct svc_proc){.pidfd = -1};
+	v->proc = (struct svc_proc){.pidfd = -1, .tag = v->idx + 1};
 	rc = v->sup->ops.spawn(v->sup->ops.ctx, v->cfg, v->port, &v->proc, warn, sizeof(warn));
 	if (warn[0]) {
 		struct event w = {.type = EV_SERVICE_WARNING};
@@ -656,6 +664,19 @@ static enum svc_state act_running(struct service *v)
 	return SVC_RUNNING;
 }
 
+/* What a stop signals: everything the service started, or its main process (kill_mode). */
+static enum sig_scope stop_scope(const struct service *v)
+{
+	return v->cfg->kill_mode == KILL_MAIN ? SCOPE_MAIN : SCOPE_ALL;
+}
+
+/* Processes of the service still alive besides its main one (kill_mode group only: under main
+ * they are not the service's business once started). */
+static int rest_alive(struct service *v)
+{
+	return v->cfg->kill_mode == KILL_GROUP ? v->sup->ops.count(v->sup->ops.ctx, &v->proc) : 0;
+}
+
 static enum svc_state begin_stop(struct service *v, bool restart, unsigned delay_ms)
 {
 	v->restart_after_stop = restart;
@@ -665,7 +686,7 @@ static enum svc_state begin_stop(struct service *v, bool restart, unsigned delay
 		post(v, SE_EXIT);
 		return SVC_STOPPING;
 	}
-	v->sup->ops.signal(v->sup->ops.ctx, &v->proc, v->cfg->stop_signal, SCOPE_ALL);
+	v->sup->ops.signal(v->sup->ops.ctx, &v->proc, v->cfg->stop_signal, stop_scope(v));
 	loop_timer_after_ms(v->sup->loop, &v->timer, v->cfg->stop_timeout_ms);
 	return SVC_STOPPING;
 }
@@ -745,19 +766,35 @@ static void report_exit(struct service *v, int status)
 static enum svc_state act_exited(struct service *v)
 {
 	uint64_t up_ms = (mono_ns() - v->started_ns) / NS_PER_MS;
-	unsigned delay;
+	bool again = v->cfg->auto_restart && !v->sup->stopping_all;
+	unsigned delay = 0;
 
 	health_stop(v);
-	/* What the main process started may outlive it and hold the port: end the group too. */
-	v->sup->ops.signal(v->sup->ops.ctx, &v->proc, SIGTERM, SCOPE_GROUP);
+	/* What the main process started may outlive it (a daemon that left the group with setsid)
+	 * and hold the port: under kill_mode group, the service ends with its main process. */
+	if (v->cfg->kill_mode == KILL_GROUP)
+		v->sup->ops.signal(v->sup->ops.ctx, &v->proc, v->cfg->stop_signal, SCOPE_REST);
 	procs_release(&v->proc);
 	if (up_ms >= STABLE_RUN_MS && (!v->cfg->health.enabled || v->healthy))
 		v->restarts = 0;
-	if (!v->cfg->auto_restart || v->sup->stopping_all)
+	if (again && !count_restart(v, RESTART_EXIT, &delay)) {
+		again = false;
+		fail(v, "exited %d times in a row (max_restarts %d)", v->restarts + 1,
+		     v->cfg->max_restarts);
+	}
+	if (rest_alive(v)) {
+		/* Down once the rest is gone (SIGKILL at stop_timeout_ms), then as decided. */
+		v->exited = true;
+		v->killed = false;
+		v->restart_after_stop = again;
+		v->resume_delay_ms = delay;
+		loop_timer_after_ms(v->sup->loop, &v->timer, v->cfg->stop_timeout_ms);
+		return SVC_STOPPING;
+	}
+	if (v->give_up_reason[0])
+		return SVC_FAILED;
+	if (!again)
 		return SVC_STOPPED;
-	if (!count_restart(v, RESTART_EXIT, &delay))
-		return fail(v, "exited %d times in a row (max_restarts %d)", v->restarts + 1,
-			    v->cfg->max_restarts);
 	loop_timer_after_ms(v->sup->loop, &v->timer, delay);
 	return SVC_BACKOFF;
 }
@@ -797,7 +834,8 @@ static enum svc_state act_stopped_exit(struct service *v)
 	v->exited = true;
 	/* A stop ends the whole service: what escaped the group and outlived the main process
 	 * (it had the stop signal already) is killed now, so nothing of ours stays behind. */
-	v->sup->ops.signal(v->sup->ops.ctx, &v->proc, SIGKILL, SCOPE_CGROUP);
+	if (v->cfg->kill_mode == KILL_GROUP && rest_alive(v))
+		v->sup->ops.signal(v->sup->ops.ctx, &v->proc, SIGKILL, SCOPE_REST);
 	if (port_still_ours(v)) {
 		loop_timer_after_ms(v->sup->loop, &v->timer, RELEASE_GRACE_MS);
 		return SVC_STOPPING;
@@ -807,11 +845,16 @@ static enum svc_state act_stopped_exit(struct service *v)
 
 static enum svc_state act_stop_timer(struct service *v)
 {
-	if (v->exited)
-		return finish_stop(v); /* the release never came: a descendant may still hold it */
+	if (v->exited) {
+		/* The release never came, or the rest outlived its stop signal: what is left of
+		 * ours dies now. */
+		if (rest_alive(v))
+			v->sup->ops.signal(v->sup->ops.ctx, &v->proc, SIGKILL, SCOPE_REST);
+		return finish_stop(v);
+	}
 	if (!v->killed) {
 		v->killed = true;
-		v->sup->ops.signal(v->sup->ops.ctx, &v->proc, SIGKILL, SCOPE_ALL);
+		v->sup->ops.signal(v->sup->ops.ctx, &v->proc, SIGKILL, stop_scope(v));
 		loop_timer_after_ms(v->sup->loop, &v->timer, KILL_GRACE_MS);
 	}
 	return SVC_STOPPING;
@@ -893,9 +936,11 @@ static enum svc_state act_stopping_start(struct service *v)
 	return SVC_STOPPING;
 }
 
+/* The port was released, or a process of the service's rest was reaped: done when the main
+ * process is gone and nothing of ours is left. */
 static enum svc_state act_release_done(struct service *v)
 {
-	return v->exited ? finish_stop(v) : SVC_STOPPING;
+	return v->exited && !rest_alive(v) ? finish_stop(v) : SVC_STOPPING;
 }
 
 static enum svc_state act_collision(struct service *v)
@@ -1164,8 +1209,8 @@ struct supervisor *sup_new(struct loop *l, const struct rev_config *cfg, const s
 	if (h->ops) {
 		s->ops = *h->ops;
 	} else {
-		s->procs = procs_new();
-		s->ops = (struct sup_ops){real_spawn, real_signal, real_listeners, s};
+		s->procs = procs_new(h->tree_fd);
+		s->ops = (struct sup_ops){real_spawn, real_signal, real_count, real_listeners, s};
 	}
 	if (!s->svcs || !s->order || (!h->ops && !s->procs) || config_start_order(cfg, s->order)) {
 		sup_free(s);
@@ -1274,6 +1319,11 @@ bool sup_on_reaped(struct supervisor *s, pid_t pid, int status)
 			return true;
 		}
 	}
+	/* An orphan (we are a subreaper): maybe the last of a service's rest after its main exit. */
+	for (int i = 0; i < s->n; i++)
+		if (s->svcs[i].state == SVC_STOPPING && s->svcs[i].exited)
+			post(&s->svcs[i], SE_CLEARED);
+	run_queue(s);
 	return false;
 }
 

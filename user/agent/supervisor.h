@@ -75,6 +75,8 @@ struct sup_ops {
 	int (*spawn)(void *ctx, const struct service_config *c, int port, struct svc_proc *out,
 		     char *warn, size_t warnlen);
 	void (*signal)(void *ctx, const struct svc_proc *p, int sig, enum sig_scope scope);
+	/* How many of its processes are left besides the main one (cgroup or process tree). */
+	int (*count)(void *ctx, const struct svc_proc *p);
 	int (*listeners)(void *ctx, struct listener **ls, size_t *n);
 	void *ctx;
 };
@@ -87,6 +89,7 @@ struct sup_hooks {
 	void (*stack_done)(void *ctx, int exit_code);
 	void *ctx;
 	int listeners_fd;
+	int tree_fd; /* the sensor's process-tree map, -1: none */
 	uint32_t host_netns;
 	const struct sup_ops *ops;
 };

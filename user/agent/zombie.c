@@ -424,7 +424,8 @@ void zwatch_exit(struct zwatch *w, const struct exit_event *r)
 		if (!(w->not_tracked & (w->not_tracked - 1)))
 			w->h.lost(w->h.ctx, w->not_tracked);
 	}
-	if (!w->timer.armed)
+	/* Deadlines do not arrive in order (a lowered grace, a nudge): re-arm for an earlier one. */
+	if (!w->timer.armed || ztrack_next_deadline(w->t) < w->timer.deadline_ns)
 		zw_arm(w);
 	zw_gauge(w);
 }
@@ -485,6 +486,11 @@ void zwatch_set_grace(struct zwatch *w, uint64_t grace_ns)
 {
 	w->grace_ns = grace_ns;
 	ztrack_set_grace(w->t, grace_ns);
+}
+
+uint64_t zwatch_armed_for(const struct zwatch *w)
+{
+	return w->timer.armed ? w->timer.deadline_ns : 0;
 }
 
 size_t zwatch_count(const struct zwatch *w)

@@ -89,6 +89,8 @@ void zwatch_seed(struct zwatch *w, const struct snap_zombie *zs, size_t n, uint6
 /* New grace period, for exits from now on. */
 void zwatch_set_grace(struct zwatch *w, uint64_t grace_ns);
 size_t zwatch_count(const struct zwatch *w);
+/* The deadline the watcher's timer is armed for, 0 when none. */
+uint64_t zwatch_armed_for(const struct zwatch *w);
 /* The nudge: SIGCHLD to the parent through a pidfd, so it remembers to wait(). 0 or -errno. */
 int zombie_nudge(pid_t ppid);
 /* Handle every deadline up to now_ns (the loop's timer does this; tests call it directly). */

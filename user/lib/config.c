@@ -760,11 +760,12 @@ enum {
 	S_STOP_TIMEOUT,
 	S_ZOMBIE_POLICY,
 	S_LOG_FILE,
+	S_KILL_MODE,
 };
 static const char *const service_keys[] = {
     "command",	       "cwd",		"env",	    "env_file",	  "port",   "alternative_ports",
     "auto_restart",    "max_restarts",	"critical", "depends_on", "health", "stop_signal",
-    "stop_timeout_ms", "zombie_policy", "log_file",
+    "stop_timeout_ms", "zombie_policy", "log_file",   "kill_mode",
 };
 
 /* key_index() tracks the keys already seen in one bit each */
@@ -859,6 +860,17 @@ static int parse_service(struct ctx *c, const cJSON *obj, struct rev_config *cfg
 			break;
 		case S_LOG_FILE:
 			ret = get_path(c, it, kp, cfg->dir, &sv->log_file);
+			break;
+		case S_KILL_MODE:
+			if ((ret = get_str(c, it, kp, &s)))
+				return ret;
+			if (!strcmp(s, "group"))
+				sv->kill_mode = KILL_GROUP;
+			else if (!strcmp(s, "main"))
+				sv->kill_mode = KILL_MAIN;
+			else
+				return fail(c, kp, "unknown kill mode \"%s\" (use \"group\" or \"main\")",
+					    s);
 			break;
 		}
 		if (ret)

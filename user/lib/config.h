@@ -11,6 +11,12 @@
 #define CONFIG_FALLBACK_PATH "config/revenant.json"
 #define CONFIG_DEFAULT_CONTROL_SOCKET "/run/revenant/control.sock"
 
+/* What belongs to a service when its main process exits or it is stopped (systemd's KillMode). */
+enum kill_mode {
+	KILL_GROUP = 0, /* everything it started: its process group, cgroup or process tree */
+	KILL_MAIN,	/* the main process only; what it started may stay */
+};
+
 enum zombie_policy {
 	ZOMBIE_REPORT = 0,
 	ZOMBIE_NUDGE,
@@ -47,6 +53,7 @@ struct service_config {
 	int stop_timeout_ms;  /* default 5000, 0..3600000 */
 	enum zombie_policy zombie_policy; /* "report" | "nudge" (default) | "restart_parent" */
 	char *log_file;	      /* "log_file": stdout/stderr of the service; default <log dir>/NAME.log */
+	enum kill_mode kill_mode; /* "group" (default) | "main" */
 };
 
 struct rev_config {
