@@ -22,11 +22,12 @@
 
 /* Every ring-buffer record starts with `__u32 type` so the consumer can dispatch on it. */
 enum rev_event_type {
-	REV_EV_EXIT = 1,	/* a thread group died; may become a zombie */
+	REV_EV_EXIT = 1,	/* a thread group died; may become a zombie (userspace grace) */
 	REV_EV_REAP = 2,	/* a thread-group leader was freed (reaped) */
 	REV_EV_LISTEN = 3,	/* a TCP socket entered LISTEN (confirmed by listen() returning 0) */
 	REV_EV_RELEASE = 4,	/* a confirmed TCP listener left LISTEN */
 	REV_EV_COLLISION = 5,	/* bind() or listen() failed with EADDRINUSE */
+	REV_EV_ZOMBIE = 6,	/* the kernel's grace timer found the process still a zombie */
 };
 
 enum rev_syscall {

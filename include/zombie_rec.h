@@ -1,14 +1,19 @@
 /* SPDX-License-Identifier: MIT */
-/* Records of bpf/zombie.bpf.c: process exit and reap, and the zombie rows of the task iterator. */
+/* Records of bpf/zombie.bpf.c: process exit, zombie and reap records, the table of pending exits
+ * the kernel keeps when it owns the grace period, and the zombie rows of the task iterator. */
 #ifndef REVENANT_ZOMBIE_REC_H
 #define REVENANT_ZOMBIE_REC_H
 
 #include "event.h"
 
+/* Exited, unreaped processes the kernel watches at once (~2 MiB preallocated); past that, exits
+ * go to userspace's tracker. */
+#define REV_MAX_PENDING 16384
+
 struct exit_event {
-	__u32 type;	  /* REV_EV_EXIT or REV_EV_REAP */
+	__u32 type;	  /* REV_EV_EXIT, REV_EV_ZOMBIE or REV_EV_REAP */
 	__u32 pid;	  /* thread-group id (the process) */
-	__u64 ts_ns;	  /* CLOCK_MONOTONIC */
+	__u64 ts_ns;	  /* CLOCK_MONOTONIC: of the exit (EXIT, ZOMBIE) or of the free (REAP) */
 	__u64 start_ns;	  /* task->start_time: with pid, identifies the process across pid reuse */
 	__u32 ppid;
 	__u32 uid;
@@ -18,5 +23,27 @@ struct exit_event {
 	char parent_comm[REV_COMM_LEN];
 };
 _Static_assert(sizeof(struct exit_event) == 72, "exit_event layout");
+
+/* One exited process whose grace runs in the kernel (map `pending`, keyed by pid). The timer is a
+ * struct bpf_timer, opaque to userspace, which only ever writes entries with `notify` set (zombies
+ * that predate the agent, so their free is reported). */
+struct zombie_pending {
+#ifdef __VMLINUX_H__
+	struct bpf_timer timer;
+#else
+	__u64 timer[2];
+#endif
+	__u64 exit_ns;
+	__u64 start_ns;
+	__u32 ppid;
+	__u32 uid;
+	__s32 exit_code;
+	__u8 notify; /* a zombie record went out (or userspace asked): the free sends a reap record */
+	__u8 rechecks; /* deadlines passed while the process was still in do_exit */
+	__u8 pad[2];
+	char comm[REV_COMM_LEN];
+	char parent_comm[REV_COMM_LEN];
+};
+_Static_assert(sizeof(struct zombie_pending) == 80, "zombie_pending layout");
 
 #endif

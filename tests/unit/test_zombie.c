@@ -373,6 +373,51 @@ static void watcher_full_table_is_said(void **state)
 	loop_free(l);
 }
 
+/* The kernel kept the grace: its zombie record is reported at once, and the nudge's second
+ * watch, the report's reap and a parent reaping after the nudge work as for userspace's exits. */
+static void watcher_kernel_zombie_record(void **state)
+{
+	struct loop *l;
+	struct zwatch *w = watcher(&l, 200, 100);
+	struct exit_event e = exit_rec(REV_EV_ZOMBIE, 30, 1000 * MS);
+
+	(void)state;
+	fake_state[30] = 'Z';
+	zwatch_zombie(w, &e, 1201 * MS);
+	assert_int_equal(seen.zombies, 1);
+	assert_true(seen.last == 30 && seen.last_act);
+	assert_int_equal(zwatch_count(w), 1); /* kept for its reap record */
+	zwatch_run_due(w, 9000 * MS);
+	assert_int_equal(seen.zombies, 1); /* reported once */
+	e = exit_rec(REV_EV_REAP, 30, 9100 * MS);
+	zwatch_reap(w, &e);
+	assert_int_equal(seen.reaped, 1);
+	assert_int_equal(zwatch_count(w), 0);
+
+	/* nudged, then reaped by its parent within the second grace */
+	seen.answer = ACT_NUDGE;
+	fake_state[31] = 'Z';
+	e = exit_rec(REV_EV_ZOMBIE, 31, 10000 * MS);
+	zwatch_zombie(w, &e, 10200 * MS);
+	assert_int_equal(seen.zombies, 2);
+	e = exit_rec(REV_EV_REAP, 31, 10300 * MS);
+	zwatch_reap(w, &e);
+	assert_int_equal(seen.reaped, 2);
+	zwatch_run_due(w, 20000 * MS);
+	assert_int_equal(seen.zombies, 2);
+
+	/* nudged and still there a grace later: reported as persisting, without the policy */
+	fake_state[32] = 'Z';
+	e = exit_rec(REV_EV_ZOMBIE, 32, 30000 * MS);
+	zwatch_zombie(w, &e, 30200 * MS);
+	assert_int_equal(seen.zombies, 3);
+	zwatch_run_due(w, 30400 * MS);
+	assert_int_equal(seen.zombies, 4);
+	assert_false(seen.last_act);
+	zwatch_free(w);
+	loop_free(l);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -390,6 +435,7 @@ int main(void)
 		cmocka_unit_test(watcher_late_report_at_reap),
 		cmocka_unit_test(watcher_full_table_is_said),
 		cmocka_unit_test(watcher_rearms_for_an_earlier_deadline),
+		cmocka_unit_test(watcher_kernel_zombie_record),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

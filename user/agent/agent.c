@@ -212,11 +212,16 @@ static void on_record(void *ctx, const void *rec, size_t len)
 	if (len < sizeof(type))
 		return;
 	memcpy(&type, rec, sizeof(type));
+	metrics_count_record(type);
 	switch (type) {
 	case REV_EV_EXIT:
 		/* monitoring.enabled false: no zombie watch; ports stay watched for supervision */
 		if (len >= sizeof(struct exit_event) && a->cfg.monitoring.enabled)
 			zwatch_exit(a->zw, rec);
+		break;
+	case REV_EV_ZOMBIE: /* the kernel kept the grace: only real zombies come this way */
+		if (len >= sizeof(struct exit_event) && a->cfg.monitoring.enabled)
+			zwatch_zombie(a->zw, rec, mono_ns());
 		break;
 	case REV_EV_REAP:
 		if (len >= sizeof(struct exit_event))
@@ -263,6 +268,7 @@ static void reload(struct agent *a)
 	if (next.monitoring.zombie_grace_ms != a->cfg.monitoring.zombie_grace_ms) {
 		a->cfg.monitoring.zombie_grace_ms = next.monitoring.zombie_grace_ms;
 		zwatch_set_grace(a->zw, ms_to_ns(next.monitoring.zombie_grace_ms));
+		sensor_set_grace(a->sensor, ms_to_ns(next.monitoring.zombie_grace_ms));
 	}
 	a->cfg.monitoring.auto_resolve_conflicts = next.monitoring.auto_resolve_conflicts;
 	config_free(&next);
@@ -475,6 +481,8 @@ static int watch_signals(struct agent *a)
 static int start_sensor(struct agent *a)
 {
 	struct sensor_opts so = {.pin_dir = a->pin_dir,
+				 .grace_ns = ms_to_ns(a->cfg.monitoring.zombie_grace_ms),
+				 .watch_exits = a->cfg.monitoring.enabled,
 				 .on_record = on_record,
 				 .on_lost = on_lost,
 				 .ctx = a};
@@ -485,10 +493,13 @@ static int start_sensor(struct agent *a)
 	a->sensor = sensor_start(a->loop, &so, a->mounted, sizeof(a->mounted), err, sizeof(err));
 	if (!a->sensor) {
 		cli_err("%s", err);
+		if (errno == EINVAL)
+			return EXIT_USAGE; /* REVENANT_ZOMBIE_GRACE names no path */
 		return errno == EPERM || errno == EACCES ? EXIT_NOT_PERMITTED : EXIT_FAILED;
 	}
 	if (a->mounted[0])
 		cli_err("mounted %s (it was not mounted)", a->mounted);
+	metrics_watch_gauge_zombies(sensor_pending_gauge(a->sensor));
 	/* Pinned iterators let `scan`, `zombies` and our own look-ups skip loading BPF each time. */
 	a->pins = snapshot_pin(a->pin_dir, err, sizeof(err));
 	if (!a->pins)
@@ -511,6 +522,7 @@ static void seed(struct agent *a)
 	}
 	added = ports_seed(sensor_listeners_fd(a->sensor), sensor_owners_fd(a->sensor), &s);
 	zwatch_seed(a->zw, s.zombies, s.n_zombies, mono_ns());
+	sensor_watch_reaps(a->sensor, s.zombies, s.n_zombies);
 	if (a->verbose)
 		cli_err("seeded %d listeners and %zu zombies from the kernel", added, s.n_zombies);
 	snapshot_free(&s);
@@ -524,7 +536,9 @@ static void announce_start(struct agent *a)
 						.config = a->cfg.path,
 						.pin = a->pin_dir,
 						.pid = getpid(),
-						.mounted = a->mounted};
+						.mounted = a->mounted,
+						.zombie_grace = zgrace_mode_name(
+							sensor_zombie_mode(a->sensor))};
 	emit(a, &e);
 }
 

@@ -12,13 +12,24 @@
 #include <unistd.h>
 
 #include "agent/metrics.h"
+#include "event.h"
 #include "lib/events.h"
+#include "lib/util.h"
 
 #define PAGE (64 * 1024)
 
 static struct {
 	uint64_t zombies;
+	const int64_t *zombies_live; /* the kernel's count, when it keeps the grace */
+	uint64_t records[REV_EV_ZOMBIE + 1]; /* ring-buffer records by type (event.h) */
 } counters;
+
+static const char *const record_names[] = {
+	[REV_EV_EXIT] = "exit",		  [REV_EV_REAP] = "reap",
+	[REV_EV_LISTEN] = "listen",	  [REV_EV_RELEASE] = "release",
+	[REV_EV_COLLISION] = "collision", [REV_EV_ZOMBIE] = "zombie",
+};
+_Static_assert(ARRAY_SIZE(record_names) == ARRAY_SIZE(counters.records), "a name per record");
 
 struct metrics {
 	struct loop *loop;
@@ -30,6 +41,27 @@ struct metrics {
 void metrics_set_gauge_zombies(uint64_t n)
 {
 	counters.zombies = n;
+}
+
+void metrics_count_record(uint32_t type)
+{
+	if (type < ARRAY_SIZE(counters.records))
+		counters.records[type]++;
+}
+
+void metrics_watch_gauge_zombies(const int64_t *live)
+{
+	counters.zombies_live = live;
+}
+
+static uint64_t gauge_zombies(void)
+{
+	int64_t v;
+
+	if (!counters.zombies_live)
+		return counters.zombies;
+	v = __atomic_load_n(counters.zombies_live, __ATOMIC_RELAXED);
+	return v > 0 ? (uint64_t)v : 0;
 }
 
 size_t metrics_appendf(char *buf, size_t len, size_t n, const char *fmt, ...)
@@ -63,7 +95,19 @@ size_t metrics_render(struct metrics *m, char *buf, size_t len)
 		"# HELP revenant_exited_unreaped Exited processes not yet reaped (zombie candidates).\n"
 		"# TYPE revenant_exited_unreaped gauge\n"
 		"revenant_exited_unreaped %llu\n",
-		(unsigned long long)counters.zombies);
+		(unsigned long long)gauge_zombies());
+	n = metrics_appendf(buf, len, n,
+			    "# HELP revenant_kernel_records_total Records read from the kernel's ring "
+			    "buffer, by type.\n"
+			    "# TYPE revenant_kernel_records_total counter\n");
+	for (size_t t = 1; t < ARRAY_SIZE(counters.records); t++)
+		n = metrics_appendf(buf, len, n, "revenant_kernel_records_total{type=\"%s\"} %llu\n",
+				    record_names[t], (unsigned long long)counters.records[t]);
+	n = metrics_appendf(buf, len, n,
+			    "# HELP revenant_loop_wakeups_total Times the agent's event loop woke up.\n"
+			    "# TYPE revenant_loop_wakeups_total counter\n"
+			    "revenant_loop_wakeups_total %llu\n",
+			    (unsigned long long)loop_wakeups(m ? m->loop : NULL));
 	if (m && m->services && n < len)
 		n += m->services(m->services_ctx, buf + n, len - n);
 	return n < len ? n : len;

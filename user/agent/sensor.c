@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* The kernel sensor: owns the zombie and ports BPF objects, their links, the shared ring buffer
- * and the listeners map pin. Lifecycle as libbpf-bootstrap: open, load, pin, attach, ring buffer. */
+ * and the listeners map pin. Lifecycle as libbpf-bootstrap: open, load, pin, attach, ring buffer.
+ * It chooses at load where the zombie grace runs: in the kernel (bpf_timer) or in userspace. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include "lib/ports.h"
 #include "agent/sensor.h"
 #include "lib/util.h"
+#include "zombie_rec.h"
 #include "zombie.skel.h"
 #include "ports.skel.h"
 
@@ -24,6 +26,7 @@
 
 struct sensor {
 	struct zombie_bpf *zombie;
+	enum zgrace_mode zmode;
 	struct ports_bpf *ports;
 	struct ring_buffer *rb;
 	struct loop *loop;
@@ -134,6 +137,79 @@ static int fail(char *err, size_t errlen, const char *what, int rc)
 	return rc;
 }
 
+/* REVENANT_ZOMBIE_GRACE=kernel|userspace forces a path; unset (or "auto"): the kernel's when
+ * this kernel accepts bpf_timer and the task kfuncs, else userspace's. */
+static int wanted_mode(enum zgrace_mode *m, bool *forced, char *err, size_t errlen)
+{
+	const char *v = getenv("REVENANT_ZOMBIE_GRACE");
+
+	*m = ZGRACE_KERNEL;
+	*forced = v && *v && strcmp(v, "auto");
+	if (!*forced)
+		return 0;
+	if (!strcmp(v, "userspace"))
+		*m = ZGRACE_USERSPACE;
+	else if (strcmp(v, "kernel")) {
+		snprintf(err, errlen,
+			 "REVENANT_ZOMBIE_GRACE='%s' is not one of kernel, userspace, auto (unset it "
+			 "to let the agent choose)", v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int try_zombie(struct sensor *s, enum zgrace_mode m)
+{
+	struct zombie_bpf *z = zombie_bpf__open();
+	bool kernel = m == ZGRACE_KERNEL;
+	int rc;
+
+	if (!z)
+		return -errno;
+	bpf_program__set_autoload(z->progs.on_exit, !kernel);
+	bpf_program__set_autoload(z->progs.on_free, !kernel);
+	bpf_program__set_autoload(z->progs.on_exit_timed, kernel);
+	bpf_program__set_autoload(z->progs.on_free_timed, kernel);
+	z->data->zombie_grace_ns = s->o.grace_ns;
+	z->data->watch_exits = s->o.watch_exits;
+	rc = zombie_bpf__load(z);
+	if (rc) {
+		zombie_bpf__destroy(z);
+		return rc;
+	}
+	s->zombie = z;
+	s->zmode = m;
+	return 0;
+}
+
+static int load_zombie(struct sensor *s, char *err, size_t errlen)
+{
+	enum zgrace_mode m;
+	bool forced;
+	int rc = wanted_mode(&m, &forced, err, errlen);
+
+	if (rc) {
+		errno = -rc;
+		return rc;
+	}
+	rc = try_zombie(s, m);
+	if (rc && m == ZGRACE_KERNEL && !forced) {
+		fprintf(stderr,
+			"revenant: the kernel refused the zombie grace timers (%s): exits are tracked "
+			"in userspace (zombie_grace \"userspace\" in agent_start)\n",
+			strerror(-rc));
+		rc = try_zombie(s, ZGRACE_USERSPACE);
+	}
+	if (rc)
+		fail(err, errlen,
+		     m == ZGRACE_KERNEL && forced
+			     ? "load the zombie BPF programs with the kernel grace "
+			       "(REVENANT_ZOMBIE_GRACE=kernel)"
+			     : "load the zombie BPF programs",
+		     rc);
+	return rc;
+}
+
 struct sensor *sensor_start(struct loop *l, const struct sensor_opts *o, char *mounted,
 			    size_t mounted_len, char *err, size_t errlen)
 {
@@ -157,16 +233,9 @@ struct sensor *sensor_start(struct loop *l, const struct sensor_opts *o, char *m
 	if (rc)
 		goto fail_errno;
 
-	s->zombie = zombie_bpf__open();
-	if (!s->zombie) {
-		fail(err, errlen, "open the zombie BPF object", -errno);
+	rc = load_zombie(s, err, errlen);
+	if (rc)
 		goto fail;
-	}
-	rc = zombie_bpf__load(s->zombie);
-	if (rc) {
-		fail(err, errlen, "load the zombie BPF programs", rc);
-		goto fail;
-	}
 	s->ports = ports_bpf__open();
 	if (!s->ports) {
 		fail(err, errlen, "open the ports BPF object", -errno);
@@ -223,6 +292,48 @@ fail:
 	sensor_stop(s);
 	errno = rc;
 	return NULL;
+}
+
+enum zgrace_mode sensor_zombie_mode(const struct sensor *s)
+{
+	return s->zmode;
+}
+
+const char *zgrace_mode_name(enum zgrace_mode m)
+{
+	return m == ZGRACE_KERNEL ? "kernel" : "userspace";
+}
+
+void sensor_set_grace(struct sensor *s, uint64_t grace_ns)
+{
+	/* Read by the exit program at each exit: exits from now on get the new grace. */
+	__atomic_store_n(&s->zombie->data->zombie_grace_ns, grace_ns, __ATOMIC_RELAXED);
+}
+
+const int64_t *sensor_pending_gauge(const struct sensor *s)
+{
+	return s->zmode == ZGRACE_KERNEL ? (const int64_t *)&s->zombie->bss->rev_pending : NULL;
+}
+
+int sensor_watch_reaps(struct sensor *s, const struct snap_zombie *zs, size_t n)
+{
+	int fd = bpf_map__fd(s->zombie->maps.pending), added = 0;
+
+	if (s->zmode != ZGRACE_KERNEL)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		struct zombie_pending v = {.start_ns = zs[i].start_ns, .ppid = zs[i].ppid,
+					   .uid = zs[i].uid, .notify = 1};
+		__u32 pid = zs[i].pid;
+
+		memcpy(v.comm, zs[i].comm, sizeof(v.comm));
+		memcpy(v.parent_comm, zs[i].parent_comm, sizeof(v.parent_comm));
+		if (bpf_map_update_elem(fd, &pid, &v, BPF_NOEXIST) == 0) {
+			__atomic_fetch_add(&s->zombie->bss->rev_pending, 1, __ATOMIC_RELAXED);
+			added++;
+		}
+	}
+	return added;
 }
 
 int sensor_listeners_fd(const struct sensor *s)

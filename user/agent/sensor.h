@@ -4,18 +4,29 @@
 #ifndef REVENANT_SENSOR_H
 #define REVENANT_SENSOR_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "lib/loop.h"
+#include "snapshot_rec.h"
 
 typedef void (*sensor_record_cb)(void *ctx, const void *rec, size_t len);
 typedef void (*sensor_lost_cb)(void *ctx, uint64_t lost);
 
 struct sensor;
 
+/* Where the zombie grace runs: a bpf_timer per exit in the kernel (only zombies reach
+ * userspace), or userspace's deadline tracker fed every exit and reap. */
+enum zgrace_mode {
+	ZGRACE_KERNEL,
+	ZGRACE_USERSPACE,
+};
+
 struct sensor_opts {
 	const char *pin_dir; /* e.g. /sys/fs/bpf/revenant */
+	uint64_t grace_ns;   /* monitoring.zombie_grace_ms */
+	bool watch_exits;    /* monitoring.enabled */
 	sensor_record_cb on_record;
 	sensor_lost_cb on_lost; /* called after a batch when the kernel's drop count grew */
 	void *ctx;
@@ -26,6 +37,15 @@ struct sensor_opts {
 struct sensor *sensor_start(struct loop *l, const struct sensor_opts *o, char *mounted,
 			    size_t mounted_len, char *err, size_t errlen);
 int sensor_listeners_fd(const struct sensor *s);
+enum zgrace_mode sensor_zombie_mode(const struct sensor *s);
+const char *zgrace_mode_name(enum zgrace_mode m);
+/* A new grace for exits from now on (kernel mode; userspace's tracker has its own). */
+void sensor_set_grace(struct sensor *s, uint64_t grace_ns);
+/* Kernel mode: the count of exits the kernel is watching (read live), else NULL. */
+const int64_t *sensor_pending_gauge(const struct sensor *s);
+/* Kernel mode: have the kernel report the free of these zombies (they predate the agent, so it
+ * never armed a timer for them). Returns how many were added. */
+int sensor_watch_reaps(struct sensor *s, const struct snap_zombie *zs, size_t n);
 int sensor_owners_fd(const struct sensor *s);
 /* The services' process trees (tgid -> tag), for hosts without a cgroup of ours. */
 int sensor_tree_fd(const struct sensor *s);

@@ -413,20 +413,36 @@ static void zrec_of_exit(struct zrec *z, const struct exit_event *r)
 	z->comm[sizeof(z->comm) - 1] = z->parent_comm[sizeof(z->parent_comm) - 1] = 0;
 }
 
-void zwatch_exit(struct zwatch *w, const struct exit_event *r)
+/* Track r with its deadline (0: exit + grace); the table being full is said, never silently. */
+static void zw_track(struct zwatch *w, const struct exit_event *r, uint64_t deadline_ns)
 {
 	struct zrec z;
 
 	zrec_of_exit(&z, r);
+	z.deadline_ns = deadline_ns;
 	if (ztrack_exit(w->t, &z) == -ENOSPC) {
 		/* Never silent, never a flood: said at the 1st, 2nd, 4th, 8th... exit not tracked. */
 		w->not_tracked++;
 		if (!(w->not_tracked & (w->not_tracked - 1)))
 			w->h.lost(w->h.ctx, w->not_tracked);
 	}
+}
+
+void zwatch_exit(struct zwatch *w, const struct exit_event *r)
+{
+	zw_track(w, r, 0);
 	/* Deadlines do not arrive in order (a lowered grace, a nudge): re-arm for an earlier one. */
 	if (!w->timer.armed || ztrack_next_deadline(w->t) < w->timer.deadline_ns)
 		zw_arm(w);
+	zw_gauge(w);
+}
+
+void zwatch_zombie(struct zwatch *w, const struct exit_event *r, uint64_t now_ns)
+{
+	/* Due now: the usual path decides (one /proc look, the policy, a nudge's second watch),
+	 * and the entry stays until its reap record, which the kernel now sends. */
+	zw_track(w, r, now_ns);
+	zwatch_run_due(w, now_ns);
 	zw_gauge(w);
 }
 

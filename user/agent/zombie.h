@@ -82,6 +82,8 @@ struct zwatch *zwatch_new(struct loop *l, uint64_t grace_ns, size_t max_entries,
 void zwatch_free(struct zwatch *w);
 void zwatch_exit(struct zwatch *w, const struct exit_event *r);
 void zwatch_reap(struct zwatch *w, const struct exit_event *r);
+/* The kernel kept the grace and found r still a zombie at its deadline (REV_EV_ZOMBIE). */
+void zwatch_zombie(struct zwatch *w, const struct exit_event *r, uint64_t now_ns);
 /* The agent reaped pid itself (an orphan re-parented to it). */
 void zwatch_reaped_by_us(struct zwatch *w, pid_t pid);
 /* Zombies that predate the agent, from the task iterator. */

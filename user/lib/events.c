@@ -54,6 +54,7 @@ static const struct ev_field agent_start_f[] = {
 	F(ev_agent_start, "pid", pid, EVF_INT, 0),
 	F(ev_agent_start, "pin", pin, EVF_STR, EVF_QUIET),
 	F(ev_agent_start, "mounted", mounted, EVF_LIST, EVF_QUIET),
+	F(ev_agent_start, "zombie_grace", zombie_grace, EVF_STR, EVF_QUIET),
 };
 
 static const struct ev_field agent_stop_f[] = {

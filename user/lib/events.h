@@ -80,6 +80,7 @@ struct ev_agent_start {
 	const char *version, *config, *pin;
 	int64_t pid;
 	const char *mounted; /* comma-separated; written as an array */
+	const char *zombie_grace; /* "kernel" (bpf_timer) or "userspace" (the fallback) */
 };
 
 struct ev_agent_stop {

@@ -27,7 +27,13 @@ struct loop {
 	uint64_t armed_for;	   /* deadline the timerfd is set to, 0 = disarmed */
 	bool stop;
 	int code;
+	uint64_t wakeups; /* epoll_wait returns with work: what a host's background costs us */
 };
+
+uint64_t loop_wakeups(const struct loop *l)
+{
+	return l ? l->wakeups : 0;
+}
 
 uint64_t mono_ns(void)
 {
@@ -205,6 +211,7 @@ int loop_run(struct loop *l)
 				continue;
 			return -errno;
 		}
+		l->wakeups++;
 		for (int i = 0; i < n && !l->stop; i++) {
 			int fd = evs[i].data.fd;
 

@@ -37,6 +37,9 @@ void loop_timer_cancel(struct loop *l, struct loop_timer *t);
 int loop_run(struct loop *l);
 void loop_stop(struct loop *l, int code);
 
+/* Times epoll_wait returned with something to do, since loop_new. */
+uint64_t loop_wakeups(const struct loop *l);
+
 uint64_t mono_ns(void);
 
 #endif
