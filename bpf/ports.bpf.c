@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
-/* Ports: keeps the pinned map of listening TCP sockets (inet_sock_set_state) and reports bind() and
- * listen() calls that fail with EADDRINUSE, with the address the caller asked for. */
+/* Ports: keeps the pinned map of listening TCP sockets (inet_sock_set_state) and, when the agent
+ * could attach the release hook, of every socket bound with bind() (UDP, TCP not listening) until
+ * it is released; reports bind() and listen() calls that fail with EADDRINUSE, with the address
+ * the caller asked for. */
 #include "common.bpf.h"
 #include "sock.bpf.h"
 #include "core_fixes.bpf.h"
@@ -9,6 +11,10 @@
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 #define MAX_FDS_SCAN 1048576
+
+/* Set by the agent once cgroup/sock_release is attached: only then can a bound socket's entry be
+ * trusted to leave the map with the socket, so only then are bind()s recorded. */
+__u32 track_binds = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -43,6 +49,16 @@ static __always_inline void owner_add(__u32 tgid, int delta)
 	}
 }
 
+/* The listeners-map key of each socket recorded at bind(), by socket address: what the release
+ * hook, which sees only the socket, needs to find its entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, REV_MAX_LISTENERS);
+	__type(key, __u64);
+	__type(value, struct listener_key);
+} bound_socks SEC(".maps");
+
 /* The services' process trees, for hosts where the agent can make no cgroup: a service's main
  * process puts itself in (before exec), every process it forks joins the tree with its tag (the
  * fork hook below), an exit leaves it. The supervisor finds what escaped a service's process
@@ -71,7 +87,7 @@ struct {
 	__type(value, struct pending_call);
 } calls SEC(".maps");
 
-static __always_inline struct sock *sock_of_fd(int fd)
+static __always_inline struct file *file_of_fd(int fd)
 {
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
@@ -80,9 +96,16 @@ static __always_inline struct sock *sock_of_fd(int fd)
 	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds) || fd >= MAX_FDS_SCAN)
 		return NULL;
 	fds = BPF_CORE_READ(fdt, fd);
-	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]))
 		return NULL;
-	return sock_of_file(f);
+	return f;
+}
+
+static __always_inline struct sock *sock_of_fd(int fd)
+{
+	struct file *f = file_of_fd(fd);
+
+	return f ? sock_of_file(f) : NULL;
 }
 
 static __always_inline void key_of(struct listener_key *k, const struct sock *sk,
@@ -137,6 +160,7 @@ static __always_inline void emit_port(__u32 type, const struct sock_id *id, __u8
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int newstate)
 {
+	__u64 skp = (__u64)sk;
 	struct listener_key k;
 	struct listener_val v, *old;
 	struct sock_id id;
@@ -152,7 +176,12 @@ int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int
 	key_of(&k, sk, &id);
 
 	if (newstate == REV_TCP_LISTEN) {
+		old = bpf_map_lookup_elem(&listeners, &k);
+		if (old && old->confirmed)
+			owner_add(old->pid, -1); /* the bind() entry; listen() counts it again */
 		__builtin_memset(&v, 0, sizeof(v));
+		v.shared = old ? old->shared : 0; /* forked or passed on since bind() */
+		v.state = REV_TCP_LISTEN;
 		v.ts_ns = bpf_ktime_get_ns();
 		v.pid = bpf_get_current_pid_tgid() >> 32;
 		v.uid = (__u32)bpf_get_current_uid_gid();
@@ -176,6 +205,15 @@ int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int
 			__builtin_memcpy(e->comm, old->comm, sizeof(e->comm));
 			bpf_ringbuf_submit(e, 0);
 		}
+	}
+	/* Still open and bound (a failed listen(), a shutdown()): the socket keeps its port, so it
+	 * stays as the bound entry it was before listen(). On close the release hook ran first
+	 * and took it out of bound_socks. */
+	if (track_binds && bpf_map_lookup_elem(&bound_socks, &skp)) {
+		old->state = REV_TCP_CLOSE;
+		old->confirmed = 1;
+		owner_add(old->pid, 1);
+		return 0;
 	}
 	bpf_map_delete_elem(&listeners, &k);
 	return 0;
@@ -229,6 +267,31 @@ int on_listen_enter(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
+/* A successful bind(): the socket holds its port from now until it is released (or, for TCP,
+ * until listen() makes it a listener entry under the same key). */
+static __always_inline void record_bind(struct sock *sk, const struct sock_id *id)
+{
+	struct listener_key k;
+	struct listener_val v;
+	__u64 skp = (__u64)sk;
+
+	if (!id->port || (id->proto != REV_PROTO_UDP && id->proto != REV_PROTO_TCP))
+		return;
+	key_of(&k, sk, id);
+	__builtin_memset(&v, 0, sizeof(v));
+	v.ts_ns = bpf_ktime_get_ns();
+	v.pid = bpf_get_current_pid_tgid() >> 32;
+	v.uid = (__u32)bpf_get_current_uid_gid();
+	v.confirmed = 1;
+	v.v6only = id->v6only;
+	v.state = REV_TCP_CLOSE;
+	bpf_get_current_comm(v.comm, sizeof(v.comm));
+	if (bpf_map_update_elem(&bound_socks, &skp, &k, BPF_ANY))
+		return; /* no way to find it at release: leave it out, scan walks for it */
+	if (bpf_map_update_elem(&listeners, &k, &v, BPF_NOEXIST) == 0)
+		owner_add(v.pid, 1);
+}
+
 static __always_inline int finish_call(long ret)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
@@ -244,7 +307,7 @@ static __always_inline int finish_call(long ret)
 		return 0;
 	fd = c->fd;
 	syscall = c->syscall;
-	if (ret != -REV_EADDRINUSE && !(ret == 0 && syscall == REV_SYS_LISTEN)) {
+	if (ret != -REV_EADDRINUSE && !(ret == 0 && (syscall == REV_SYS_LISTEN || track_binds))) {
 		bpf_map_delete_elem(&calls, &tid);
 		return 0;
 	}
@@ -254,7 +317,9 @@ static __always_inline int finish_call(long ret)
 		return 0;
 	}
 
-	if (ret == 0) {
+	if (ret == 0 && syscall == REV_SYS_BIND) {
+		record_bind(sk, &id);
+	} else if (ret == 0) {
 		/* listen() succeeded: confirm the entry the state tracepoint made, once. */
 		key_of(&k, sk, &id);
 		v = bpf_map_lookup_elem(&listeners, &k);
@@ -347,5 +412,134 @@ int BPF_PROG(on_owner_exit, struct task_struct *p)
 		return 0;
 	bpf_for_each_map_elem(&listeners, mark_shared, &tgid, 0);
 	bpf_map_delete_elem(&owners, &tgid);
+	return 0;
+}
+
+/* An inet socket is released (its last file reference closed): a bound socket's entry goes with
+ * it. The context of a cgroup sock program is the struct sock itself; its address is the key
+ * bind() recorded. Runs for every inet socket on the host: one look-up when it was not ours. */
+SEC("cgroup/sock_release")
+int on_sock_release(struct bpf_sock *ctx)
+{
+	__u64 skp = (__u64)ctx;
+	struct listener_key *k = bpf_map_lookup_elem(&bound_socks, &skp);
+	struct listener_val *v;
+
+	if (!k)
+		return 1;
+	v = bpf_map_lookup_elem(&listeners, k);
+	/* A listener is the state tracepoint's: it runs after this hook (tcp_close), and says
+	 * port_release as it removes the entry. */
+	if (v && v->state != REV_TCP_LISTEN) {
+		if (v->confirmed)
+			owner_add(v->pid, -1);
+		bpf_map_delete_elem(&listeners, k);
+	}
+	bpf_map_delete_elem(&bound_socks, &skp);
+	return 1; /* allow: this hook only watches */
+}
+
+/* Mark the listeners-map entry of the socket behind fd (of the current task) as shared. */
+static __always_inline void share_fd(int fd)
+{
+	struct listener_key k;
+	struct listener_val *v;
+	struct sock_id id;
+	struct sock *sk = sock_of_fd(fd);
+
+	if (!sk || read_sock_id(sk, &id))
+		return;
+	key_of(&k, sk, &id);
+	v = bpf_map_lookup_elem(&listeners, &k);
+	if (v)
+		v->shared = 1;
+}
+
+#define SCM_MAX_FDS 8
+
+/* An owner passes fds with SCM_RIGHTS: a socket of ours gets another holder (the receiver, or
+ * nobody yet while in flight), so its entry is marked for `scan` to walk the fd tables for it.
+ * Forks are the fork probe's; this is the other way sockets change hands. One look-up for each
+ * sendmsg() of a process that owns nothing; two user reads for an owner's message without
+ * ancillary data. */
+SEC("tp/syscalls/sys_enter_sendmsg")
+int on_sendmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct user_msghdr m;
+	struct cmsghdr c;
+	int fds[SCM_MAX_FDS];
+	__u64 n;
+
+	if (!bpf_map_lookup_elem(&owners, &tgid))
+		return 0;
+	if (bpf_probe_read_user(&m, sizeof(m), (void *)ctx->args[1]) || !m.msg_control ||
+	    m.msg_controllen < sizeof(c))
+		return 0;
+	/* The first control message: SCM_RIGHTS comes alone in practice (one per message). */
+	if (bpf_probe_read_user(&c, sizeof(c), m.msg_control) || c.cmsg_level != 1 /* SOL_SOCKET */ ||
+	    c.cmsg_type != 1 /* SCM_RIGHTS */ || c.cmsg_len <= sizeof(c))
+		return 0;
+	n = (c.cmsg_len - sizeof(c)) / sizeof(int);
+	if (n > SCM_MAX_FDS)
+		n = SCM_MAX_FDS;
+	if (bpf_probe_read_user(fds, sizeof(fds), m.msg_control + sizeof(c)))
+		return 0;
+	for (__u32 i = 0; i < SCM_MAX_FDS; i++)
+		if (i < n)
+			share_fd(fds[i]);
+	return 0;
+}
+
+/* pidfd_getfd(): another process takes a copy of one of our sockets' fds (rare: a debugger, a
+ * socket hand-over). The fd is in the target's table, not the caller's. */
+SEC("tp/syscalls/sys_enter_pidfd_getfd")
+int on_pidfd_getfd(struct trace_event_raw_sys_enter *ctx)
+{
+	struct pid *pid;
+	struct task_struct *t;
+	struct file *f;
+	struct files_struct *files;
+	struct fdtable *fdt;
+	struct file **fds;
+	int fd = (int)ctx->args[1];
+	__u32 tgid;
+	struct listener_key k;
+	struct listener_val *v;
+	struct sock_id id;
+	struct sock *sk;
+
+	/* The pidfd's file names a struct pid (pidfs keeps it in the inode, 6.9+; before, the
+	 * file's private_data); its task's fd table holds fd. */
+	f = file_of_fd((int)ctx->args[0]);
+	if (!f)
+		return 0;
+	pid = BPF_CORE_READ(f, f_inode, i_private);
+	if (!pid)
+		pid = BPF_CORE_READ(f, private_data);
+	t = BPF_CORE_READ(pid, tasks[0].first) ?
+		    (struct task_struct *)((void *)BPF_CORE_READ(pid, tasks[0].first) -
+					   bpf_core_field_offset(struct task_struct, pid_links[0])) :
+		    NULL;
+	if (!t)
+		return 0;
+	tgid = BPF_CORE_READ(t, tgid);
+	if (!bpf_map_lookup_elem(&owners, &tgid))
+		return 0;
+	files = BPF_CORE_READ(t, files);
+	fdt = BPF_CORE_READ(files, fdt);
+	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds) || fd >= MAX_FDS_SCAN)
+		return 0;
+	fds = BPF_CORE_READ(fdt, fd);
+	f = NULL;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return 0;
+	sk = sock_of_file(f);
+	if (!sk || read_sock_id(sk, &id))
+		return 0;
+	key_of(&k, sk, &id);
+	v = bpf_map_lookup_elem(&listeners, &k);
+	if (v)
+		v->shared = 1;
 	return 0;
 }

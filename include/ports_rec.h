@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Records of bpf/ports.bpf.c: the pinned listeners map and the listen/release/collision events. */
+/* Records of bpf/ports.bpf.c: the pinned listeners map (TCP listeners; with bind tracking also
+ * bound UDP and TCP sockets) and the listen/release/collision events. */
 #ifndef REVENANT_PORTS_REC_H
 #define REVENANT_PORTS_REC_H
 
@@ -11,8 +12,9 @@
 #define REV_LISTENERS_PIN "listeners" /* under the pin directory, /sys/fs/bpf/revenant */
 
 
-/* One entry per listening socket: SO_REUSEPORT siblings and the same port in different network
- * namespaces are separate entries, so `sk` (the kernel address of the socket) is part of the key. */
+/* One entry per listening (or, with bind tracking, bound) socket: SO_REUSEPORT siblings and the
+ * same port in different network namespaces are separate entries, so `sk` (the kernel address of
+ * the socket) is part of the key. An entry with proto 0 is not a socket: see REV_META_*. */
 struct listener_key {
 	__u64 sk;
 	__u8 addr[REV_ADDR_LEN];
@@ -30,10 +32,16 @@ struct listener_val {
 	char comm[REV_COMM_LEN];
 	__u8 confirmed; /* listen() returned 0 (or seeded from a snapshot) */
 	__u8 v6only;
-	__u8 shared; /* its owner forked (a new fd table) or died: others may hold it */
-	__u8 pad[5];
+	__u8 shared; /* its owner forked, died or closed a shared fd of it: others may hold it */
+	__u8 state;  /* REV_TCP_LISTEN, or REV_TCP_CLOSE: bound (UDP, or TCP not listening) */
+	__u8 pad[4];
 };
 _Static_assert(sizeof(struct listener_val) == 40, "listener_val layout");
+
+/* The agent's note to readers of the map, under the key with sk 0 and proto 0: v.confirmed holds
+ * these flags, v.pid the agent's pid. */
+#define REV_META_TRACKS_BINDS 0x1 /* every bind() since start-up is in the map until its socket
+				   * is released (cgroup/sock_release): bound sockets need no walk */
 
 struct port_event {
 	__u32 type; /* REV_EV_LISTEN, REV_EV_RELEASE or REV_EV_COLLISION */

@@ -4,6 +4,7 @@ import json
 import os
 import pwd
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -52,8 +53,9 @@ print("closed", flush=True)
 sys.stdin.readline()
 """
 
-# Listens, hands the socket to a child with SCM_RIGHTS, closes its own fd and lives on: the child
-# is the only holder. Prints "ready SENDER_PID CHILD_PID PORT".
+# Listens, hands the socket to a child with SCM_RIGHTS, closes its own fd (unless argv[2] is
+# "keep") and lives on: the child is the only holder (or both hold it). Prints
+# "ready SENDER_PID CHILD_PID PORT".
 HANDOVER = r"""
 import array, os, socket, sys
 a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -75,7 +77,8 @@ s.bind(("127.0.0.1", int(sys.argv[1])))
 s.listen()
 a.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [s.fileno()]))])
 os.read(got_r, 1)
-s.close()
+if sys.argv[2:] != ["keep"]:
+    s.close()
 print("ready", os.getpid(), kid, sys.argv[1], flush=True)
 sys.stdin.readline()
 """
@@ -435,19 +438,19 @@ def test_agent_names_every_holder_in_another_netns():
 def test_agent_names_the_holder_after_scm_rights():
     """A listener handed to another process with SCM_RIGHTS, the sender's fd closed: the holder
     (and so the owner) is the receiver, though the sender called listen() and lives on.
-    The full answer (TCP and UDP) walks the kernel's fd tables, so it names the receiver with or
-    without an agent. (`--tcp` through the agent trusts the map's listen() caller while it lives
-    and holds the only reference: a documented limit of that quick path.)"""
+    The agent's sendmsg probe marks the socket shared when it is passed, so its answers (the full
+    one and --tcp) walk the fd tables for it and name the receiver, as the iterators do."""
     procs = []
 
     def start():
         procs.append(spawn(HANDOVER, free_port()))
-        return [int(procs[0].info[2])]
+        return [int(procs[-1].info[2])]
     try:
-        for stderr, rows in rows_both_ways("scm", start, flags=()):
-            sender, kid, port = map(int, procs[0].info)
-            row = one_row(rows, port)
-            assert (row["pid"], row["holders"]) == (kid, [kid]), (stderr, row, sender)
+        for name, flags in (("scm", ()), ("scmtcp", ("--tcp",))):
+            for stderr, rows in rows_both_ways(name, start, flags=flags):
+                sender, kid, port = map(int, procs[-1].info)
+                row = one_row(rows, port)
+                assert (row["pid"], row["holders"]) == (kid, [kid]), (flags, stderr, row, sender)
     finally:
         for p in procs:
             try:
@@ -608,6 +611,183 @@ def test_zombies_lists_a_zombie_with_its_parent():
                 a.close()
 
 
+# Takes a copy of fd FD of process PID with pidfd_getfd(2) and holds it: "ready PID NEWFD".
+GETFD = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+pfd = os.pidfd_open(int(sys.argv[1]))
+got = libc.syscall(438, pfd, int(sys.argv[2]), 0)  # SYS_pidfd_getfd
+if got < 0:
+    print("errno", ctypes.get_errno(), flush=True)
+    sys.exit(1)
+print("ready", os.getpid(), got, flush=True)
+sys.stdin.readline()
+"""
+
+
+def socket_fd(pid):
+    """The fd of the one socket a Holder process has."""
+    d = "/proc/%d/fd" % pid
+    fds = [int(fd) for fd in os.listdir(d) if os.readlink(os.path.join(d, fd)).startswith("socket:")]
+    assert len(fds) == 1, fds
+    return fds[0]
+
+
+def map_entries(agent, port):
+    pin = agent.events[0]["pin"]
+    dump = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", pin + "/listeners"],
+                          capture_output=True, text=True, check=True)
+    return [e["formatted"] for e in json.loads(dump.stdout)
+            if e["formatted"]["key"]["port"] == port and e["formatted"]["key"]["proto"]]
+
+
+def test_bound_sockets_are_in_the_map_until_released():
+    """A UDP bind() and a TCP bind() without listen() enter the agent's map with their owner and
+    leave it when the socket is closed; the full answer (TCP and UDP) then comes from the map and
+    the table iterators, without walking the fd tables."""
+    agent = Agent(name="bound").start()
+    u = t = None
+    try:
+        u = Holder("udp", "127.0.0.1", free_port())
+        t = spawn(r"""
+import os, socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print("ready", os.getpid(), s.getsockname()[1], flush=True)
+sys.stdin.readline()
+""")
+        t_pid, t_port = map(int, t.info)
+        for port, pid, proto in ((u.port, u.pid, 17), (t_port, t_pid, 6)):
+            es = map_entries(agent, port)
+            assert len(es) == 1 and es[0]["value"]["pid"] == pid, es
+            assert es[0]["key"]["proto"] == proto and es[0]["value"]["state"] == 7, es
+        rows, r = scan_json("-v", "-c", agent.config_path, str(u.port), str(t_port), check=0)
+        assert "table iterators" in r.stderr and "fd iterator" not in r.stderr, r.stderr
+        ru, rt = one_row(rows, u.port, "udp"), one_row(rows, t_port, "tcp")
+        assert (ru["pid"], ru["holders"], ru["state"]) == (u.pid, [u.pid], "bound"), ru
+        assert (rt["pid"], rt["holders"], rt["state"]) == (t_pid, [t_pid], "bound"), rt
+        assert ru["inode"] > 0, ru
+        # the same rows as the iterators without an agent
+        noagent = no_agent_config()
+        try:
+            i_rows, _ = scan_json("-c", noagent.config_path, str(u.port), str(t_port), check=0)
+        finally:
+            noagent.close()
+        assert sorted(map(key_of, rows)) == sorted(map(key_of, i_rows)), (rows, i_rows)
+        u.close()
+        u = None
+        end(t)
+        t = None
+        assert map_entries(agent, t_port) == [], map_entries(agent, t_port)
+        for port in (t_port,):
+            rows, r = scan_json("-c", agent.config_path, str(port))
+            assert r.returncode == 1 and rows == [], rows
+    finally:
+        if u:
+            u.close()
+        if t:
+            end(t)
+        agent.close()
+
+
+def test_udp_closed_leaves_the_map():
+    agent = Agent(name="udpclose").start()
+    try:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+        assert [e["value"]["pid"] for e in map_entries(agent, port)] == [os.getpid()]
+        s.close()  # the release hook runs in close(): the entry is gone when it returns
+        assert map_entries(agent, port) == []
+        rows, r = scan_json("-c", agent.config_path, str(port))
+        assert r.returncode == 1 and rows == [], rows
+    finally:
+        agent.close()
+
+
+def test_shared_udp_socket_walks_for_its_holders():
+    agent = Agent(name="udpfork").start()
+    h = None
+    try:
+        h = Holder("udp", "127.0.0.1", free_port(), fork=True)
+        rows, r = scan_json("-v", "-c", agent.config_path, str(h.port), check=0)
+        assert "fd iterator" in r.stderr, r.stderr
+        row = one_row(rows, h.port, "udp")
+        assert row["holders"] == sorted([h.pid, h.kid]) and row["pid"] == h.pid, row
+    finally:
+        if h:
+            h.close()
+        agent.close()
+
+
+def test_scm_rights_and_pidfd_getfd_mark_the_socket_shared():
+    """A listener passed with SCM_RIGHTS while the sender keeps its fd, or copied by another
+    process with pidfd_getfd(): both processes hold it, and the agent's answers (full, and the
+    --tcp quick path) list both, as the iterators do."""
+    agent = Agent(name="handover").start()
+    p = h = g = None
+    try:
+        p = spawn(HANDOVER, free_port(), "keep")
+        sender, kid, port = map(int, p.info)
+        for flags in ((), ("--tcp",)):
+            row = one_row(scan_json("-c", agent.config_path, *flags, str(port), check=0)[0], port)
+            assert row["holders"] == sorted([sender, kid]) and row["pid"] == sender, (flags, row)
+
+        h = Holder("tcp", "127.0.0.1", free_port())
+        g = spawn(GETFD, h.pid, socket_fd(h.pid))
+        for flags in ((), ("--tcp",)):
+            row = one_row(scan_json("-c", agent.config_path, *flags, str(h.port), check=0)[0],
+                          h.port)
+            assert row["holders"] == sorted([h.pid, g.pid]) and row["pid"] == h.pid, (flags, row)
+    finally:
+        if g:
+            end(g)
+        if h:
+            h.close()
+        if p:
+            try:
+                os.kill(int(p.info[1]), 9)  # the child first, while its parent keeps its pid
+            except ProcessLookupError:
+                pass
+            end(p)
+        agent.close()
+
+
+SS_USERS = re.compile(r"pid=(\d+)")
+
+
+def ss_rows():
+    """{(proto, port): sorted pids} from `ss -ltnupH` (TCP listeners, unconnected UDP)."""
+    out = subprocess.run(["ss", "-ltnupH"], capture_output=True, text=True, check=True).stdout
+    rows = {}
+    for line in out.splitlines():
+        w = line.split()
+        if len(w) < 6:
+            continue
+        port = int(w[4].rsplit(":", 1)[1])
+        rows.setdefault((w[0], port), set()).update(int(p) for p in SS_USERS.findall(line))
+    return {k: sorted(v) for k, v in rows.items()}
+
+
+def test_full_answer_through_the_agent_matches_ss():
+    """Every holder `ss -ltnupH` names for our TCP listeners and UDP sockets, plain and shared,
+    the agent's full answer names too."""
+    agent = Agent(name="ss").start()
+    hs = []
+    try:
+        for kind, fork in (("tcp", False), ("udp", False), ("tcp", True), ("udp", True)):
+            hs.append(Holder(kind, "127.0.0.1", free_port(), fork=fork))
+        rows, _ = scan_json("-c", agent.config_path, *[str(h.port) for h in hs], check=0)
+        ss = ss_rows()
+        for h, kind in zip(hs, ("tcp", "udp", "tcp", "udp")):
+            row = one_row(rows, h.port, kind)
+            assert row["holders"] == ss[(kind, h.port)], (row, ss.get((kind, h.port)))
+    finally:
+        for h in hs:
+            h.close()
+        agent.close()
+
+
 if __name__ == "__main__":
     run_tests([
         test_owners_in_several_processes,
@@ -623,4 +803,9 @@ if __name__ == "__main__":
         test_exit_codes_and_flag_form,
         test_not_root_falls_back_to_proc,
         test_zombies_lists_a_zombie_with_its_parent,
+        test_bound_sockets_are_in_the_map_until_released,
+        test_udp_closed_leaves_the_map,
+        test_shared_udp_socket_walks_for_its_holders,
+        test_scm_rights_and_pidfd_getfd_mark_the_socket_shared,
+        test_full_answer_through_the_agent_matches_ss,
     ])

@@ -512,6 +512,82 @@ static void runtime_path(void **state)
 	assert_string_equal(buf, "./state.json");
 }
 
+/* The full answer from the map and the table rows: each socket in the tables is held by its map
+ * entry's owner; a bound TCP socket comes from the map alone; stale entries and the agent's note
+ * are dropped; a shared entry, an unknown socket or another netns needs the fd tables. */
+static void attribute_from_map_and_tables(void **state)
+{
+	struct listener ls[6];
+	struct snap t = {0};
+	struct scan_rows rows;
+	size_t n = 0;
+	const pid_t one[] = {40};
+
+	(void)state;
+	ls[n++] = map_entry(0x1000, 40, "web", "127.0.0.1", 8080);
+	ls[n] = map_entry(0x2000, 41, "dns", "127.0.0.1", 5353);
+	ls[n].k.proto = REV_PROTO_UDP;
+	ls[n++].v.state = REV_TCP_CLOSE;
+	ls[n] = map_entry(0x3000, 42, "client", "127.0.0.1", 7000); /* TCP bound, not listening */
+	ls[n++].v.state = REV_TCP_CLOSE;
+	ls[n] = map_entry(0x4000, 43, "gone", "127.0.0.1", 6000); /* UDP closed since */
+	ls[n].k.proto = REV_PROTO_UDP;
+	ls[n++].v.state = REV_TCP_CLOSE;
+	memset(&ls[n++], 0, sizeof(ls[0])); /* the meta entry */
+	ls[n++] = map_entry(0x5000, 0, "", "0.0.0.0", 2024); /* seeded, owner unseen */
+	{
+		struct snap_sock a = table_row(0x1000, "127.0.0.1", 8080, REV_PROTO_TCP);
+		struct snap_sock b = table_row(0x2000, "127.0.0.1", 5353, REV_PROTO_UDP);
+		struct snap_sock c = table_row(0x5000, "0.0.0.0", 2024, REV_PROTO_TCP);
+
+		snapshot_add_sock(&t, &a);
+		snapshot_add_sock(&t, &b);
+		snapshot_add_sock(&t, &c);
+	}
+	assert_int_equal(scan_attribute(ls, &n, &t, NETNS), 0);
+	assert_int_equal(n, 1); /* only the bound TCP socket is still needed from the map */
+	assert_int_equal(ls[0].k.sk, 0x3000);
+	assert_int_equal(scan_merge(ls, n, t.socks, t.n_socks, &rows), 0);
+	assert_int_equal(rows.n, 4);
+	for (size_t i = 0; i < rows.n; i++) {
+		const struct scan_row *r = &rows.rows[i];
+
+		if (r->port == 8080) {
+			assert_int_equal(r->pid, 40);
+			assert_holders(r, one, 1);
+			assert_string_equal(r->comm, "web");
+			assert_int_equal(r->ino, 0x1000 + 1000);
+		} else if (r->port == 5353) {
+			assert_int_equal(r->pid, 41);
+			assert_int_equal(r->proto, REV_PROTO_UDP);
+		} else if (r->port == 7000) {
+			assert_int_equal(r->pid, 42);
+			assert_int_equal(r->state, REV_TCP_CLOSE);
+		} else {
+			assert_int_equal(r->port, 2024);
+			assert_int_equal(r->pid, 0);
+			assert_int_equal(r->n_holders, 0);
+		}
+	}
+	scan_rows_free(&rows);
+
+	/* shared: walk */
+	n = 0;
+	ls[n] = map_entry(0x1000, 40, "web", "127.0.0.1", 8080);
+	ls[n++].v.shared = 1;
+	assert_int_equal(scan_attribute(ls, &n, &t, NETNS), -EAGAIN);
+	/* a socket nobody recorded (autobound UDP): walk */
+	n = 0;
+	ls[n++] = map_entry(0x1000, 40, "web", "127.0.0.1", 8080);
+	assert_int_equal(scan_attribute(ls, &n, &t, NETNS), -EAGAIN);
+	/* an entry of another netns: the tables cannot vouch for it */
+	n = 0;
+	ls[n] = map_entry(0x9000, 40, "web", "127.0.0.1", 8080);
+	ls[n++].k.netns = NETNS + 1;
+	assert_int_equal(scan_attribute(ls, &n, &t, NETNS), -EAGAIN);
+	snapshot_free(&t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -528,6 +604,7 @@ int main(void)
 	    cmocka_unit_test(state_round_trip),
 	    cmocka_unit_test(service_of_pid_and_pgid),
 	    cmocka_unit_test(runtime_path),
+	    cmocka_unit_test(attribute_from_map_and_tables),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -148,7 +148,7 @@ static void find_owner(struct agent *a, const struct port_event *r, struct port_
 	bool held;
 
 	memcpy(want.addr, r->addr, sizeof(want.addr));
-	if (r->proto == REV_PROTO_TCP && ports_read_map(sensor_listeners_fd(a->sensor), &ls, &n))
+	if (ports_read_map(sensor_listeners_fd(a->sensor), &ls, &n))
 		n = 0;
 	held = ports_owner(ls, n, fresh ? s : NULL, &want, loser, o);
 	/* Not in a snapshot older than the collision: the owner may be newer; look again. */
@@ -520,7 +520,8 @@ static void seed(struct agent *a)
 		cli_err("warning: %s; listeners and zombies that predate the agent are not known", err);
 		return;
 	}
-	added = ports_seed(sensor_listeners_fd(a->sensor), sensor_owners_fd(a->sensor), &s);
+	added = ports_seed(sensor_listeners_fd(a->sensor), sensor_owners_fd(a->sensor),
+			   sensor_bound_fd(a->sensor), &s);
 	zwatch_seed(a->zw, s.zombies, s.n_zombies, mono_ns());
 	sensor_watch_reaps(a->sensor, s.zombies, s.n_zombies);
 	if (a->verbose)

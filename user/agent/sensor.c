@@ -3,6 +3,7 @@
  * and the listeners map pin. Lifecycle as libbpf-bootstrap: open, load, pin, attach, ring buffer.
  * It chooses at load where the zombie grace runs: in the kernel (bpf_timer) or in userspace. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,11 +24,13 @@
 #include "ports.skel.h"
 
 #define TRACEFS_MAGIC_ 0x74726163
+#define CGROUP2_MAGIC_ 0x63677270
 
 struct sensor {
 	struct zombie_bpf *zombie;
 	enum zgrace_mode zmode;
 	struct ports_bpf *ports;
+	struct bpf_link *release_link; /* cgroup/sock_release on the cgroup v2 root */
 	struct ring_buffer *rb;
 	struct loop *loop;
 	struct sensor_opts o;
@@ -210,6 +213,49 @@ static int load_zombie(struct sensor *s, char *err, size_t errlen)
 	return rc;
 }
 
+/* Bound sockets (UDP, TCP not listening) may enter the map only if they leave it with the socket:
+ * that takes cgroup/sock_release on the root of the cgroup v2 hierarchy, which every socket
+ * belongs to whether or not anything else uses v2. Without it, `scan` walks the fd tables for
+ * them, as it always did. */
+static void track_binds(struct sensor *s)
+{
+	static const char *const roots[] = {"/sys/fs/cgroup/unified", "/sys/fs/cgroup"};
+	int err = -ENOENT;
+
+	for (size_t i = 0; i < ARRAY_SIZE(roots) && !s->release_link; i++) {
+		int fd;
+
+		if (!is_fs(roots[i], CGROUP2_MAGIC_))
+			continue;
+		fd = open(roots[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		s->release_link = bpf_program__attach_cgroup(s->ports->progs.on_sock_release, fd);
+		err = s->release_link ? 0 : -errno;
+		close(fd);
+	}
+	if (!s->release_link) {
+		fprintf(stderr,
+			"revenant: warning: cannot attach the socket release hook to a cgroup v2 root "
+			"(%s): bound UDP and TCP sockets stay out of the listeners map, and scan walks "
+			"the fd tables for them\n",
+			err == -ENOENT ? "no cgroup2 mount at /sys/fs/cgroup[/unified]" : strerror(-err));
+		return;
+	}
+	__atomic_store_n(&s->ports->bss->track_binds, 1, __ATOMIC_RELAXED);
+	ports_write_meta(bpf_map__fd(s->ports->maps.listeners), REV_META_TRACKS_BINDS);
+}
+
+bool sensor_tracks_binds(const struct sensor *s)
+{
+	return s->release_link != NULL;
+}
+
+int sensor_bound_fd(const struct sensor *s)
+{
+	return s->release_link ? bpf_map__fd(s->ports->maps.bound_socks) : -1;
+}
+
 struct sensor *sensor_start(struct loop *l, const struct sensor_opts *o, char *mounted,
 			    size_t mounted_len, char *err, size_t errlen)
 {
@@ -272,6 +318,7 @@ struct sensor *sensor_start(struct loop *l, const struct sensor_opts *o, char *m
 		fail(err, errlen, "attach the bind/listen/inet_sock_set_state probes", rc);
 		goto fail;
 	}
+	track_binds(s);
 
 	s->rb = ring_buffer__new(bpf_map__fd(s->zombie->maps.events), on_ring_record, s, NULL);
 	if (!s->rb) {
@@ -365,6 +412,7 @@ void sensor_stop(struct sensor *s)
 		unlink(s->pin_path);
 		rmdir(s->o.pin_dir); /* only when empty: someone else's pins stay */
 	}
+	bpf_link__destroy(s->release_link);
 	ports_bpf__destroy(s->ports);
 	zombie_bpf__destroy(s->zombie);
 	free(s);

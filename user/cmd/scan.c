@@ -171,8 +171,11 @@ int scan_merge(const struct listener *ls, size_t n_ls, const struct snap_sock *s
 	n_sorted = out->n;
 	for (size_t i = 0; i < n_ls; i++) {
 		const struct listener *l = &ls[i];
-		struct scan_row *row = find_sk(out, n_sorted, l->k.sk);
+		struct scan_row *row;
 
+		if (!l->k.proto)
+			continue; /* the agent's note, not a socket */
+		row = find_sk(out, n_sorted, l->k.sk);
 		if (!row) {
 			row = add_row(out, &cap);
 			if (!row)
@@ -183,7 +186,7 @@ int scan_merge(const struct listener *ls, size_t n_ls, const struct snap_sock *s
 			row->port = l->k.port;
 			row->family = l->k.family;
 			row->proto = l->k.proto;
-			row->state = REV_TCP_LISTEN;
+			row->state = l->v.state ? l->v.state : REV_TCP_LISTEN;
 			row->v6only = l->v.v6only;
 		}
 		if (!row->n_holders && l->v.pid) { /* pid 0: seeded from the tables, owner unseen */
@@ -595,13 +598,173 @@ void scan_attribute_services(struct scan_rows *rows, const char *control_socket)
 	state_free(&st);
 }
 
-int scan_collect(const char *control_socket, bool udp, int verbose, struct scan_rows *rows)
+static int cmp_listener_sk(const void *a, const void *b)
 {
-	char pin_dir[256], map_path[320], err[512];
+	const struct listener *x = a, *y = b;
+
+	return (x->k.sk > y->k.sk) - (x->k.sk < y->k.sk);
+}
+
+static struct listener *entry_of(struct listener *sorted, size_t n, const struct snap_sock *r)
+{
+	struct listener key = {.k.sk = r->sk};
+	struct listener *l = bsearch(&key, sorted, n, sizeof(*sorted), cmp_listener_sk);
+
+	/* The same socket (a freed one's address reused by another would differ here). */
+	if (!l || l->k.proto != r->proto || l->k.port != r->port || l->k.family != r->family)
+		return NULL;
+	return l;
+}
+
+int scan_attribute(struct listener *ls, size_t *n_ls, struct snap *tables, uint32_t here)
+{
+	size_t n = *n_ls, kept = 0;
+	bool *used = NULL;
+
+	for (size_t i = 0; i < n; i++)
+		if (ls[i].k.proto && ls[i].k.netns != here)
+			return -EAGAIN; /* the tables show this netns only */
+	if (n > 1)
+		qsort(ls, n, sizeof(*ls), cmp_listener_sk);
+	used = calloc(n ? n : 1, sizeof(*used));
+	if (!used)
+		return -ENOMEM;
+	for (size_t i = 0; i < tables->n_socks; i++) {
+		struct snap_sock *r = &tables->socks[i];
+		struct listener *l = entry_of(ls, n, r);
+
+		if (!l)
+			goto walk; /* nobody recorded it: bound before tracking, or autobound */
+		used[l - ls] = true;
+		if (!l->v.pid)
+			continue; /* seeded with no visible holder (PID 1's): a walk would not see it */
+		if (l->v.shared)
+			goto walk; /* forked, passed on or orphaned: its holders are in the fd tables */
+		/* Held since bind()/listen() by the process that made it, which never let it go. */
+		r->type = REV_SNAP_SOCK_FD;
+		r->pid = l->v.pid;
+		r->uid = l->v.uid;
+		memcpy(r->comm, l->v.comm, sizeof(r->comm));
+	}
+	/* What the merge still needs from the map: bound TCP sockets, which no table lists. UDP and
+	 * listener entries the tables did not show were closed since the map was read. */
+	for (size_t i = 0; i < n; i++) {
+		if (used[i] || !ls[i].k.proto || ls[i].k.proto != REV_PROTO_TCP ||
+		    ls[i].v.state != REV_TCP_CLOSE)
+			continue;
+		if (ls[i].v.shared)
+			goto walk;
+		ls[kept++] = ls[i];
+	}
+	free(used);
+	*n_ls = kept;
+	return 0;
+walk:
+	free(used);
+	return -EAGAIN;
+}
+
+/* Keep the map entries a full snapshot can use: listeners, and bound sockets it saw (a bound
+ * entry it did not see is a socket closed since). */
+static void drop_unseen_bound(struct listener *ls, size_t *n_ls, const struct snap *s)
+{
+	size_t kept = 0;
+
+	for (size_t i = 0; i < *n_ls; i++) {
+		bool keep = ls[i].k.proto && ls[i].v.state != REV_TCP_CLOSE;
+
+		for (size_t k = 0; !keep && ls[i].k.proto && k < s->n_socks; k++)
+			keep = s->socks[k].sk == ls[i].k.sk;
+		if (keep)
+			ls[kept++] = ls[i];
+	}
+	*n_ls = kept;
+}
+
+/* Through the agent: its map, and its pinned iterators for what the map cannot say alone. 0 with
+ * *done true when answered; *done false to fall back to iterators of our own. */
+static int from_agent(const char *pin_dir, const char *map_path, bool udp, int verbose,
+		      struct scan_rows *rows, bool *done)
+{
 	struct listener *ls = NULL;
 	struct snap s = {0};
 	size_t n_ls = 0;
-	bool from_map = false;
+	const char *how = "";
+	uint32_t here = self_netns();
+	char err[512] = "";
+	int fd = bpf_obj_get(map_path), rc;
+
+	*done = false;
+	rc = fd < 0 ? -errno : ports_read_map(fd, &ls, &n_ls);
+	if (fd >= 0)
+		close(fd);
+	if (rc) {
+		cli_err("warning: cannot read the agent's map %s: %s; using iterators", map_path,
+			strerror(-rc));
+		return 0;
+	}
+	if (!udp) {
+		/* The map names who called listen(), and holds the listeners no process showed at
+		 * start-up too (seeded from the tables, pid 0). Only a socket whose owner forked,
+		 * died or passed it on (the probes mark those), or in another netns (the tables
+		 * are this netns's only), needs the kernel's fd tables for its holders. */
+		bool walk = false;
+
+		for (size_t i = 0; i < n_ls && !walk; i++)
+			walk = ls[i].k.proto == REV_PROTO_TCP &&
+			       (ls[i].v.shared || ls[i].k.netns != here);
+		if (walk) {
+			rc = snapshot_take(&s, SNAP_SOCK_FDS | SNAP_SOCK_TABLES, pin_dir, err,
+					   sizeof(err));
+			drop_unseen_bound(ls, &n_ls, &s);
+			how = " and its pinned fd iterator";
+		}
+	} else if (ports_meta_flags(ls, n_ls) & REV_META_TRACKS_BINDS) {
+		/* Every bound socket is in the map: the tables (a cheap walk of the kernel's
+		 * socket hash, no fd tables) say which exist now, the map who holds them. */
+		size_t n_all = n_ls;
+		struct listener *all = malloc((n_ls ? n_ls : 1) * sizeof(*all));
+
+		rc = all ? snapshot_take(&s, SNAP_SOCK_TABLES, pin_dir, err, sizeof(err)) : -ENOMEM;
+		if (!rc) {
+			memcpy(all, ls, n_ls * sizeof(*all));
+			rc = scan_attribute(ls, &n_ls, &s, here);
+			how = " and its pinned table iterators";
+		}
+		if (rc == -EAGAIN) {
+			snapshot_free(&s);
+			memcpy(ls, all, n_all * sizeof(*ls));
+			n_ls = n_all;
+			rc = snapshot_take(&s, SNAP_SOCK_FDS | SNAP_SOCK_TABLES, pin_dir, err,
+					   sizeof(err));
+			drop_unseen_bound(ls, &n_ls, &s);
+			how = " and its pinned fd iterator (a socket it could not attribute)";
+		}
+		free(all);
+	} else {
+		rc = snapshot_take(&s, SNAP_SOCK_FDS | SNAP_SOCK_TABLES, pin_dir, err, sizeof(err));
+		drop_unseen_bound(ls, &n_ls, &s);
+		how = " and its pinned fd iterator (UDP)";
+	}
+	if (!rc) {
+		if (verbose)
+			cli_err("source: the agent's listeners map (%s)%s", map_path, how);
+		rc = scan_merge(ls, n_ls, s.socks, s.n_socks, rows);
+		*done = !rc;
+	} else {
+		cli_err("warning: %s; using iterators", err[0] ? err : strerror(-rc));
+		rc = 0;
+	}
+	free(ls);
+	snapshot_free(&s);
+	return rc;
+}
+
+int scan_collect(const char *control_socket, bool udp, int verbose, struct scan_rows *rows)
+{
+	char pin_dir[256], map_path[320], err[512];
+	struct snap s = {0};
+	bool done = false;
 	int rc = 0;
 
 	if (!is_root()) {
@@ -617,50 +780,18 @@ int scan_collect(const char *control_socket, bool udp, int verbose, struct scan_
 	ports_pin_dir(control_socket, pin_dir, sizeof(pin_dir));
 	snprintf(map_path, sizeof(map_path), "%s/%s", pin_dir, REV_LISTENERS_PIN);
 	if (scan_agent_running(control_socket) && access(map_path, F_OK) == 0) {
-		int fd = bpf_obj_get(map_path);
-		bool walk = udp;
-
-		rc = fd < 0 ? -errno : ports_read_map(fd, &ls, &n_ls);
-		if (fd >= 0)
-			close(fd);
-		if (!rc) {
-			/* The map names who called listen(), and holds the listeners no process
-			 * showed at start-up too (seeded from the tables, pid 0). Only a socket whose
-			 * owner forked or died (the probes mark those), or that was shared when the
-			 * agent started, needs the kernel's fd tables for its holders. */
-			uint32_t here = self_netns();
-
-			for (size_t i = 0; i < n_ls && !walk; i++)
-				walk = ls[i].v.shared;
-			/* The tables are this netns's only: elsewhere a shared socket goes unseen. */
-			for (size_t i = 0; i < n_ls && !walk; i++)
-				walk = ls[i].k.netns != here;
-			if (walk)
-				rc = snapshot_take(&s, SNAP_SOCK_FDS | SNAP_SOCK_TABLES, pin_dir, err,
-						   sizeof(err));
-			if (verbose)
-				cli_err("source: the agent's listeners map (%s)%s", map_path,
-					walk ? " and its pinned fd iterator" : "");
-			from_map = !rc;
-		}
-		if (rc)
-			cli_err("warning: cannot read the agent's map %s: %s; using iterators",
-				map_path, strerror(-rc));
-	}
-	if (!from_map) {
-		free(ls);
-		ls = NULL;
-		n_ls = 0;
-		if (verbose)
-			cli_err("source: BPF iterators (no agent running for %s)", control_socket);
-		rc = snapshot_take(&s, SNAP_SOCK_FDS | SNAP_SOCK_TABLES, NULL, err, sizeof(err));
-		if (rc) {
-			cli_err("%s", err);
+		rc = from_agent(pin_dir, map_path, udp, verbose, rows, &done);
+		if (rc || done)
 			return rc;
-		}
 	}
-	rc = scan_merge(ls, n_ls, s.socks, s.n_socks, rows);
-	free(ls);
+	if (verbose)
+		cli_err("source: BPF iterators (no agent running for %s)", control_socket);
+	rc = snapshot_take(&s, SNAP_SOCK_FDS | SNAP_SOCK_TABLES, NULL, err, sizeof(err));
+	if (rc) {
+		cli_err("%s", err);
+		return rc;
+	}
+	rc = scan_merge(NULL, 0, s.socks, s.n_socks, rows);
 	snapshot_free(&s);
 	return rc;
 }

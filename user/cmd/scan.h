@@ -43,6 +43,13 @@ int scan_merge(const struct listener *ls, size_t n_ls, const struct snap_sock *s
 	       struct scan_rows *out);
 void scan_rows_free(struct scan_rows *r);
 
+/* The full answer from the map and the table iterators alone: each table row becomes a row held
+ * by its map entry's owner when the map is certain of it (an entry for the same socket, never
+ * forked, passed or orphaned: not shared); *n_ls keeps only the bound TCP sockets no table lists.
+ * 0, or -EAGAIN when some socket cannot be attributed so (the fd tables must be walked), or
+ * -ENOMEM. ls is reordered. */
+int scan_attribute(struct listener *ls, size_t *n_ls, struct snap *tables, uint32_t here);
+
 /* Keep rows whose port is in ports (n_ports 0 keeps all) and whose proto is allowed. */
 void scan_filter(struct scan_rows *r, const int *ports, size_t n_ports, bool tcp, bool udp);
 

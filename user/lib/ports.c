@@ -82,6 +82,11 @@ int ports_best_listener(const struct listener *ls, size_t n, const struct sock_i
 		struct sock_ident id;
 		int score;
 
+		/* A TCP socket bound but not listening does not block a listen(): the snapshot
+		 * ranks those. */
+		if (ls[i].k.proto == REV_PROTO_TCP && ls[i].v.state &&
+		    ls[i].v.state != REV_TCP_LISTEN)
+			continue;
 		ports_ident_of_key(&ls[i].k, ls[i].v.v6only, &id);
 		score = ports_conflict(&id, want) * 2;
 		if (!score)
@@ -124,7 +129,7 @@ bool ports_owner(const struct listener *ls, size_t n, const struct snap *s,
 	int i;
 
 	memset(out, 0, sizeof(*out));
-	if (want->proto == REV_PROTO_TCP && (i = ports_best_listener(ls, n, want)) >= 0) {
+	if ((i = ports_best_listener(ls, n, want)) >= 0) {
 		held = true;
 		out->pid = ls[i].v.pid;
 		snprintf(out->comm, sizeof(out->comm), "%.*s", REV_COMM_LEN, ls[i].v.comm);
@@ -245,35 +250,53 @@ static bool held_by_other(const struct snap *s, uint64_t sk, uint32_t pid)
 	return false;
 }
 
-int ports_seed(int map_fd, int owners_fd, const struct snap *s)
+/* The map entry a snapshot row seeds, or false when the row is not one to seed. */
+static bool seed_entry(const struct snap *s, const struct snap_sock *r, bool binds,
+		       struct listener *l)
+{
+	bool listening = r->proto == REV_PROTO_TCP && r->state == REV_TCP_LISTEN;
+
+	if (!listening && !(binds && r->port && (r->proto == REV_PROTO_UDP ||
+						 r->state == REV_TCP_CLOSE)))
+		return false;
+	/* A socket in the tables that no process showed (a hidden owner, the kernel): recorded
+	 * with pid 0, so the map alone answers for it. */
+	if (r->type != REV_SNAP_SOCK_FD && held_by_other(s, r->sk, 0))
+		return false;
+	memset(l, 0, sizeof(*l));
+	l->k.sk = r->sk;
+	memcpy(l->k.addr, r->addr, sizeof(l->k.addr));
+	l->k.netns = r->netns;
+	l->k.port = r->port;
+	l->k.family = r->family;
+	l->k.proto = r->proto;
+	l->v.pid = r->type == REV_SNAP_SOCK_FD ? r->pid : 0;
+	l->v.uid = r->uid;
+	memcpy(l->v.comm, r->comm, sizeof(l->v.comm));
+	l->v.confirmed = 1;
+	l->v.v6only = r->v6only;
+	l->v.state = listening ? REV_TCP_LISTEN : REV_TCP_CLOSE;
+	l->v.shared = l->v.pid && held_by_other(s, r->sk, r->pid);
+	return true;
+}
+
+int ports_seed(int map_fd, int owners_fd, int bound_fd, const struct snap *s)
 {
 	int added = 0;
 
 	for (size_t i = 0; i < s->n_socks; i++) {
 		const struct snap_sock *r = &s->socks[i];
-		struct listener_key k = {0};
-		struct listener_val v = {0};
+		struct listener l;
+		__u64 sk = r->sk;
 
-		if (r->proto != REV_PROTO_TCP || r->state != REV_TCP_LISTEN)
+		if (!seed_entry(s, r, bound_fd >= 0, &l))
 			continue;
-		/* A listener in the tables that no process showed (a hidden owner, the kernel):
-		 * recorded with pid 0, so the map alone answers for every listener. */
-		if (r->type != REV_SNAP_SOCK_FD && held_by_other(s, r->sk, 0))
+		/* A bound socket is seeded only if its release can find it. */
+		if (l.v.state != REV_TCP_LISTEN &&
+		    bpf_map_update_elem(bound_fd, &sk, &l.k, BPF_NOEXIST))
 			continue;
-		k.sk = r->sk;
-		memcpy(k.addr, r->addr, sizeof(k.addr));
-		k.netns = r->netns;
-		k.port = r->port;
-		k.family = r->family;
-		k.proto = r->proto;
-		v.pid = r->type == REV_SNAP_SOCK_FD ? r->pid : 0;
-		v.uid = r->uid;
-		memcpy(v.comm, r->comm, sizeof(v.comm));
-		v.confirmed = 1;
-		v.v6only = r->v6only;
-		v.shared = v.pid && held_by_other(s, r->sk, r->pid);
 		/* Rows come in pid order: the first holder of a shared socket (the parent) wins. */
-		if (bpf_map_update_elem(map_fd, &k, &v, BPF_NOEXIST) == 0 && v.pid) {
+		if (bpf_map_update_elem(map_fd, &l.k, &l.v, BPF_NOEXIST) == 0 && l.v.pid) {
 			uint32_t n = 0, tgid = r->pid;
 
 			bpf_map_lookup_elem(owners_fd, &tgid, &n);
@@ -283,6 +306,22 @@ int ports_seed(int map_fd, int owners_fd, const struct snap *s)
 		}
 	}
 	return added;
+}
+
+int ports_write_meta(int map_fd, uint8_t flags)
+{
+	struct listener_key k = {0};
+	struct listener_val v = {.pid = (uint32_t)getpid(), .confirmed = flags};
+
+	return bpf_map_update_elem(map_fd, &k, &v, BPF_ANY) ? -errno : 0;
+}
+
+uint8_t ports_meta_flags(const struct listener *ls, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!ls[i].k.proto && !ls[i].k.sk)
+			return ls[i].v.confirmed;
+	return 0;
 }
 
 void ports_pin_dir(const char *control_socket, char *buf, size_t len)

@@ -36,8 +36,9 @@ struct port_owner {
 	char comm[REV_COMM_LEN + 1];
 };
 
-/* Who holds what `want` asks for: the listeners map `ls` first; where it names nobody (UDP, TCP
- * bound but not listening, a listener seeded without an owner), the snapshot `s` (may be NULL).
+/* Who holds what `want` asks for: the listeners map `ls` first (TCP listeners, bound UDP sockets
+ * when binds are tracked); where it names nobody (TCP bound but not listening, UDP when binds are
+ * not tracked, an entry seeded without an owner), the snapshot `s` (may be NULL).
  * `loser` is the pid whose bind()/listen() failed (0: none): after a failed listen() its own
  * bound socket holds the address too, and is not the owner. true when something holds it. */
 bool ports_owner(const struct listener *ls, size_t n, const struct snap *s,
@@ -51,9 +52,15 @@ int ports_best_snap(const struct snap_sock *ss, size_t n, const struct sock_iden
 /* Every entry of the listeners map (fd, or open the pin path when fd < 0). 0 or -errno. */
 int ports_read_map(int fd, struct listener **out, size_t *n);
 
-/* Put the TCP listeners of a snapshot into the map, never over an entry the probes made.
- * Returns how many were added. */
-int ports_seed(int map_fd, int owners_fd, const struct snap *s);
+/* Put the TCP listeners of a snapshot into the map, never over an entry the probes made; with
+ * bound_fd >= 0 (binds are tracked) also bound UDP and TCP sockets, whose keys go in bound_fd
+ * for the release hook. Returns how many were added. */
+int ports_seed(int map_fd, int owners_fd, int bound_fd, const struct snap *s);
+
+/* The agent's note to readers (REV_META_* flags), written under the meta key; read back from the
+ * entries of a map read (0 when absent). */
+int ports_write_meta(int map_fd, uint8_t flags);
+uint8_t ports_meta_flags(const struct listener *ls, size_t n);
 
 void ports_ident_of_key(const struct listener_key *k, uint8_t v6only, struct sock_ident *id);
 void ports_ident_of_snap(const struct snap_sock *s, struct sock_ident *id);
