@@ -24,6 +24,7 @@
 #include "agent/supervisor.h"
 #include "agent/zombie.h"
 #include "cmd/cli.h"
+#include "lib/agentrec.h"
 #include "lib/events.h"
 #include "lib/log.h"
 #include "lib/loop.h"
@@ -51,6 +52,7 @@ struct agent {
 	char mounted[64];
 	int sigfd;
 	int lockfd;
+	int recfd; /* the host's agent record, while we are the host's agent */
 	int verbose;
 	int stop_reason; /* enum stop_reason, -1 until one is known */
 	/* The last fd snapshot taken to name a collision's owner: a burst of collisions (a crash
@@ -529,6 +531,27 @@ static void seed(struct agent *a)
 	snapshot_free(&s);
 }
 
+/* Commands run without -c find us through the host's record, unless another agent already
+ * holds it (several agents, each with its own control socket: the first one is the host's). */
+static void claim_record(struct agent *a)
+{
+	struct agent_rec r = {.pid = getpid()};
+	pid_t owner;
+
+	if (!realpath(a->cfg.path, r.config))
+		snprintf(r.config, sizeof(r.config), "%s", a->cfg.path);
+	snprintf(r.control, sizeof(r.control), "%s", a->cfg.control.socket);
+	snprintf(r.pin, sizeof(r.pin), "%s", a->pin_dir);
+	snprintf(r.log, sizeof(r.log), "%s", a->cfg.log.path);
+	a->recfd = agentrec_claim(&r, &owner);
+	if (a->recfd == -EBUSY)
+		cli_err("note: agent %d is the host's agent (%s): commands without -c find that one",
+			owner, agentrec_path());
+	else if (a->recfd < 0)
+		cli_err("warning: cannot write %s: %s; commands need -c to find this agent",
+			agentrec_path(), strerror(-a->recfd));
+}
+
 static void announce_start(struct agent *a)
 {
 	struct event e = {.type = EV_AGENT_START};
@@ -592,6 +615,8 @@ static void announce_stop(struct agent *a)
 {
 	struct event e = {.type = EV_AGENT_STOP};
 
+	agentrec_release(a->recfd); /* first: nobody new finds us while we go */
+	a->recfd = -1;
 	control_close(a->ctl);
 	a->ctl = NULL;
 	metrics_close(a->metrics);
@@ -617,6 +642,7 @@ static void teardown(struct agent *a)
 		close(a->sigfd);
 	loop_free(a->loop);
 	evlog_close(a->log);
+	agentrec_release(a->recfd);
 	if (a->lockfd >= 0)
 		close(a->lockfd);
 	config_free(&a->cfg);
@@ -624,7 +650,7 @@ static void teardown(struct agent *a)
 
 int cmd_run(int argc, char **argv)
 {
-	struct agent a = {.sigfd = -1, .lockfd = -1, .stop_reason = -1};
+	struct agent a = {.sigfd = -1, .lockfd = -1, .recfd = -1, .stop_reason = -1};
 	const char *cfg_path = NULL;
 	int rc = parse_args(&a, argc, argv, &cfg_path);
 
@@ -641,6 +667,7 @@ int cmd_run(int argc, char **argv)
 	    (rc = watch_signals(&a)) || (rc = start_sensor(&a)))
 		goto out;
 	seed(&a);
+	claim_record(&a);
 	announce_start(&a);
 	if ((rc = start_supervisor(&a)))
 		goto out;

@@ -21,6 +21,17 @@ void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Load -c FILE (or the default): on failure prints the error and returns EXIT_USAGE. */
 int cli_load_config(const char *path, struct rev_config *cfg);
 
+/* What a command works on: -c FILE when given; else the running agent's, found through the
+ * host's agent record (its control socket and log; its config file parsed only when need_file:
+ * the command uses services' settings), with *from_agent set; else the default file. Prints the
+ * error and returns EXIT_USAGE on a bad file. */
+int cli_load_target(const char *path, struct rev_config *cfg, bool need_file, bool *from_agent);
+/* The running agent's control socket, log and config path into cfg (nothing parsed); false when
+ * no live agent has a record. */
+bool cli_find_agent(struct rev_config *cfg);
+/* cli_load_target without the file of the running agent: its paths are all the caller needs. */
+int cli_find_agent_or_config(const char *path, struct rev_config *cfg);
+
 /* "needs root" message for cmd; returns EXIT_NOT_PERMITTED. */
 int cli_need_root(const char *cmd);
 

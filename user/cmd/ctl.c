@@ -82,9 +82,12 @@ bad:
 	return EXIT_USAGE;
 }
 
-static int load(const struct ctl_opts *o, struct rev_config *cfg)
+/* -c FILE, else the running agent's (need_file: its config parsed too), else the default. */
+static int load(const struct ctl_opts *o, struct rev_config *cfg, bool need_file, bool *from_agent)
 {
-	return cli_load_config(o->config, cfg);
+	bool unused;
+
+	return cli_load_target(o->config, cfg, need_file, from_agent ? from_agent : &unused);
 }
 
 static int call_agent(const struct rev_config *cfg, cJSON *req, cJSON **resp)
@@ -178,7 +181,7 @@ int cmd_status(int argc, char **argv)
 		cli_err("status: unexpected argument '%s'", o.argv[0]);
 		return EXIT_USAGE;
 	}
-	if ((rc = load(&o, &cfg)))
+	if ((rc = load(&o, &cfg, false, NULL)))
 		return rc;
 	req = cJSON_CreateObject();
 	cJSON_AddStringToObject(req, "cmd", "status");
@@ -206,7 +209,7 @@ static int service_cmd(int argc, char **argv, const char *cmd)
 	struct ctl_opts o;
 	struct rev_config cfg;
 	cJSON *req, *resp = NULL;
-	bool is_stop = !strcmp(cmd, "stop");
+	bool is_stop = !strcmp(cmd, "stop"), from_agent;
 	int rc;
 
 	snprintf(usage, sizeof(usage),
@@ -226,9 +229,10 @@ static int service_cmd(int argc, char **argv, const char *cmd)
 		fputs(usage, stderr);
 		return EXIT_USAGE;
 	}
-	if ((rc = load(&o, &cfg)))
+	if ((rc = load(&o, &cfg, false, &from_agent)))
 		return rc;
-	if (!o.all && !config_service(&cfg, o.argv[0])) {
+	/* The running agent knows its services: it answers for a name it does not have. */
+	if (!o.all && !from_agent && !config_service(&cfg, o.argv[0])) {
 		cli_err("%s: no service named '%s' in %s", cmd, o.argv[0], cfg.path);
 		config_free(&cfg);
 		return EXIT_USAGE;
@@ -308,7 +312,7 @@ int cmd_verify(int argc, char **argv)
 
 	if (rc >= 0)
 		return rc;
-	if ((rc = load(&o, &cfg)))
+	if ((rc = load(&o, &cfg, true, NULL)))
 		return rc;
 	why = cJSON_CreateArray();
 	state_runtime_path(cfg.control.socket, REV_STATE_FILE, path, sizeof(path));
@@ -395,7 +399,7 @@ int cmd_cleanup(int argc, char **argv)
 
 	if (rc >= 0)
 		return rc;
-	if ((rc = load(&o, &cfg)))
+	if ((rc = load(&o, &cfg, true, NULL)))
 		return rc;
 	if (!is_root()) {
 		config_free(&cfg);
@@ -501,7 +505,7 @@ int cmd_kill_port(int argc, char **argv)
 		cli_err("kill-port: '%s' is not a port (1..65535)", o.argv[0]);
 		return EXIT_USAGE;
 	}
-	if ((rc = load(&o, &cfg)))
+	if ((rc = load(&o, &cfg, true, NULL)))
 		return rc;
 	if (!is_root()) {
 		config_free(&cfg);

@@ -21,6 +21,7 @@
 
 #include "cmd/cli.h"
 #include "cmd/scan.h"
+#include "lib/agentrec.h"
 #include "lib/state.h"
 #include "lib/util.h"
 
@@ -818,8 +819,10 @@ static void scan_usage(FILE *f)
 		   "  --json             a JSON array, one object per socket\n"
 		   "  --tcp, --udp       only this protocol (default both)\n"
 		   "  -c, --config FILE  find the agent through this config's control.socket\n"
+		   "                     (default: the running agent, from %s)\n"
 		   "  -v, --verbose      say which source answered\n"
-		   "  -h, --help         this help\n");
+		   "  -h, --help         this help\n",
+		   agentrec_path());
 }
 
 static int parse_port(const char *s)
@@ -833,13 +836,12 @@ static int parse_port(const char *s)
 const char *scan_control_socket(const char *config, struct rev_config *cfg, int *rc)
 {
 	*rc = 0;
-	if (config) {
+	/* -c; else the running agent (its record: no config to parse); else the default file, and
+	 * without one the default socket (no agent: the iterators answer). */
+	if (!config && cli_find_agent(cfg))
+		return cfg->control.socket;
+	if (config || access(config_default_path(), F_OK) == 0) {
 		*rc = cli_load_config(config, cfg);
-		return *rc ? NULL : cfg->control.socket;
-	}
-	/* Without -c a missing default config is fine: the default socket still finds the agent. */
-	if (access(config_default_path(), F_OK) == 0) {
-		*rc = cli_load_config(NULL, cfg);
 		return *rc ? NULL : cfg->control.socket;
 	}
 	return CONFIG_DEFAULT_CONTROL_SOCKET;
@@ -982,6 +984,7 @@ static void zombies_usage(FILE *f)
 		   "\n"
 		   "  --json             a JSON array, one object per zombie\n"
 		   "  -c, --config FILE  find the agent (for service names) through this config\n"
+		   "                     (default: the running agent)\n"
 		   "  -v, --verbose      say which source answered\n"
 		   "  -h, --help         this help\n");
 }

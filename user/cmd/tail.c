@@ -778,7 +778,8 @@ static void usage(FILE *f)
 	    "Print the last events of the event log (log.path of the config), as a table or\n"
 	    "as the JSON lines stored. Needs read permission on the log, not the agent.\n"
 	    "\n"
-	    "  -c, --config FILE   configuration (default %s, else %s)\n"
+	    "  -c, --config FILE   configuration (default: the running agent's log, else %s,\n"
+	    "                      else %s)\n"
 	    "  -n, --lines N       the last N events (default 10; with --all: every one)\n"
 	    "  -a, --all           every event of every rotated segment (.N.gz .. .1.gz), then\n"
 	    "                      of the live file: oldest first, each line once\n"
@@ -919,7 +920,8 @@ int cmd_tail(int argc, char **argv)
 	rc = parse_args(&t, argc, argv);
 	if (rc)
 		goto out_args;
-	rc = cli_load_config(t.cfg_path, &cfg);
+	/* Without -c, the running agent's log (its record), else the default config's. */
+	rc = cli_find_agent_or_config(t.cfg_path, &cfg);
 	if (rc)
 		goto out_args;
 	t.path = t.where = cfg.log.path;
