@@ -11,9 +11,13 @@
 #include <bpf/bpf_endian.h>
 #include "event.h"
 
+/* Sized by the agent before load (sensor.c): 4 MiB (~58k records before an exit storm drops any)
+ * when every exit comes this way, 256 KiB when the kernel keeps the zombie grace and only
+ * zombies, reaps of zombies and port events do. Its pages are mapped into the agent (twice:
+ * the data area wraps), so its size is most of the agent's RSS. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 22); /* 4 MiB: ~58k records before an exit storm drops any */
+	__uint(max_entries, 1 << 22);
 } events SEC(".maps");
 
 /* Records the ring buffer had no room for. A global in .bss: the agent reads it through the

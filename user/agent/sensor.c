@@ -25,6 +25,9 @@
 
 #define TRACEFS_MAGIC_ 0x74726163
 #define CGROUP2_MAGIC_ 0x63677270
+/* Ring buffer sizes (common.bpf.h says why). */
+#define RING_EVERY_EXIT (4u << 20)
+#define RING_KERNEL_GRACE (256u << 10)
 
 struct sensor {
 	struct zombie_bpf *zombie;
@@ -173,6 +176,7 @@ static int try_zombie(struct sensor *s, enum zgrace_mode m)
 	bpf_program__set_autoload(z->progs.on_free, !kernel);
 	bpf_program__set_autoload(z->progs.on_exit_timed, kernel);
 	bpf_program__set_autoload(z->progs.on_free_timed, kernel);
+	bpf_map__set_max_entries(z->maps.events, kernel ? RING_KERNEL_GRACE : RING_EVERY_EXIT);
 	z->data->zombie_grace_ns = s->o.grace_ns;
 	z->data->watch_exits = s->o.watch_exits;
 	rc = zombie_bpf__load(z);

@@ -329,6 +329,14 @@ struct snap_pins *snapshot_pin(const char *pin_dir, char *err, size_t errlen)
 			goto fail;
 		}
 	}
+	/* The pins hold the links and their programs in the kernel: the object (its BTF, the
+	 * programs' instructions) and our link handles are not needed any more. */
+	for (size_t i = 0; i < N_ITERS; i++) {
+		bpf_link__destroy(p->links[i]);
+		p->links[i] = NULL;
+	}
+	snapshot_bpf__destroy(p->skel);
+	p->skel = NULL;
 	return p;
 fail:
 	snapshot_unpin(p);
