@@ -217,6 +217,57 @@ class Agent:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class BpfStats:
+    """Run-time statistics of BPF programs: BPF_ENABLE_STATS switches on what the sysctl
+    kernel.bpf_stats_enabled switches on, counted per holder, for as long as its fd is open
+    (nothing to restore, and nothing left on if we die; another bench's sysctl write cannot turn
+    ours off). The programs run in the context of the tasks they trace, so their cost is not in
+    the agent's own CPU time."""
+
+    SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(os.uname().machine)
+    BPF_ENABLE_STATS, BPF_STATS_RUN_TIME = 32, 0
+
+    def __init__(self):
+        libc = ctypes.CDLL(None, use_errno=True)
+        attr = (ctypes.c_uint32 * 32)()  # union bpf_attr, zeroed; enable_stats.type = RUN_TIME
+        attr[0] = self.BPF_STATS_RUN_TIME
+        if self.SYS_BPF is None:
+            raise OSError("unknown bpf syscall number on %s" % os.uname().machine)
+        self.fd = libc.syscall(self.SYS_BPF, self.BPF_ENABLE_STATS, ctypes.byref(attr),
+                               ctypes.sizeof(attr))
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "BPF_ENABLE_STATS")
+
+    @staticmethod
+    def sample(pid):
+        """{prog_id: [name, run_cnt, run_time_ns, recursion_misses]} of the BPF programs pid holds
+        (its fdinfo). Counts run only while stats are enabled; recursion_misses always count."""
+        out = {}
+        d = "/proc/%d/fdinfo" % pid
+        for fd in os.listdir(d):
+            try:
+                with open(os.path.join(d, fd)) as f:
+                    kv = dict(line.split(":", 1) for line in f if ":" in line)
+            except OSError:
+                continue
+            if "prog_id" in kv and "run_time_ns" in kv and "link_type" not in kv:
+                out[int(kv["prog_id"])] = [str(int(kv["prog_id"])), int(kv.get("run_cnt", 0)),
+                                           int(kv["run_time_ns"]),
+                                           int(kv.get("recursion_misses", 0))]
+        try:  # names, when bpftool is there
+            r = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
+                               timeout=30)
+            for p in json.loads(r.stdout or "[]"):
+                if p.get("id") in out:
+                    out[p["id"]][0] = p.get("name", out[p["id"]][0])
+        except (OSError, ValueError, subprocess.SubprocessError):
+            pass
+        return out
+
+    def close(self):
+        os.close(self.fd)
+
+
 def proc_cpu_ticks(pid):
     """utime + stime of pid, in clock ticks (/proc/PID/stat fields 14 and 15)."""
     with open("/proc/%d/stat" % pid) as f:

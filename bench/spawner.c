@@ -12,6 +12,13 @@
  *       "spawn_ns N" (the making phase) and "elapsed_ns N" (until the last late child is reaped). vfork is the default of bench/storm: on the 2-core VMs a fork() and the
  *       exit of its copied address space cost ~1 ms, a vfork() child ~30-50 us, and the agent
  *       sees the same two kernel records (exit, free) either way.
+ *   spawner socks ROUNDS COLLIDE_EVERY
+ *       the socket storm of bench/bpfcost, on 127.0.0.1 with ports the kernel picks: per round a
+ *       TCP socket bind()s, listen()s and closes, a UDP socket bind()s and closes, and one
+ *       sendmsg() without ancillary data goes over a socketpair (we own a listener all along,
+ *       so the agent's sendmsg probe takes its owner path); every COLLIDE_EVERY-th round (0:
+ *       never) a bind() to our held port fails with EADDRINUSE. Prints "rounds N",
+ *       "collisions N", "failed N", "elapsed_ns N".
  *
  * Build: make -C bench   (or: gcc -O2 -Wall -Wextra -o bench/spawner bench/spawner.c)
  */
@@ -22,7 +29,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -148,6 +158,64 @@ static int storm(long rate, long seconds, long late_every, long hold_ms, int use
 	return 0;
 }
 
+static int bind_any(int type, struct sockaddr_in *a)
+{
+	int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -1;
+	if (bind(fd, (struct sockaddr *)a, sizeof(*a))) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int socks(long rounds, long collide_every)
+{
+	struct sockaddr_in any = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct sockaddr_in held_at = any;
+	socklen_t len = sizeof(held_at);
+	uint64_t start = now_ns(CLOCK_MONOTONIC), failed = 0, collisions = 0;
+	int held = bind_any(SOCK_STREAM, &any), pair[2];
+	char byte = 'x', sink[64];
+
+	if (held < 0 || listen(held, 1) || getsockname(held, (struct sockaddr *)&held_at, &len) ||
+	    socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, pair)) {
+		perror("spawner socks: setting up");
+		return 1;
+	}
+	for (long r = 0; r < rounds; r++) {
+		int t = bind_any(SOCK_STREAM, &any), u = bind_any(SOCK_DGRAM, &any);
+		struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+		struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+
+		if (t < 0 || listen(t, 1) || u < 0)
+			failed++;
+		if (t >= 0)
+			close(t);
+		if (u >= 0)
+			close(u);
+		if (sendmsg(pair[0], &m, 0) != 1 || recv(pair[1], sink, sizeof(sink), 0) != 1)
+			failed++;
+		if (collide_every && r % collide_every == 0) {
+			int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+			if (c >= 0 && bind(c, (struct sockaddr *)&held_at, sizeof(held_at)) &&
+			    errno == EADDRINUSE)
+				collisions++;
+			if (c >= 0)
+				close(c);
+		}
+	}
+	printf("rounds %ld\ncollisions %llu\nfailed %llu\nelapsed_ns %llu\n", rounds,
+	       (unsigned long long)collisions, (unsigned long long)failed,
+	       (unsigned long long)(now_ns(CLOCK_MONOTONIC) - start));
+	fflush(stdout);
+	close(held);
+	return 0;
+}
+
 static long arg(const char *s, long lo, long hi, const char *what)
 {
 	char *e;
@@ -173,7 +241,11 @@ int main(int argc, char **argv)
 			     arg(argv[4], 0, 1000000, "LATE_EVERY"),
 			     arg(argv[5], 0, 600000, "HOLD_MS"), !strcmp(argv[6], "vfork"));
 	}
+	if (argc == 4 && !strcmp(argv[1], "socks"))
+		return socks(arg(argv[2], 1, 10000000, "ROUNDS"),
+			     arg(argv[3], 0, 10000000, "COLLIDE_EVERY"));
 	fprintf(stderr, "usage: spawner stamp\n"
-			"       spawner storm RATE SECONDS LATE_EVERY HOLD_MS vfork|fork\n");
+			"       spawner storm RATE SECONDS LATE_EVERY HOLD_MS vfork|fork\n"
+			"       spawner socks ROUNDS COLLIDE_EVERY\n");
 	return 2;
 }

@@ -6,9 +6,11 @@
 
 #include "event.h"
 
-/* Exited, unreaped processes the kernel watches at once (~2 MiB preallocated); past that, exits
- * go to userspace's tracker. */
-#define REV_MAX_PENDING 16384
+/* The kernel's grace: one slot per pid modulo this (an array, so each slot's timer is allocated
+ * once and reused). An exit whose slot another pending process holds, or whose timer could not
+ * be allocated yet, goes to userspace's tracker instead. Power of two; ~0.9 MiB of kernel
+ * memory with the timers. */
+#define REV_ZOMBIE_SLOTS 4096
 
 struct exit_event {
 	__u32 type;	  /* REV_EV_EXIT, REV_EV_ZOMBIE or REV_EV_REAP */
@@ -24,10 +26,15 @@ struct exit_event {
 };
 _Static_assert(sizeof(struct exit_event) == 72, "exit_event layout");
 
-/* One exited process whose grace runs in the kernel (map `pending`, keyed by pid). The timer is a
- * struct bpf_timer, opaque to userspace, which only ever writes entries with `notify` set (zombies
- * that predate the agent, so their free is reported). */
-struct zombie_pending {
+enum rev_slot_state {
+	REV_SLOT_ARMED = 1,	/* exited; the timer fires at the end of the grace */
+	REV_SLOT_REPORTED = 2,	/* a zombie record went out: its free sends a reap record */
+};
+
+/* One exited process whose grace runs in the kernel (map `slots`, index pid % REV_ZOMBIE_SLOTS).
+ * The timer is a struct bpf_timer, opaque to userspace, which never writes a slot (zombies that
+ * predate the agent go in the `evicted` map, keyed by pid, as struct exit_event). */
+struct zombie_slot {
 #ifdef __VMLINUX_H__
 	struct bpf_timer timer;
 #else
@@ -35,15 +42,17 @@ struct zombie_pending {
 #endif
 	__u64 exit_ns;
 	__u64 start_ns;
+	__u32 pid; /* the owner, 0 when free: claimed and given back by compare-and-swap */
 	__u32 ppid;
 	__u32 uid;
 	__s32 exit_code;
-	__u8 notify; /* a zombie record went out (or userspace asked): the free sends a reap record */
-	__u8 rechecks; /* deadlines passed while the process was still in do_exit */
-	__u8 pad[2];
+	__u8 state;	  /* enum rev_slot_state */
+	__u8 rechecks;	  /* deadlines passed while the process was still in do_exit */
+	__u8 timer_ready; /* the timer was allocated (once per slot) */
+	__u8 pad[5];
 	char comm[REV_COMM_LEN];
 	char parent_comm[REV_COMM_LEN];
 };
-_Static_assert(sizeof(struct zombie_pending) == 80, "zombie_pending layout");
+_Static_assert(sizeof(struct zombie_slot) == 88, "zombie_slot layout");
 
 #endif

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 
 from harness import ZOMBIE_PARENT, Agent, BIN, end, free_port, run_tests, spawn, tell
@@ -16,6 +17,7 @@ import test_sensor
 import test_supervisor
 
 MODE_VAR = "REVENANT_ZOMBIE_GRACE"
+SLOTS = 4096  # REV_ZOMBIE_SLOTS
 
 # Forks N children that exit at once and are reaped at once; prints their pids, then "done".
 EXITS = r"""
@@ -93,12 +95,26 @@ def exits_seen(mode, n=300):
     p = spawn(EXITS, n)
     try:
         assert agent.events[0]["zombie_grace"] == mode, agent.events[0]
+        if mode == "kernel":
+            # The kernel hands out timer memory slowly (the agent allocates its slots' timers
+            # in the first seconds); until then a cold slot's exit goes to userspace.
+            deadline = time.monotonic() + 300
+            while metrics(port).get(("revenant_zombie_timers_ready", None)) != SLOTS:
+                assert time.monotonic() < deadline, metrics(port)
+                time.sleep(0.5)  # polling a gauge: no event says "warm"
         marker(agent)
         before = metrics(port)
         pids = set(map(int, tell(p)))
         assert len(pids) == n
-        marker(agent)  # every record of those exits was handled before this
+        marker(agent)  # every exit record was handled before this
+        # frees come an RCU grace period after the reaps: wait for them (userspace path)
+        deadline = time.monotonic() + 10
         after = metrics(port)
+        while mode == "userspace" and after.get(("revenant_kernel_records_total", "reap"), 0) - \
+                before.get(("revenant_kernel_records_total", "reap"), 0) < n and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)  # polling a counter: the frees raise no event of their own
+            after = metrics(port)
         n_ev = len(agent.events)
         # the grace of the last exit has passed when a zombie made after it is reported
         parent = spawn(ZOMBIE_PARENT)

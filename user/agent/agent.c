@@ -502,7 +502,8 @@ static int start_sensor(struct agent *a)
 	}
 	if (a->mounted[0])
 		cli_err("mounted %s (it was not mounted)", a->mounted);
-	metrics_watch_gauge_zombies(sensor_pending_gauge(a->sensor));
+	if (sensor_zombie_mode(a->sensor) == ZGRACE_KERNEL)
+		metrics_watch_kernel_grace(sensor_unreaped, sensor_timers_ready, a->sensor);
 	/* Pinned iterators let `scan`, `zombies` and our own look-ups skip loading BPF each time. */
 	a->pins = snapshot_pin(a->pin_dir, err, sizeof(err));
 	if (!a->pins)

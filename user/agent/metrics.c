@@ -13,6 +13,7 @@
 
 #include "agent/metrics.h"
 #include "event.h"
+#include "zombie_rec.h"
 #include "lib/events.h"
 #include "lib/util.h"
 
@@ -20,7 +21,9 @@
 
 static struct {
 	uint64_t zombies;
-	const int64_t *zombies_live; /* the kernel's count, when it keeps the grace */
+	uint64_t (*zombies_live)(void *ctx); /* the kernel's count, when it keeps the grace */
+	void *zombies_ctx;
+	uint64_t (*timers_ready)(void *ctx);
 	uint64_t records[REV_EV_ZOMBIE + 1]; /* ring-buffer records by type (event.h) */
 } counters;
 
@@ -49,19 +52,17 @@ void metrics_count_record(uint32_t type)
 		counters.records[type]++;
 }
 
-void metrics_watch_gauge_zombies(const int64_t *live)
+void metrics_watch_kernel_grace(uint64_t (*unreaped)(void *ctx), uint64_t (*timers_ready)(void *ctx),
+				void *ctx)
 {
-	counters.zombies_live = live;
+	counters.zombies_live = unreaped;
+	counters.timers_ready = timers_ready;
+	counters.zombies_ctx = ctx;
 }
 
 static uint64_t gauge_zombies(void)
 {
-	int64_t v;
-
-	if (!counters.zombies_live)
-		return counters.zombies;
-	v = __atomic_load_n(counters.zombies_live, __ATOMIC_RELAXED);
-	return v > 0 ? (uint64_t)v : 0;
+	return counters.zombies_live ? counters.zombies_live(counters.zombies_ctx) : counters.zombies;
 }
 
 size_t metrics_appendf(char *buf, size_t len, size_t n, const char *fmt, ...)
@@ -96,6 +97,14 @@ size_t metrics_render(struct metrics *m, char *buf, size_t len)
 		"# TYPE revenant_exited_unreaped gauge\n"
 		"revenant_exited_unreaped %llu\n",
 		(unsigned long long)gauge_zombies());
+	if (counters.timers_ready)
+		n = metrics_appendf(buf, len, n,
+				    "# HELP revenant_zombie_timers_ready Grace timers the kernel has "
+				    "allocated (of %u slots).\n"
+				    "# TYPE revenant_zombie_timers_ready gauge\n"
+				    "revenant_zombie_timers_ready %llu\n",
+				    REV_ZOMBIE_SLOTS,
+				    (unsigned long long)counters.timers_ready(counters.zombies_ctx));
 	n = metrics_appendf(buf, len, n,
 			    "# HELP revenant_kernel_records_total Records read from the kernel's ring "
 			    "buffer, by type.\n"

@@ -28,12 +28,15 @@
 /* Ring buffer sizes (common.bpf.h says why). */
 #define RING_EVERY_EXIT (4u << 20)
 #define RING_KERNEL_GRACE (256u << 10)
+#define WARM_RETRY_MS 100
 
 struct sensor {
 	struct zombie_bpf *zombie;
 	enum zgrace_mode zmode;
 	struct ports_bpf *ports;
 	struct bpf_link *release_link; /* cgroup/sock_release on the cgroup v2 root */
+	struct loop_timer warm_timer;  /* until every zombie slot has its timer */
+	uint32_t timers_ready;
 	struct ring_buffer *rb;
 	struct loop *loop;
 	struct sensor_opts o;
@@ -176,6 +179,7 @@ static int try_zombie(struct sensor *s, enum zgrace_mode m)
 	bpf_program__set_autoload(z->progs.on_free, !kernel);
 	bpf_program__set_autoload(z->progs.on_exit_timed, kernel);
 	bpf_program__set_autoload(z->progs.on_free_timed, kernel);
+	bpf_program__set_autoload(z->progs.warm_slots, kernel);
 	bpf_map__set_max_entries(z->maps.events, kernel ? RING_KERNEL_GRACE : RING_EVERY_EXIT);
 	z->data->zombie_grace_ns = s->o.grace_ns;
 	z->data->watch_exits = s->o.watch_exits;
@@ -215,6 +219,20 @@ static int load_zombie(struct sensor *s, char *err, size_t errlen)
 			     : "load the zombie BPF programs",
 		     rc);
 	return rc;
+}
+
+/* Kernel grace: allocate the slots' timers (warm_slots in bpf/zombie.bpf.c says why this takes a
+ * few seconds); until a slot has its timer, its exits go to userspace's tracker. */
+static void warm(struct loop *l, void *ctx)
+{
+	struct sensor *s = ctx;
+	LIBBPF_OPTS(bpf_test_run_opts, o);
+
+	if (bpf_prog_test_run_opts(bpf_program__fd(s->zombie->progs.warm_slots), &o))
+		return; /* not supported here: exits warm their own slots */
+	s->timers_ready = o.retval;
+	if (o.retval < REV_ZOMBIE_SLOTS)
+		loop_timer_after_ms(l, &s->warm_timer, WARM_RETRY_MS);
 }
 
 /* Bound sockets (UDP, TCP not listening) may enter the map only if they leave it with the socket:
@@ -323,6 +341,9 @@ struct sensor *sensor_start(struct loop *l, const struct sensor_opts *o, char *m
 		goto fail;
 	}
 	track_binds(s);
+	loop_timer_init(&s->warm_timer, warm, s);
+	if (s->zmode == ZGRACE_KERNEL)
+		warm(l, s);
 
 	s->rb = ring_buffer__new(bpf_map__fd(s->zombie->maps.events), on_ring_record, s, NULL);
 	if (!s->rb) {
@@ -361,26 +382,38 @@ void sensor_set_grace(struct sensor *s, uint64_t grace_ns)
 	__atomic_store_n(&s->zombie->data->zombie_grace_ns, grace_ns, __ATOMIC_RELAXED);
 }
 
-const int64_t *sensor_pending_gauge(const struct sensor *s)
+uint64_t sensor_unreaped(void *ctx)
 {
-	return s->zmode == ZGRACE_KERNEL ? (const int64_t *)&s->zombie->bss->rev_pending : NULL;
+	const struct sensor *s = ctx;
+	int64_t n = __atomic_load_n(&s->zombie->bss->rev_pending, __ATOMIC_RELAXED) +
+		    __atomic_load_n(&s->zombie->bss->rev_evicted, __ATOMIC_RELAXED);
+
+	return n > 0 ? (uint64_t)n : 0;
+}
+
+uint64_t sensor_timers_ready(void *ctx)
+{
+	const struct sensor *s = ctx;
+
+	return s->timers_ready;
 }
 
 int sensor_watch_reaps(struct sensor *s, const struct snap_zombie *zs, size_t n)
 {
-	int fd = bpf_map__fd(s->zombie->maps.pending), added = 0;
+	int fd = bpf_map__fd(s->zombie->maps.evicted), added = 0;
 
 	if (s->zmode != ZGRACE_KERNEL)
 		return 0;
 	for (size_t i = 0; i < n; i++) {
-		struct zombie_pending v = {.start_ns = zs[i].start_ns, .ppid = zs[i].ppid,
-					   .uid = zs[i].uid, .notify = 1};
+		struct exit_event e = {.type = REV_EV_ZOMBIE, .pid = zs[i].pid,
+				       .start_ns = zs[i].start_ns, .ppid = zs[i].ppid,
+				       .uid = zs[i].uid};
 		__u32 pid = zs[i].pid;
 
-		memcpy(v.comm, zs[i].comm, sizeof(v.comm));
-		memcpy(v.parent_comm, zs[i].parent_comm, sizeof(v.parent_comm));
-		if (bpf_map_update_elem(fd, &pid, &v, BPF_NOEXIST) == 0) {
-			__atomic_fetch_add(&s->zombie->bss->rev_pending, 1, __ATOMIC_RELAXED);
+		memcpy(e.comm, zs[i].comm, sizeof(e.comm));
+		memcpy(e.parent_comm, zs[i].parent_comm, sizeof(e.parent_comm));
+		if (bpf_map_update_elem(fd, &pid, &e, BPF_NOEXIST) == 0) {
+			__atomic_fetch_add(&s->zombie->bss->rev_evicted, 1, __ATOMIC_RELAXED);
 			added++;
 		}
 	}
@@ -406,6 +439,7 @@ void sensor_stop(struct sensor *s)
 {
 	if (!s)
 		return;
+	loop_timer_cancel(s->loop, &s->warm_timer);
 	if (s->rb) {
 		/* Deliver what the kernel already queued, then stop watching. */
 		ring_buffer__consume(s->rb);

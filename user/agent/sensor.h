@@ -41,8 +41,10 @@ enum zgrace_mode sensor_zombie_mode(const struct sensor *s);
 const char *zgrace_mode_name(enum zgrace_mode m);
 /* A new grace for exits from now on (kernel mode; userspace's tracker has its own). */
 void sensor_set_grace(struct sensor *s, uint64_t grace_ns);
-/* Kernel mode: the count of exits the kernel is watching (read live), else NULL. */
-const int64_t *sensor_pending_gauge(const struct sensor *s);
+/* Kernel mode (ctx: the sensor): exits the kernel watches and zombies it reported, not yet
+ * reaped; grace timers allocated so far (of REV_ZOMBIE_SLOTS). */
+uint64_t sensor_unreaped(void *ctx);
+uint64_t sensor_timers_ready(void *ctx);
 /* Kernel mode: have the kernel report the free of these zombies (they predate the agent, so it
  * never armed a timer for them). Returns how many were added. */
 int sensor_watch_reaps(struct sensor *s, const struct snap_zombie *zs, size_t n);
