@@ -275,6 +275,12 @@ def proc_cpu_ticks(pid):
     return int(rest[11]) + int(rest[12])
 
 
+def proc_ctx_switches(pid):
+    """voluntary + involuntary context switches of pid (each sleep in epoll_wait ends in one)."""
+    out = proc_status_kib(pid, "voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")
+    return out["voluntary_ctxt_switches"] + out["nonvoluntary_ctxt_switches"]
+
+
 def proc_cpu_ns(pid):
     """Time on CPU in ns from /proc/PID/schedstat (finer than the 10 ms ticks of stat), or None."""
     try:

@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MIT
 /* The busy host of bench/scan: PROCS processes holding FDS open fds each (pipes and /dev/null),
- * the first ones also a TCP listener on 127.0.0.1 at the ports given on the command line.
+ * the first ones also a TCP listener on 127.0.0.1 at the ports given on the command line, the last
+ * UDP ones (-u UDP) also a UDP socket bound on 127.0.0.1 at a port the kernel picks.
  *
- * usage: scan_host PROCS FDS PORT...
+ * usage: scan_host [-u UDP] PROCS FDS PORT...
  * Prints "L PID PORT" per listener (PORT is what it got: the asked one, or a kernel-chosen one when
- * that was taken), "P PID" per other process, then "ready". Holds everything until stdin reaches
+ * that was taken), "U PID PORT" per UDP socket, "P PID" per other process, then "ready". Holds everything until stdin reaches
  * EOF (the driver closed it or died), then SIGKILLs its own children by pid, reaps them and exits.
  * The children also die with it (PR_SET_PDEATHSIG), so nothing outlives the benchmark. */
 #define _GNU_SOURCE /* close_range */
@@ -20,6 +21,20 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+
+static int udp_on(int *got)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t len = sizeof(a);
+	int s = socket(AF_INET, SOCK_DGRAM, 0);
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof(a)) ||
+	    getsockname(s, (struct sockaddr *)&a, &len))
+		return -1;
+	*got = ntohs(a.sin_port);
+	return s;
+}
 
 static int listen_on(int port, int *got)
 {
@@ -66,20 +81,25 @@ static int fill_fds(int fds)
 
 int main(int argc, char **argv)
 {
-	int procs, fds, n_ports, rep[2];
+	int procs, fds, n_ports, n_udp = 0, rep[2];
 	pid_t *kids;
 	char line[64];
 	int ok = 1;
 
+	if (argc > 2 && !strcmp(argv[1], "-u")) {
+		n_udp = atoi(argv[2]);
+		argc -= 2;
+		argv += 2;
+	}
 	if (argc < 3) {
-		fprintf(stderr, "usage: scan_host PROCS FDS PORT...\n");
+		fprintf(stderr, "usage: scan_host [-u UDP] PROCS FDS PORT...\n");
 		return 2;
 	}
 	procs = atoi(argv[1]);
 	fds = atoi(argv[2]);
 	n_ports = argc - 3;
-	if (procs <= 0 || fds < 5 || n_ports > procs) {
-		fprintf(stderr, "scan_host: need PROCS > 0, FDS >= 5, at most PROCS ports\n");
+	if (procs <= 0 || fds < 6 || n_ports > procs || n_udp < 0 || n_udp > procs) {
+		fprintf(stderr, "scan_host: need PROCS > 0, FDS >= 6, at most PROCS ports and UDP\n");
 		return 2;
 	}
 	kids = calloc(procs, sizeof(*kids));
@@ -95,7 +115,7 @@ int main(int argc, char **argv)
 			break;
 		}
 		if (pid == 0) {
-			int got = 0, lfd = -1;
+			int got = 0, lfd = -1, ufd = -1, ugot = 0;
 			char msg[64];
 			int n;
 
@@ -116,12 +136,16 @@ int main(int argc, char **argv)
 				if (lfd < 0)
 					_exit(1);
 			}
-			/* the listener is one of the fds; the report pipe is closed after reporting
+			if (i >= procs - n_udp && (ufd = udp_on(&ugot)) < 0)
+				_exit(1);
+			/* the sockets are among the fds; the report pipe is closed after reporting
 			 */
-			if (fill_fds(fds - (lfd >= 0)))
+			if (fill_fds(fds - (lfd >= 0) - (ufd >= 0)))
 				_exit(1);
 			n = lfd >= 0 ? snprintf(msg, sizeof(msg), "L %d %d\n", getpid(), got)
 				     : snprintf(msg, sizeof(msg), "P %d\n", getpid());
+			if (ufd >= 0)
+				n += snprintf(msg + n, sizeof(msg) - n, "U %d %d\n", getpid(), ugot);
 			if (write(rep[1], msg, n) != n)
 				_exit(1);
 			close(rep[1]);
@@ -141,7 +165,7 @@ int main(int argc, char **argv)
 
 		while (r && seen < procs && fgets(line, sizeof(line), r)) {
 			fputs(line, stdout);
-			seen++;
+			seen += line[0] != 'U'; /* a UDP line comes with its process's own line */
 		}
 		if (seen < procs) {
 			fprintf(stderr, "scan_host: only %d of %d processes got ready\n", seen,

@@ -182,6 +182,7 @@ int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int
 		__builtin_memset(&v, 0, sizeof(v));
 		v.shared = old ? old->shared : 0; /* forked or passed on since bind() */
 		v.state = REV_TCP_LISTEN;
+		v.ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
 		v.ts_ns = bpf_ktime_get_ns();
 		v.pid = bpf_get_current_pid_tgid() >> 32;
 		v.uid = (__u32)bpf_get_current_uid_gid();
@@ -285,6 +286,7 @@ static __always_inline void record_bind(struct sock *sk, const struct sock_id *i
 	v.confirmed = 1;
 	v.v6only = id->v6only;
 	v.state = REV_TCP_CLOSE;
+	v.ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
 	bpf_get_current_comm(v.comm, sizeof(v.comm));
 	if (bpf_map_update_elem(&bound_socks, &skp, &k, BPF_ANY))
 		return; /* no way to find it at release: leave it out, scan walks for it */

@@ -34,7 +34,7 @@ struct listener_val {
 	__u8 v6only;
 	__u8 shared; /* its owner forked, died or closed a shared fd of it: others may hold it */
 	__u8 state;  /* REV_TCP_LISTEN, or REV_TCP_CLOSE: bound (UDP, or TCP not listening) */
-	__u8 pad[4];
+	__u32 ino;   /* the socket's inode (socket:[ino]; sockfs numbers are 32-bit) */
 };
 _Static_assert(sizeof(struct listener_val) == 40, "listener_val layout");
 

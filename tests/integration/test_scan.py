@@ -662,7 +662,7 @@ sys.stdin.readline()
             assert len(es) == 1 and es[0]["value"]["pid"] == pid, es
             assert es[0]["key"]["proto"] == proto and es[0]["value"]["state"] == 7, es
         rows, r = scan_json("-v", "-c", agent.config_path, str(u.port), str(t_port), check=0)
-        assert "table iterators" in r.stderr and "fd iterator" not in r.stderr, r.stderr
+        assert "listeners map" in r.stderr and "fd iterator" not in r.stderr, r.stderr
         ru, rt = one_row(rows, u.port, "udp"), one_row(rows, t_port, "tcp")
         assert (ru["pid"], ru["holders"], ru["state"]) == (u.pid, [u.pid], "bound"), ru
         assert (rt["pid"], rt["holders"], rt["state"]) == (t_pid, [t_pid], "bound"), rt
@@ -687,6 +687,32 @@ sys.stdin.readline()
             u.close()
         if t:
             end(t)
+        agent.close()
+
+
+def test_autobound_udp_socket_is_found():
+    """A UDP socket that never called bind() gets its port from sendto() (autobind): nothing
+    records it, the kernel's count of bound UDP sockets tells the map is short, and the full
+    answer still names its holder (found in the tables, then in the fd tables)."""
+    agent = Agent(name="autobind").start()
+    p = None
+    try:
+        p = spawn(r"""
+import os, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(b"x", ("127.0.0.1", 9))
+print("ready", os.getpid(), s.getsockname()[1], flush=True)
+sys.stdin.readline()
+""")
+        pid, port = map(int, p.info)
+        assert map_entries(agent, port) == []
+        rows, r = scan_json("-v", "-c", agent.config_path, str(port), check=0)
+        assert "could not attribute" in r.stderr, r.stderr
+        row = one_row(rows, port, "udp")
+        assert (row["pid"], row["holders"]) == (pid, [pid]), row
+    finally:
+        if p:
+            end(p)
         agent.close()
 
 
@@ -805,6 +831,7 @@ if __name__ == "__main__":
         test_zombies_lists_a_zombie_with_its_parent,
         test_bound_sockets_are_in_the_map_until_released,
         test_udp_closed_leaves_the_map,
+        test_autobound_udp_socket_is_found,
         test_shared_udp_socket_walks_for_its_holders,
         test_scm_rights_and_pidfd_getfd_mark_the_socket_shared,
         test_full_answer_through_the_agent_matches_ss,

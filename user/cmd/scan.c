@@ -189,6 +189,7 @@ int scan_merge(const struct listener *ls, size_t n_ls, const struct snap_sock *s
 			row->proto = l->k.proto;
 			row->state = l->v.state ? l->v.state : REV_TCP_LISTEN;
 			row->v6only = l->v.v6only;
+			row->ino = l->v.ino;
 		}
 		if (!row->n_holders && l->v.pid) { /* pid 0: seeded from the tables, owner unseen */
 			free(row->holders);
@@ -682,6 +683,50 @@ static void drop_unseen_bound(struct listener *ls, size_t *n_ls, const struct sn
 	*n_ls = kept;
 }
 
+/* UDP sockets bound in this netns (the kernel counts them as it hashes them: explicit binds and
+ * autobinds alike), from /proc/net/sockstat and sockstat6; -1 when unreadable. */
+static long udp_in_use(void)
+{
+	static const char *const files[] = {"/proc/net/sockstat", "/proc/net/sockstat6"};
+	static const char *const keys[] = {"UDP: inuse %ld", "UDP6: inuse %ld"};
+	long total = 0;
+
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		char line[256];
+		long n = -1;
+		FILE *f = fopen(files[i], "re");
+
+		while (f && n < 0 && fgets(line, sizeof(line), f))
+			if (sscanf(line, keys[i], &n) != 1)
+				n = -1;
+		if (f)
+			fclose(f);
+		if (n < 0)
+			return -1;
+		total += n;
+	}
+	return total;
+}
+
+/* With binds tracked, the map alone is the full answer when nothing in it has other holders or
+ * lives in another netns, and it holds every UDP socket the kernel has bound here (an autobound
+ * one, bound by sendmsg() or connect(), is not recorded): the count, read before and after the
+ * map, must match. */
+static bool map_is_complete(const struct listener *ls, size_t n, long before)
+{
+	uint32_t here = self_netns();
+	long udp = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (!ls[i].k.proto)
+			continue;
+		if (ls[i].v.shared || ls[i].k.netns != here)
+			return false;
+		udp += ls[i].k.proto == REV_PROTO_UDP;
+	}
+	return before >= 0 && udp == before && udp_in_use() == before;
+}
+
 /* Through the agent: its map, and its pinned iterators for what the map cannot say alone. 0 with
  * *done true when answered; *done false to fall back to iterators of our own. */
 static int from_agent(const char *pin_dir, const char *map_path, bool udp, int verbose,
@@ -693,6 +738,7 @@ static int from_agent(const char *pin_dir, const char *map_path, bool udp, int v
 	const char *how = "";
 	uint32_t here = self_netns();
 	char err[512] = "";
+	long udp_before = udp ? udp_in_use() : -1;
 	int fd = bpf_obj_get(map_path), rc;
 
 	*done = false;
@@ -720,9 +766,11 @@ static int from_agent(const char *pin_dir, const char *map_path, bool udp, int v
 			drop_unseen_bound(ls, &n_ls, &s);
 			how = " and its pinned fd iterator";
 		}
+	} else if ((ports_meta_flags(ls, n_ls) & REV_META_TRACKS_BINDS) && map_is_complete(ls, n_ls, udp_before)) {
+		how = " alone (every bound socket is in it)";
 	} else if (ports_meta_flags(ls, n_ls) & REV_META_TRACKS_BINDS) {
-		/* Every bound socket is in the map: the tables (a cheap walk of the kernel's
-		 * socket hash, no fd tables) say which exist now, the map who holds them. */
+		/* Some socket is not in the map, or has other holders: the tables (a walk of the
+		 * kernel's socket hashes, no fd tables) say which exist now, the map who holds them. */
 		size_t n_all = n_ls;
 		struct listener *all = malloc((n_ls ? n_ls : 1) * sizeof(*all));
 

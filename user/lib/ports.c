@@ -276,6 +276,7 @@ static bool seed_entry(const struct snap *s, const struct snap_sock *r, bool bin
 	l->v.confirmed = 1;
 	l->v.v6only = r->v6only;
 	l->v.state = listening ? REV_TCP_LISTEN : REV_TCP_CLOSE;
+	l->v.ino = (uint32_t)r->ino;
 	l->v.shared = l->v.pid && held_by_other(s, r->sk, r->pid);
 	return true;
 }
