@@ -20,6 +20,7 @@
 #include "agent/agent.h"
 #include "agent/control.h"
 #include "agent/metrics.h"
+#include "agent/output.h"
 #include "agent/sensor.h"
 #include "agent/supervisor.h"
 #include "agent/zombie.h"
@@ -45,6 +46,7 @@ struct agent {
 	struct control *ctl;
 	struct metrics *metrics;
 	struct zwatch *zw;
+	struct outputs *output;
 	uint32_t host_netns;
 	bool stopping;
 	char pin_dir[256];
@@ -279,9 +281,12 @@ static void reap_children(struct agent *a)
 	int status;
 	pid_t pid;
 
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		/* What it printed before it died comes before its exit in the timeline. */
+		outputs_drain(a->output, pid);
 		if (!sup_on_reaped(a->sup, pid, status))
 			zwatch_reaped_by_us(a->zw, pid);
+	}
 }
 
 static void on_signal(struct loop *l, int fd, uint32_t events, void *ctx)
@@ -528,6 +533,14 @@ static void announce_start(struct agent *a)
 	emit(a, &e);
 }
 
+static void on_output_warning(void *ctx, const char *service, const char *detail)
+{
+	struct event e = {.type = EV_SERVICE_WARNING};
+
+	e.service_warning = (struct ev_service_warning){.service = service, .detail = detail};
+	emit(ctx, &e);
+}
+
 static int start_supervisor(struct agent *a)
 {
 	struct sup_hooks h = {.event = on_sup_event,
@@ -535,9 +548,16 @@ static int start_supervisor(struct agent *a)
 			      .ctx = a,
 			      .listeners_fd = sensor_listeners_fd(a->sensor),
 			      .tree_fd = sensor_tree_fd(a->sensor),
+			      .causes_fd = sensor_causes_fd(a->sensor),
 			      .host_netns = a->host_netns};
 	char err[1024];
 
+	/* Without it the services write to their log files directly (unrotated), as before. */
+	a->output = outputs_new(a->loop, a->cfg.log.compress, on_output_warning, a);
+	if (!a->output)
+		cli_err("warning: cannot set up the output reader: %s; services write to their "
+			"log files unrotated", strerror(errno));
+	h.output = a->output;
 	a->sup = sup_new(a->loop, &a->cfg, &h);
 	if (!a->sup) {
 		cli_err("cannot set up the supervisor: %s", strerror(errno));
@@ -581,6 +601,9 @@ static void announce_stop(struct agent *a)
 	a->ctl = NULL;
 	metrics_close(a->metrics);
 	a->metrics = NULL;
+	/* The services are down: their last lines (and any loss not told yet) come before ours. */
+	outputs_free(a->output);
+	a->output = NULL;
 	snapshot_unpin(a->pins);
 	a->pins = NULL;
 	sensor_stop(a->sensor);
@@ -595,6 +618,7 @@ static void teardown(struct agent *a)
 	metrics_close(a->metrics);
 	control_close(a->ctl);
 	sup_free(a->sup);
+	outputs_free(a->output); /* after the services: their last lines are in the pipes */
 	snapshot_unpin(a->pins);
 	sensor_stop(a->sensor);
 	zwatch_free(a->zw);

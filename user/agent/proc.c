@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: MIT
-/* Spawning and signalling the services' processes: environment (env_file, env, PORT), the log
- * file, a process group and a cgroup per service; every signal through a pidfd or the group the
- * main process leads. The cgroup root of this agent is <hierarchy>/revenant-PID. */
+/* Spawning and signalling the services' processes: environment (env_file, env, PORT), output
+ * pipes (or the log file), a process group and a cgroup per service, the exit-cause watch; every
+ * signal through a pidfd or the group the main process leads. The cgroup root of this agent is
+ * <hierarchy>/revenant-PID. */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,8 @@
 #include <unistd.h>
 #include <bpf/bpf.h>
 
+#include "agent/cause.h"
+#include "agent/output.h"
 #include "agent/proc.h"
 #include "lib/loop.h"
 #include "lib/state.h"
@@ -25,6 +29,8 @@ extern char **environ;
 struct procs {
 	char cgroup_root[256];
 	int tree_fd;
+	int causes_fd;		/* bpf/cause's watched pids, -1: none */
+	struct outputs *output; /* reads the services' pipes; NULL: the log file is their output */
 };
 
 char *procs_expand_command(const char *cmd, int port)
@@ -162,9 +168,11 @@ static void make_cgroup(struct procs *p, const struct service_config *c, struct 
 		sp->cgroup[0] = 0;
 }
 
-/* In the child, between fork and exec: only async-signal-safe calls, _exit on failure. */
+/* In the child, between fork and exec: only async-signal-safe calls, _exit on failure. out and
+ * err become its stdout and stderr. */
 static void exec_child(const struct procs *p, const struct service_config *c,
-		       const struct svc_proc *sp, char *cmd, char **envp, int logfd, int devnull)
+		       const struct svc_proc *sp, char *cmd, char **envp, int out, int err,
+		       int devnull)
 {
 	sigset_t none;
 	char *argv[] = {"/bin/sh", "-c", cmd, NULL};
@@ -182,6 +190,9 @@ static void exec_child(const struct procs *p, const struct service_config *c,
 
 		bpf_map_update_elem(p->tree_fd, &self, &tag, BPF_ANY);
 	}
+	/* Watched before exec: whoever signals it from now on is recorded. */
+	if (p)
+		cause_watch(p->causes_fd, getpid());
 	if (sp->cgroup[0]) {
 		char path[300];
 		int fd;
@@ -197,10 +208,10 @@ static void exec_child(const struct procs *p, const struct service_config *c,
 	}
 	if (devnull >= 0)
 		dup2(devnull, 0);
-	if (logfd >= 0) {
-		dup2(logfd, 1);
-		dup2(logfd, 2);
-	}
+	if (out >= 0)
+		dup2(out, 1);
+	if (err >= 0)
+		dup2(err, 2);
 	if (chdir(c->cwd)) {
 		dprintf(2, "revenant: %s: cannot chdir to %s: %s\n", c->name, c->cwd,
 			strerror(errno));
@@ -211,11 +222,48 @@ static void exec_child(const struct procs *p, const struct service_config *c,
 	_exit(errno == ENOENT ? 127 : 126);
 }
 
+static void append_warn(char *warn, size_t warnlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void append_warn(char *warn, size_t warnlen, const char *fmt, ...)
+{
+	size_t n = strlen(warn);
+	va_list ap;
+
+	if (n && n + 2 < warnlen) {
+		strcpy(warn + n, "; ");
+		n += 2;
+	}
+	va_start(ap, fmt);
+	vsnprintf(warn + n, warnlen - n, fmt, ap);
+	va_end(ap);
+}
+
+/* The service's stdout and stderr: pipes the agent reads (lines stamped and rotated by
+ * agent/output), or, without them, its log file opened for appending (no rotation). */
+static int open_output(struct procs *p, const struct service_config *c, struct out_pipes *op,
+		       int *logfd, char *warn, size_t warnlen)
+{
+	int rc = -ENOSYS;
+
+	*op = (struct out_pipes){.child = {-1, -1}, .ours = {-1, -1}};
+	*logfd = -1;
+	if (p && p->output && !(rc = out_pipes_open(op)))
+		return 0;
+	if (p && p->output)
+		append_warn(warn, warnlen, "cannot make its output pipes: %s; output goes to %s "
+			    "unrotated", strerror(-rc), c->log_file);
+	mkdir_p_parent(c->log_file, 0755);
+	*logfd = open(c->log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	return 0;
+}
+
 int procs_spawn(struct procs *p, const struct service_config *c, int port, struct svc_proc *out,
 		char *warn, size_t warnlen)
 {
 	struct envv env = {0};
 	char *cmd = procs_expand_command(c->command, port);
+	struct out_pipes op;
 	int logfd, devnull, err;
 	pid_t pid;
 
@@ -225,15 +273,22 @@ int procs_spawn(struct procs *p, const struct service_config *c, int port, struc
 		env_free(&env);
 		return -ENOMEM;
 	}
-	mkdir_p_parent(c->log_file, 0755);
-	logfd = open(c->log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	open_output(p, c, &op, &logfd, warn, warnlen);
 	devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	make_cgroup(p, c, out);
 
 	pid = fork();
 	if (pid == 0)
-		exec_child(p, c, out, cmd, env.v, logfd, devnull);
+		exec_child(p, c, out, cmd, env.v, op.child[0] >= 0 ? op.child[0] : logfd,
+			   op.child[1] >= 0 ? op.child[1] : logfd, devnull);
 	err = pid < 0 ? -errno : 0;
+	if (pid > 0 && op.ours[0] >= 0) {
+		char why[512] = "";
+
+		if (outputs_attach(p->output, c, pid, &op, why, sizeof(why)))
+			append_warn(warn, warnlen, "its output is lost: %s", why);
+	}
+	out_pipes_close(&op); /* the child's ends, and ours if nobody took them */
 	if (logfd >= 0)
 		close(logfd);
 	if (devnull >= 0)
@@ -324,6 +379,21 @@ static int signal_tree(const struct procs *p, const struct svc_proc *sp, int sig
 	return n;
 }
 
+void procs_set_causes(struct procs *p, int causes_fd)
+{
+	p->causes_fd = causes_fd;
+}
+
+void procs_set_output(struct procs *p, struct outputs *o)
+{
+	p->output = o;
+}
+
+int procs_exit_cause(struct procs *p, const struct svc_proc *sp, struct exit_cause *c)
+{
+	return cause_take(p->causes_fd, sp->pid, c);
+}
+
 int procs_count(struct procs *p, const struct svc_proc *sp)
 {
 	return sp->cgroup[0] ? signal_cgroup(sp, 0) : signal_tree(p, sp, 0);
@@ -409,6 +479,7 @@ struct procs *procs_new(int tree_fd)
 	if (!p)
 		return NULL;
 	p->tree_fd = tree_fd;
+	p->causes_fd = -1;
 	for (size_t i = 0; i < ARRAY_SIZE(roots) && !(no_cgroup && !strcmp(no_cgroup, "1")); i++) {
 		char probe[300];
 

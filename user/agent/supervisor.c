@@ -17,6 +17,7 @@
 
 #include "agent/health.h"
 #include "agent/metrics.h"
+#include "agent/output.h"
 #include "agent/supervisor.h"
 #include "lib/state.h"
 #include "lib/util.h"
@@ -60,6 +61,10 @@ struct service {
 	struct svc_proc leftover;
 	bool stop_requested; /* a stop came while clearing: stay down once the leftover is gone */
 	char give_up_reason[160]; /* why it enters FAILED */
+	/* its last exit (status shows it), with the strings it points to */
+	struct event last_exit;
+	struct exit_cause last_cause;
+	char last_signal[16];
 	/* the input being handled */
 	int in_status;
 	enum restart_reason in_reason;
@@ -211,6 +216,13 @@ static int real_listeners(void *ctx, struct listener **ls, size_t *n)
 	struct supervisor *s = ctx;
 
 	return ports_read_map(s->h.listeners_fd, ls, n);
+}
+
+static int real_exit_cause(void *ctx, const struct svc_proc *p, struct exit_cause *c)
+{
+	struct supervisor *s = ctx;
+
+	return procs_exit_cause(s->procs, p, c);
 }
 
 /* ---- helpers ---- */
@@ -747,19 +759,26 @@ static enum svc_state act_cancel(struct service *v)
 	return SVC_STOPPED;
 }
 
+/* service_exit with its cause, kept for `status` (the last exit of each service). */
 static void report_exit(struct service *v, int status)
 {
-	struct event e = {.type = EV_SERVICE_EXIT};
-	char sig[16];
+	struct supervisor *s = v->sup;
+	struct event *e = &v->last_exit;
 
-	e.service_exit = (struct ev_service_exit){
+	memset(&v->last_cause, 0, sizeof(v->last_cause));
+	if (s->ops.exit_cause)
+		s->ops.exit_cause(s->ops.ctx, &v->proc, &v->last_cause);
+	*e = (struct event){.type = EV_SERVICE_EXIT, .ts_ns = mono_ns()};
+	e->service_exit = (struct ev_service_exit){
 		.service = v->cfg->name,
 		.pid = v->proc.pid,
 		.code = WIFSIGNALED(status) ? -1 : WEXITSTATUS(status),
-		.signal = WIFSIGNALED(status) ? signal_name(WTERMSIG(status), sig, sizeof(sig))
+		.signal = WIFSIGNALED(status) ? signal_name(WTERMSIG(status), v->last_signal,
+							    sizeof(v->last_signal))
 					      : NULL,
-		.uptime_ms = (mono_ns() - v->started_ns) / NS_PER_MS};
-	emit(v->sup, &e);
+		.uptime_ms = (e->ts_ns - v->started_ns) / NS_PER_MS};
+	cause_describe(&v->last_cause, status, getpid(), &e->service_exit);
+	emit(s, e);
 }
 
 /* Exited on its own (crash, or failed liveness turned into a restart). */
@@ -1210,7 +1229,12 @@ struct supervisor *sup_new(struct loop *l, const struct rev_config *cfg, const s
 		s->ops = *h->ops;
 	} else {
 		s->procs = procs_new(h->tree_fd);
-		s->ops = (struct sup_ops){real_spawn, real_signal, real_count, real_listeners, s};
+		s->ops = (struct sup_ops){real_spawn, real_signal, real_count, real_listeners, s,
+					  real_exit_cause};
+		if (s->procs) {
+			procs_set_causes(s->procs, h->causes_fd);
+			procs_set_output(s->procs, h->output);
+		}
 	}
 	if (!s->svcs || !s->order || (!h->ops && !s->procs) || config_start_order(cfg, s->order)) {
 		sup_free(s);
@@ -1432,6 +1456,27 @@ void sup_apply_zombie(struct supervisor *s, const struct sup_zombie *d)
 
 /* ---- control ---- */
 
+/* The last exit, as its service_exit event said it (null before the first), and what happened
+ * to the service's output. */
+static void status_exit_json(const struct supervisor *s, const struct service *v, cJSON *o)
+{
+	struct out_stats st;
+	cJSON *out;
+
+	if (v->last_exit.type == EV_SERVICE_EXIT)
+		cJSON_AddItemToObject(o, "last_exit", ev_encode(&v->last_exit));
+	else
+		cJSON_AddNullToObject(o, "last_exit");
+	if (!s->h.output)
+		return;
+	outputs_stats(s->h.output, v->cfg->name, &st);
+	out = cJSON_AddObjectToObject(o, "output");
+	cJSON_AddNumberToObject(out, "lines", (double)st.lines);
+	cJSON_AddNumberToObject(out, "lost_bytes", (double)st.lost_bytes);
+	cJSON_AddNumberToObject(out, "lost_lines", (double)st.lost_lines);
+	cJSON_AddNumberToObject(out, "cut_lines", (double)st.cut_lines);
+}
+
 static cJSON *status_json(struct supervisor *s)
 {
 	cJSON *r = cJSON_CreateObject(), *svcs;
@@ -1458,6 +1503,7 @@ static cJSON *status_json(struct supervisor *s)
 		if (v->proc.pid)
 			cJSON_AddNumberToObject(o, "uptime_ms",
 						(double)((mono_ns() - v->started_ns) / NS_PER_MS));
+		status_exit_json(s, v, o);
 	}
 	return r;
 }

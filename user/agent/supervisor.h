@@ -12,6 +12,7 @@
 #include <sys/types.h>
 #include <cjson/cJSON.h>
 
+#include "agent/cause.h"
 #include "agent/proc.h"
 #include "lib/config.h"
 #include "lib/events.h"
@@ -79,6 +80,8 @@ struct sup_ops {
 	int (*count)(void *ctx, const struct svc_proc *p);
 	int (*listeners)(void *ctx, struct listener **ls, size_t *n);
 	void *ctx;
+	/* Why the reaped main process p died (bpf/cause); NULL or -ENOENT: nothing known. */
+	int (*exit_cause)(void *ctx, const struct svc_proc *p, struct exit_cause *c);
 };
 
 struct sup_hooks {
@@ -90,6 +93,8 @@ struct sup_hooks {
 	void *ctx;
 	int listeners_fd;
 	int tree_fd; /* the sensor's process-tree map, -1: none */
+	int causes_fd;		/* the sensor's exit-cause map, -1: none */
+	struct outputs *output; /* reads the services' output; NULL: straight to log_file */
 	uint32_t host_netns;
 	const struct sup_ops *ops;
 };

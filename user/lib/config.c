@@ -761,11 +761,16 @@ enum {
 	S_ZOMBIE_POLICY,
 	S_LOG_FILE,
 	S_KILL_MODE,
+	S_STDERR_FILE,
+	S_LOG_MAX_BYTES,
+	S_LOG_KEEP,
+	S_LOG_TIMESTAMPS,
 };
 static const char *const service_keys[] = {
     "command",	       "cwd",		"env",	    "env_file",	  "port",   "alternative_ports",
     "auto_restart",    "max_restarts",	"critical", "depends_on", "health", "stop_signal",
     "stop_timeout_ms", "zombie_policy", "log_file",   "kill_mode",
+    "stderr_file",     "log_max_bytes", "log_keep", "log_timestamps",
 };
 
 /* key_index() tracks the keys already seen in one bit each */
@@ -781,6 +786,9 @@ static void service_defaults(struct service_config *sv)
 	sv->stop_signal = SIGTERM;
 	sv->stop_timeout_ms = 5000;
 	sv->zombie_policy = ZOMBIE_NUDGE;
+	sv->log_max_bytes = 10485760;
+	sv->log_keep = 5;
+	sv->log_timestamps = true;
 }
 
 static int parse_service(struct ctx *c, const cJSON *obj, struct rev_config *cfg,
@@ -861,6 +869,22 @@ static int parse_service(struct ctx *c, const cJSON *obj, struct rev_config *cfg
 		case S_LOG_FILE:
 			ret = get_path(c, it, kp, cfg->dir, &sv->log_file);
 			break;
+		case S_STDERR_FILE:
+			ret = get_path(c, it, kp, cfg->dir, &sv->stderr_file);
+			break;
+		case S_LOG_MAX_BYTES:
+			ret = get_int(c, it, kp, 0, 1LL << 40, &sv->log_max_bytes);
+			if (!ret && sv->log_max_bytes && sv->log_max_bytes < 4096)
+				return fail(c, kp,
+					    "%lld is out of range 4096..%lld (or 0: never rotate)",
+					    sv->log_max_bytes, 1LL << 40);
+			break;
+		case S_LOG_KEEP:
+			ret = get_int32(c, it, kp, 0, 1000, &sv->log_keep);
+			break;
+		case S_LOG_TIMESTAMPS:
+			ret = get_bool(c, it, kp, &sv->log_timestamps);
+			break;
 		case S_KILL_MODE:
 			if ((ret = get_str(c, it, kp, &s)))
 				return ret;
@@ -921,6 +945,8 @@ static int service_finish(struct rev_config *cfg, struct service_config *sv)
 			return -ENOMEM;
 		}
 	}
+	if (!sv->stderr_file && !(sv->stderr_file = strdup(sv->log_file)))
+		return -ENOMEM;
 	return 0;
 }
 
@@ -1382,6 +1408,7 @@ void config_free(struct rev_config *cfg)
 		free_strv(sv->depends_on, sv->n_deps);
 		free(sv->health.http);
 		free(sv->log_file);
+		free(sv->stderr_file);
 	}
 	free(cfg->services);
 	free(cfg->path);

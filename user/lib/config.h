@@ -54,6 +54,10 @@ struct service_config {
 	enum zombie_policy zombie_policy; /* "report" | "nudge" (default) | "restart_parent" */
 	char *log_file;	      /* "log_file": stdout/stderr of the service; default <log dir>/NAME.log */
 	enum kill_mode kill_mode; /* "group" (default) | "main" */
+	char *stderr_file;	  /* "stderr_file": its stderr; default log_file (the same file) */
+	long long log_max_bytes;  /* rotate the output files past this; default 10485760, 0 never */
+	int log_keep;		  /* rotated output segments kept, default 5, 0..1000 */
+	bool log_timestamps;	  /* lines stored as "TS stdout|stderr F|P LINE"; default true */
 };
 
 struct rev_config {
