@@ -139,12 +139,44 @@ static const char *jstr(const cJSON *o, const char *k, const char *dflt)
 	return cJSON_IsString(v) ? v->valuestring : dflt;
 }
 
+/* "code 1", "SIGKILL by bash[4242]", "SIGTERM by the agent", "SIGKILL by the kernel (OOM)". */
+static void last_exit_text(const cJSON *e, char *buf, size_t len)
+{
+	const cJSON *code = cJSON_GetObjectItemCaseSensitive(e, "code");
+	const cJSON *by = cJSON_GetObjectItemCaseSensitive(e, "killed_by");
+	const cJSON *pid = cJSON_GetObjectItemCaseSensitive(by, "pid");
+	const char *sig = jstr(e, "signal", "?");
+	bool oom = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "oom"));
+	bool core = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "core_dumped"));
+	char who[64];
+
+	if (!cJSON_IsObject(e)) {
+		snprintf(buf, len, "-");
+		return;
+	}
+	if (cJSON_IsNumber(code)) {
+		snprintf(buf, len, "code %d", (int)code->valuedouble);
+		return;
+	}
+	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(by, "agent")))
+		snprintf(who, sizeof(who), " by the agent");
+	else if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(by, "kernel")))
+		snprintf(who, sizeof(who), " by the kernel");
+	else if (cJSON_IsObject(by) && cJSON_IsNumber(pid))
+		snprintf(who, sizeof(who), " by %.16s[%d]", jstr(by, "comm", "?"),
+			 (int)pid->valuedouble);
+	else
+		who[0] = 0;
+	snprintf(buf, len, "%s%s%s%s", sig, who, oom ? " (OOM)" : "", core ? " (core)" : "");
+}
+
 static void print_status_table(const cJSON *resp)
 {
 	const cJSON *svcs = cJSON_GetObjectItemCaseSensitive(resp, "services"), *it;
+	char last[128];
 
-	printf("%-16s %-9s %-8s %-6s %-8s %-8s\n", "SERVICE", "STATE", "PID", "PORT", "RESTARTS",
-	       "HEALTH");
+	printf("%-16s %-9s %-8s %-6s %-8s %-8s %s\n", "SERVICE", "STATE", "PID", "PORT", "RESTARTS",
+	       "HEALTH", "LAST EXIT");
 	cJSON_ArrayForEach(it, svcs)
 	{
 		const cJSON *pid = cJSON_GetObjectItemCaseSensitive(it, "pid");
@@ -156,8 +188,12 @@ static void print_status_table(const cJSON *resp)
 			snprintf(p, sizeof(p), "%d", (int)pid->valuedouble);
 		if (cJSON_IsNumber(port))
 			snprintf(q, sizeof(q), "%d", (int)port->valuedouble);
-		printf("%-16s %-9s %-8s %-6s %-8d %-8s\n", it->string, jstr(it, "state", "?"), p, q,
+		last_exit_text(cJSON_GetObjectItemCaseSensitive(it, "last_exit"), last, sizeof(last));
+		printf("%-16s %-9s %-8s %-6s %-8d %-8s ", it->string, jstr(it, "state", "?"), p, q,
 		       cJSON_IsNumber(rs) ? (int)rs->valuedouble : 0, jstr(it, "health", "?"));
+		/* comm comes from a process: nothing of it may drive the terminal */
+		cli_put_clean(stdout, last, strlen(last), false);
+		putchar('\n');
 	}
 }
 
@@ -165,7 +201,8 @@ int cmd_status(int argc, char **argv)
 {
 	static const char usage[] =
 		"usage: revenant status [-c FILE] [--json]\n\n"
-		"Services of the running agent: state, pid, port, restarts, health.\n"
+		"Services of the running agent: state, pid, port, restarts, health, and how\n"
+		"each last exited (code, or signal and who sent it: killed_by, OOM).\n"
 		"Exit 3 when no agent runs for the config's control.socket.\n";
 	struct ctl_opts o;
 	struct rev_config cfg;
