@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -36,6 +37,7 @@ struct rotlog {
 	struct rotlog_opts o;
 	unsigned long long next_seq; /* SEQ of the next pending segment */
 	int rotate_err;		     /* last rotation error reported, so it is said once */
+	bool no_reserve;	     /* the filesystem cannot preallocate (fallocate) */
 	struct loop *loop;
 	/* The compressor: one child at a time, watched through its pidfd. */
 	pid_t child;
@@ -705,13 +707,30 @@ static size_t lines_within(const char *buf, size_t len, size_t room)
 	return nl ? (size_t)(nl - buf) + 1 : 0;
 }
 
-/* One write(2). A short one (disk full) keeps the whole lines it wrote and cuts the rest, so no
- * half line stays behind. */
+/* The space for len more bytes, taken before they are written (the size stays): a full disk
+ * then fails the whole batch up front instead of leaving half a line that readers could see
+ * before it is cut. Filesystems that cannot preallocate are written to as they are. */
+static int reserve(struct rotlog *lg, size_t len)
+{
+	if (lg->no_reserve || !fallocate(lg->fd, FALLOC_FL_KEEP_SIZE, lg->size, len))
+		return 0;
+	if (errno == ENOSPC || errno == EDQUOT || errno == EFBIG)
+		return -errno;
+	lg->no_reserve = true; /* EOPNOTSUPP and the like: not this filesystem's */
+	return 0;
+}
+
+/* One write(2), reserved first. A short one all the same keeps the whole lines it wrote and
+ * cuts the rest, so no half line stays behind. */
 static int append(struct rotlog *lg, const char *buf, size_t len, size_t *written)
 {
-	ssize_t n = write(lg->fd, buf, len);
+	ssize_t n;
 	size_t keep;
-	int rc;
+	int rc = reserve(lg, len);
+
+	if (rc)
+		return rc;
+	n = write(lg->fd, buf, len);
 
 	if (n == (ssize_t)len) {
 		lg->size += n;
