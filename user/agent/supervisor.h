@@ -52,8 +52,11 @@ const char *svc_event_name(enum svc_event e);
 /* The name of the action the table runs for (state, event), or NULL when it ignores it. */
 const char *sup_action_name(enum svc_state s, enum svc_event e);
 
-/* Restart accounting: the delay before restart `attempt` (1-based): 250 ms doubling, 30 s cap. */
-unsigned sup_backoff_ms(int attempt);
+/* Back-off step `step` (1-based): base doubling each step, capped at max. */
+unsigned sup_backoff_ms(int step, unsigned base, unsigned max);
+/* The delay before a service's restart number `restarts` in a row: the first is at once (a
+ * crash that happens once is restarted at once), then restart_delay_ms doubling, capped. */
+unsigned sup_restart_delay_ms(int restarts, unsigned base, unsigned max);
 
 /* Port choice, pure. probes[i]: a port and its owner (0 free, >0 its pid, -1 held by a process
  * nobody can name). Returns the port to use or -1; *reason explains a refusal. The service's own
@@ -72,8 +75,9 @@ struct supervisor;
 /* The mechanism under the supervisor: NULL (sup_hooks.ops) is the real one — fork/exec, signals,
  * the listeners map at sup_hooks.listeners_fd. Unit tests inject their own, whole. */
 struct sup_ops {
-	int (*spawn)(void *ctx, const struct service_config *c, int port, struct svc_proc *out,
-		     char *warn, size_t warnlen);
+	int (*spawn)(void *ctx, const struct service_config *c, int port,
+		     const struct svc_port *peers, size_t n_peers, struct svc_proc *out, char *warn,
+		     size_t warnlen);
 	void (*signal)(void *ctx, const struct svc_proc *p, int sig, enum sig_scope scope);
 	/* How many of its processes are left besides the main one (cgroup or process tree). */
 	int (*count)(void *ctx, const struct svc_proc *p);
