@@ -21,12 +21,14 @@
 #include "lib/log.h"
 #include "lib/loop.h"
 #include "agent/metrics.h"
+#include "agent/notify.h"
 #include "lib/ports.h"
 #include "agent/sensor.h"
 #include "lib/snapshot.h"
 #include "lib/state.h"
 #include "agent/supervisor.h"
 #include "lib/util.h"
+#include "agent/zcensus.h"
 #include "agent/zombie.h"
 
 /* sched_process_free runs an RCU grace period after the reap: a reap record this much later than
@@ -96,6 +98,7 @@ static void emit_zombie(struct agent *a, struct zrec *z, uint64_t now, bool act)
 	if (z->seeded)
 		ev_add_bool(e, "existing", true);
 	evlog_emit(a->log, e);
+	zcensus_add(z->pid, z->parent_comm, service);
 	if (!strcmp(action, "nudge")) {
 		/* Watch it once more: reaped after the nudge, or reported as persisting. */
 		struct zrec again = *z;
@@ -118,6 +121,7 @@ static void emit_reaped(struct agent *a, const struct zrec *z, uint64_t reaped_n
 	ev_add_num(e, "age_ms", (double)((reaped_ns - z->exit_ns) / 1000000));
 	ev_add_str(e, "service", sup_service_of(a->sup, z->ppid));
 	evlog_emit(a->log, e);
+	zcensus_del(z->pid);
 }
 
 /* A zombie we announced is gone but its free record has not come: the kernel frees a reaped
@@ -375,6 +379,7 @@ static void on_signal(struct loop *l, int fd, uint32_t events, void *ctx)
 			/* First signal: graceful stop of the stack; a second one: no more waiting. */
 			if (!a->stop_reason)
 				a->stop_reason = si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT";
+			notify_stopping(a->stop_reason);
 			if (a->sup) {
 				sup_stop_all(a->sup, a->stopping);
 				a->stopping = true;
@@ -440,6 +445,19 @@ static void reload(struct agent *a)
 		config_free(&next);
 	}
 	evlog_emit(a->log, e);
+}
+
+/* The service manager's STATUS= line (notify.c sends it when it changes). */
+static void status_line(void *ctx, char *buf, size_t len)
+{
+	struct agent *a = ctx;
+	int total, up = sup_count_up(a->sup, &total);
+	size_t z = zcensus_count();
+
+	if (total)
+		snprintf(buf, len, "%d/%d services up, %zu zombies", up, total, z);
+	else
+		snprintf(buf, len, "watching (no services), %zu zombies", z);
 }
 
 static void on_stack_done(void *ctx, int code)
@@ -583,6 +601,11 @@ int cmd_run(int argc, char **argv)
 	}
 	rc = EXIT_FAILED;
 	sensor_set_verbose(a.verbose);
+	notify_init(); /* before anything forks: services must not inherit NOTIFY_SOCKET */
+	if (!in_init_pid_ns())
+		cli_err("warning: not in the host's PID namespace: the pids the kernel reports are "
+			"not this /proc's, so zombies cannot be confirmed or nudged (run the agent "
+			"with the host's PID namespace: --pid=host, hostPID: true)");
 
 	if (take_lock(&a, err, sizeof(err))) {
 		cli_err("%s", err);
@@ -686,6 +709,7 @@ int cmd_run(int argc, char **argv)
 				cli_err("warning: %s; running without metrics", err);
 		}
 		sup_start_all(a.sup);
+		notify_ready(a.loop, status_line, &a);
 	}
 	if (a.verbose)
 		cli_err("agent running (pid %d), events in %s", getpid(), a.cfg.log.path);
@@ -696,6 +720,7 @@ int cmd_run(int argc, char **argv)
 		a.stop_reason = "error";
 		rc = EXIT_FAILED;
 	}
+	notify_stopping(a.stop_reason ? a.stop_reason : "error");
 	control_close(a.ctl);
 	a.ctl = NULL;
 	metrics_close(a.metrics);
@@ -711,6 +736,8 @@ int cmd_run(int argc, char **argv)
 		evlog_emit(a.log, e);
 	}
 out:
+	notify_close();
+	zcensus_free();
 	snapshot_free(&a.owner_snap);
 	metrics_close(a.metrics);
 	control_close(a.ctl);

@@ -2,6 +2,7 @@
 /* The metrics endpoint: accepts on metrics.listen, reads one request, answers the Prometheus text
  * exposition and closes. Counters are process-wide so every module can count without plumbing. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "agent/metrics.h"
+#include "agent/zcensus.h"
 
 #define MAX_TYPES 32
 #define PAGE (64 * 1024)
@@ -51,6 +53,30 @@ void metrics_set_gauge_zombies(uint64_t n)
 	counters.zombies = n;
 }
 
+static const char *const known_types[] = {
+	"agent_start",	   "agent_stop",      "agent_reload",	   "zombie",
+	"zombie_reaped",   "port_collision",  "port_listen",	   "port_release",
+	"port_migrated",   "service_start",   "service_exit",	   "service_restart",
+	"service_give_up", "service_warning", "service_leftover", "health",
+	"events_lost",
+};
+
+static int type_index(const char *type)
+{
+	for (int i = 0; i < counters.n; i++)
+		if (!strcmp(counters.type[i], type))
+			return i;
+	return -1;
+}
+
+static bool is_known(const char *type)
+{
+	for (size_t k = 0; k < sizeof(known_types) / sizeof(known_types[0]); k++)
+		if (!strcmp(known_types[k], type))
+			return true;
+	return false;
+}
+
 size_t metrics_appendf(char *buf, size_t len, size_t n, const char *fmt, ...)
 {
 	va_list ap;
@@ -73,15 +99,28 @@ size_t metrics_render(struct metrics *m, char *buf, size_t len)
 	n = metrics_appendf(buf, len, n,
 			    "# HELP revenant_events_total Events written to the event log, by type.\n"
 			    "# TYPE revenant_events_total counter\n");
-	for (int i = 0; i < counters.n; i++)
+	/* The types alerts are written for are there from the start, at 0: a counter that appears
+	 * only with its first event hides that first increase from rate() and increase(). */
+	for (size_t k = 0; k < sizeof(known_types) / sizeof(known_types[0]); k++) {
+		int i = type_index(known_types[k]);
+
 		n = metrics_appendf(buf, len, n, "revenant_events_total{type=\"%s\"} %llu\n",
-				    counters.type[i], (unsigned long long)counters.count[i]);
+				    known_types[k],
+				    i < 0 ? 0ull : (unsigned long long)counters.count[i]);
+	}
+	for (int i = 0; i < counters.n; i++)
+		if (!is_known(counters.type[i]))
+			n = metrics_appendf(buf, len, n, "revenant_events_total{type=\"%s\"} %llu\n",
+					    counters.type[i],
+					    (unsigned long long)counters.count[i]);
 	n = metrics_appendf(
 		buf, len, n,
 		"# HELP revenant_exited_unreaped Exited processes not yet reaped (zombie candidates).\n"
 		"# TYPE revenant_exited_unreaped gauge\n"
 		"revenant_exited_unreaped %llu\n",
 		(unsigned long long)counters.zombies);
+	if (n < len)
+		n += zcensus_metrics(buf + n, len - n);
 	if (m && m->services && n < len)
 		n += m->services(m->services_ctx, buf + n, len - n);
 	return n < len ? n : len;

@@ -1712,3 +1712,13 @@ size_t sup_metrics(void *ctx, char *buf, size_t len)
 				    s->svcs[i].cfg->name, s->svcs[i].port);
 	return n;
 }
+
+int sup_count_up(const struct supervisor *s, int *total)
+{
+	int up = 0;
+
+	*total = s ? s->n : 0;
+	for (int i = 0; s && i < s->n; i++)
+		up += s->svcs[i].state == SVC_RUNNING;
+	return up;
+}

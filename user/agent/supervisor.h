@@ -93,6 +93,10 @@ cJSON *sup_control(struct supervisor *s, const cJSON *req, sup_reply_fn reply, v
 /* The services' part of the metrics exposition (a metrics_services_fn). */
 size_t sup_metrics(void *ctx, char *buf, size_t len);
 
+/* Services running (healthy, or without a check), as revenant_service_up counts them; *total
+ * gets the number configured. For the service manager's STATUS= line. */
+int sup_count_up(const struct supervisor *s, int *total);
+
 /* Forget a deferred reply whose client went away. */
 void sup_cancel_reply(struct supervisor *s, void *ctx);
 
