@@ -5,6 +5,7 @@ be asked), ports that are listening now."""
 import json
 import os
 import pwd
+import shutil
 import subprocess
 
 from harness import BIN, SRC, Agent, bin_for, end, free_port, run_tests, spawn
@@ -96,6 +97,7 @@ def test_services_and_ports_from_the_agent():
         if holder:
             end(holder)
         a.close()
+        shutil.rmtree(a.dir, True)
 
 
 if __name__ == "__main__":

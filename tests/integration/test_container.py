@@ -7,6 +7,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import tarfile
 import urllib.request
@@ -167,6 +168,7 @@ def test_privileged_host_pid():
         if a:
             p("rm", "-f", a.container, check=False)
             a.close()
+            shutil.rmtree(a.dir, True)
         p.close()
 
 
@@ -189,6 +191,7 @@ def test_capabilities_without_privileged():
         if a:
             p("rm", "-f", a.container, check=False)
             a.close()
+            shutil.rmtree(a.dir, True)
         p.close()
 
 

@@ -6,6 +6,7 @@ test: image tag, host paths (the run directory is mounted at the same path insid
 import json
 import os
 import random
+import shutil
 import subprocess
 import tempfile
 import urllib.request
@@ -166,6 +167,7 @@ def test_kube_play_pod_template():
             p("kube", "play", "--down", pod_file, check=False)
         p("pod", "rm", "-f", pod_name, check=False)
         a.close()
+        shutil.rmtree(a.dir, True)
         p.close()
 
 

@@ -103,6 +103,7 @@ def test_scraped_by_prometheus():
         if parent:
             end(parent)
         a.close()
+        shutil.rmtree(a.dir, True)
         shutil.rmtree(data, True)
 
 

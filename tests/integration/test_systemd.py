@@ -163,6 +163,7 @@ def test_ready_status_stopping():
         if parent:
             end(parent)
         a.close()
+        shutil.rmtree(a.dir, True)
         ns.close()
 
 
@@ -197,6 +198,7 @@ def test_watchdog_only_when_asked():
             assert a.stop() == 0, a.stderr_text()
         finally:
             a.close()
+            shutil.rmtree(a.dir, True)
             ns.close()
 
 
