@@ -20,8 +20,10 @@
 #include "agent/agent.h"
 #include "agent/control.h"
 #include "agent/metrics.h"
+#include "agent/notify.h"
 #include "agent/sensor.h"
 #include "agent/supervisor.h"
+#include "agent/zcensus.h"
 #include "agent/zombie.h"
 #include "cmd/cli.h"
 #include "lib/events.h"
@@ -89,6 +91,7 @@ static enum ev_action on_zombie(void *ctx, const struct zrec *z, uint64_t now, b
 				      .action = d.action,
 				      .existing = z->seeded};
 	emit(a, &e);
+	zcensus_add(z->pid, z->parent_comm, d.service);
 	if (d.action == ACT_RESTART_PARENT)
 		sup_apply_zombie(a->sup, &d);
 	return d.action;
@@ -106,6 +109,7 @@ static void on_zombie_reaped(void *ctx, const struct zrec *z, uint64_t reaped_ns
 						    .comm = z->comm,
 						    .service = sup_service_of(a->sup, z->ppid)};
 	emit(a, &e);
+	zcensus_del(z->pid);
 }
 
 static void on_zombies_lost(void *ctx, uint64_t count)
@@ -298,6 +302,7 @@ static void on_signal(struct loop *l, int fd, uint32_t events, void *ctx)
 			/* First signal: graceful stop of the stack; a second one: no more waiting. */
 			if (a->stop_reason < 0)
 				a->stop_reason = si.ssi_signo == SIGTERM ? STOP_SIGTERM : STOP_SIGINT;
+			notify_stopping(stop_reason_name(a->stop_reason));
 			sup_shutdown(a->sup, a->stopping);
 			a->stopping = true;
 			break;
@@ -320,6 +325,19 @@ static void on_stack_done(void *ctx, int code)
 	if (code && a->stop_reason < 0)
 		a->stop_reason = STOP_CRITICAL;
 	loop_stop(a->loop, code);
+}
+
+/* The service manager's STATUS= line (notify.c sends it when it changes). */
+static void status_line(void *ctx, char *buf, size_t len)
+{
+	struct agent *a = ctx;
+	int total, up = sup_count_up(a->sup, &total);
+	size_t z = zcensus_count();
+
+	if (total)
+		snprintf(buf, len, "%d/%d services up, %zu zombies", up, total, z);
+	else
+		snprintf(buf, len, "watching (no services), %zu zombies", z);
 }
 
 static void on_sup_event(void *ctx, const struct event *e)
@@ -377,6 +395,16 @@ static int parse_args(struct agent *a, int argc, char **argv, const char **cfg_p
 		return EXIT_USAGE;
 	}
 	return -1;
+}
+
+/* Before anything forks: services must not inherit NOTIFY_SOCKET. */
+static void prepare(void)
+{
+	notify_init();
+	if (!in_init_pid_ns())
+		cli_err("warning: not in the host's PID namespace: the pids the kernel reports are "
+			"not this /proc's, so zombies cannot be confirmed or nudged (run the agent "
+			"with the host's PID namespace: --pid=host, hostPID: true)");
 }
 
 /* One agent per control socket: the lock is the truth `scan` and a second `run` consult. */
@@ -556,6 +584,7 @@ static int start_supervisor(struct agent *a)
 			cli_err("warning: %s; running without metrics", err);
 	}
 	sup_start_all(a->sup);
+	notify_ready(a->loop, status_line, a);
 	if (a->verbose)
 		cli_err("agent running (pid %d), events in %s", getpid(), a->cfg.log.path);
 	return 0;
@@ -577,6 +606,7 @@ static void announce_stop(struct agent *a)
 {
 	struct event e = {.type = EV_AGENT_STOP};
 
+	notify_stopping(a->stop_reason < 0 ? "error" : stop_reason_name(a->stop_reason));
 	control_close(a->ctl);
 	a->ctl = NULL;
 	metrics_close(a->metrics);
@@ -604,6 +634,8 @@ static void teardown(struct agent *a)
 	evlog_close(a->log);
 	if (a->lockfd >= 0)
 		close(a->lockfd);
+	notify_close();
+	zcensus_free();
 	config_free(&a->cfg);
 }
 
@@ -622,6 +654,7 @@ int cmd_run(int argc, char **argv)
 		config_free(&a.cfg);
 		return cli_need_root("run");
 	}
+	prepare();
 	if ((rc = take_lock(&a)) || (rc = open_log(&a)) || (rc = make_loop(&a)) ||
 	    (rc = watch_signals(&a)) || (rc = start_sensor(&a)))
 		goto out;

@@ -1714,3 +1714,15 @@ pid_t sup_pid_of(struct supervisor *s, const char *name)
 
 	return v ? v->proc.pid : 0;
 }
+
+int sup_count_up(const struct supervisor *s, int *total)
+{
+	int up = 0;
+
+	*total = 0;
+	for (int i = 0; s && i < s->n; i++) {
+		*total += s->svcs[i]->idx >= 0;
+		up += s->svcs[i]->idx >= 0 && s->svcs[i]->state == SVC_RUNNING;
+	}
+	return up;
+}

@@ -151,5 +151,8 @@ int sup_input(struct supervisor *s, const char *name, enum svc_event ev);
 /* For tests: a service's state by name (SVC_NSTATES when unknown), and its pid. */
 enum svc_state sup_state_of(struct supervisor *s, const char *name);
 pid_t sup_pid_of(struct supervisor *s, const char *name);
+/* Services running (healthy, or without a check), as revenant_service_up counts them; *total
+ * gets the number configured. For the service manager's STATUS= line. */
+int sup_count_up(const struct supervisor *s, int *total);
 
 #endif
