@@ -248,32 +248,61 @@ static void on_lost(void *ctx, uint64_t lost)
 
 /* ---- signals and reload ---- */
 
-/* SIGHUP: validate the file again; what can change live (grace period) is applied, the rest is
- * reported as needing a restart. A bad file changes nothing. */
-static void reload(struct agent *a)
+static bool differs(const char *a, const char *b)
 {
-	struct rev_config next;
-	char err[1024];
+	return (a || b) && (!a || !b || strcmp(a, b));
+}
+
+/* What a reload cannot change in a running agent, named for the operator. */
+static void needs_restart(const struct rev_config *cur, const struct rev_config *next, char *buf,
+			  size_t len)
+{
+	size_t n = strlen(buf);
+
+	if (differs(cur->log.path, next->log.path) || cur->log.max_bytes != next->log.max_bytes ||
+	    cur->log.keep != next->log.keep || cur->log.compress != next->log.compress)
+		n += snprintf(buf + n, len - n, "; log settings changed: applied at the next start");
+	if (differs(cur->control.socket, next->control.socket) && n < len)
+		n += snprintf(buf + n, len - n, "; control.socket changed: applied at the next start");
+	if (differs(cur->metrics.listen, next->metrics.listen) && n < len)
+		snprintf(buf + n, len - n, "; metrics.listen changed: applied at the next start");
+}
+
+/* SIGHUP and `revenant reload`: a valid file is applied — services through the supervisor, the
+ * monitoring settings live, the rest named as needing a restart. A bad file changes nothing.
+ * 0, -EINVAL (bad file) or -ENOMEM; what happened in detail, and in an agent_reload event. */
+static int reload(struct agent *a, char *detail, size_t len)
+{
+	struct rev_config *next = calloc(1, sizeof(*next));
 	struct event e = {.type = EV_AGENT_RELOAD};
+	int rc;
 
 	e.agent_reload.config = a->cfg.path;
-	if (config_load(a->cfg.path, &next, err, sizeof(err))) {
-		e.agent_reload.ok = false;
-		e.agent_reload.detail = err;
-		cli_err("reload: %s (keeping the running configuration)", err);
-		emit(a, &e);
-		return;
+	if (!next) {
+		snprintf(detail, len, "out of memory: the running configuration is kept");
+		rc = -ENOMEM;
+	} else if ((rc = config_load(a->cfg.path, next, detail, len))) {
+		free(next);
+		rc = -EINVAL;
+		cli_err("reload: %s (keeping the running configuration)", detail);
+	} else if ((rc = sup_reload(a->sup, next, detail, len))) {
+		config_free(next);
+		free(next);
+	} else {
+		if (next->monitoring.zombie_grace_ms != a->cfg.monitoring.zombie_grace_ms)
+			zwatch_set_grace(a->zw, ms_to_ns(next->monitoring.zombie_grace_ms));
+		a->cfg.monitoring = next->monitoring;
+		needs_restart(&a->cfg, next, detail, len);
 	}
-	if (next.monitoring.zombie_grace_ms != a->cfg.monitoring.zombie_grace_ms) {
-		a->cfg.monitoring.zombie_grace_ms = next.monitoring.zombie_grace_ms;
-		zwatch_set_grace(a->zw, ms_to_ns(next.monitoring.zombie_grace_ms));
-	}
-	a->cfg.monitoring.auto_resolve_conflicts = next.monitoring.auto_resolve_conflicts;
-	config_free(&next);
-	e.agent_reload.ok = true;
-	e.agent_reload.detail = "monitoring settings applied; services, log and control settings "
-				"take effect at the next start of the agent";
+	e.agent_reload.ok = rc == 0;
+	e.agent_reload.detail = detail;
 	emit(a, &e);
+	return rc;
+}
+
+static int on_reload_request(void *ctx, char *detail, size_t len)
+{
+	return reload(ctx, detail, len);
 }
 
 /* Services are ours to account for; orphans that re-parented to us (we are a subreaper) are
@@ -306,9 +335,12 @@ static void on_signal(struct loop *l, int fd, uint32_t events, void *ctx)
 			sup_shutdown(a->sup, a->stopping);
 			a->stopping = true;
 			break;
-		case SIGHUP:
-			reload(a);
+		case SIGHUP: {
+			char detail[2048];
+
+			reload(a, detail, sizeof(detail));
 			break;
+		}
 		case SIGCHLD:
 			reap_children(a);
 			break;
@@ -560,6 +592,7 @@ static int start_supervisor(struct agent *a)
 {
 	struct sup_hooks h = {.event = on_sup_event,
 			      .stack_done = on_stack_done,
+			      .reload = on_reload_request,
 			      .ctx = a,
 			      .listeners_fd = sensor_listeners_fd(a->sensor),
 			      .tree_fd = sensor_tree_fd(a->sensor),

@@ -97,6 +97,9 @@ struct supervisor {
 	size_t qhead, qlen, qcap;
 	bool draining;
 	uint32_t tags;
+	/* configurations applied by reloads (the first is the agent's): services point into them */
+	struct rev_config **owned;
+	int n_owned;
 };
 
 typedef enum svc_state (*svc_action)(struct service *v);
@@ -1141,12 +1144,37 @@ static void dispatch(struct service *v, const struct input *in)
 		dependents_follow(v);
 }
 
+/* A service a reload removed is forgotten once it is down and nobody waits for an answer. */
+static void forget_retired(struct supervisor *s)
+{
+	int k = 0;
+
+	for (int i = 0; i < s->n; i++) {
+		struct service *v = s->svcs[i];
+
+		if (v->idx < 0 && (v->state == SVC_STOPPED || v->state == SVC_FAILED) &&
+		    !v->replies) {
+			health_stop(v);
+			loop_timer_cancel(s->loop, &v->timer);
+			procs_release(&v->proc);
+			free(v);
+			continue;
+		}
+		s->svcs[k++] = v;
+	}
+	if (k != s->n) {
+		s->n = k;
+		write_state(s);
+	}
+}
+
 /* After the queue is empty: start waiting services whose dependencies are ready, advance a
  * stop-all, and tell the agent when the stack is finished. Queues what it decides. */
 static void check_stack(struct supervisor *s)
 {
 	bool all_down = true;
 
+	forget_retired(s);
 	if (!s->stopping_all) {
 		for (int i = 0; i < s->n; i++)
 			if (s->svcs[i]->state == SVC_WAITING && deps_ready(s->svcs[i]))
@@ -1178,6 +1206,9 @@ static void check_stack(struct supervisor *s)
 		if (dependents_down)
 			post(v, SE_STOP);
 	}
+	for (int i = 0; i < s->n; i++) /* removed by a reload, still stopping */
+		all_down &= s->svcs[i]->idx >= 0 || s->svcs[i]->state == SVC_STOPPED ||
+			    s->svcs[i]->state == SVC_FAILED;
 	if (!all_down || s->qlen)
 		return;
 	if (!s->shutdown) {
@@ -1348,6 +1379,11 @@ void sup_free(struct supervisor *s)
 		free(r);
 	}
 	procs_free(s->procs);
+	for (int i = 0; i < s->n_owned; i++) {
+		config_free(s->owned[i]);
+		free(s->owned[i]);
+	}
+	free(s->owned);
 	/* A clean stop leaves nothing of ours running: the state file goes with it. */
 	if (s->done)
 		unlink(s->state_path);
@@ -1516,6 +1552,110 @@ void sup_apply_zombie(struct supervisor *s, const struct sup_zombie *d)
 	run_queue(s);
 }
 
+/* ---- reload ---- */
+
+static void add_name(char *buf, size_t len, const char *name)
+{
+	size_t n = strlen(buf);
+
+	snprintf(buf + n, len - n, "%s%s", n ? ", " : "", name);
+}
+
+int sup_reload(struct supervisor *s, struct rev_config *next, char *detail, size_t len)
+{
+	int nn = next->n_services, n = 0, unchanged = 0;
+	struct service **nv = calloc(nn + s->n + 1, sizeof(*nv));
+	struct service **fresh = calloc(nn + 1, sizeof(*fresh));
+	int *order = calloc(nn + 1, sizeof(int));
+	struct rev_config **owned = realloc(s->owned, (s->n_owned + 1) * sizeof(*owned));
+	bool *kept = calloc(s->n + 1, sizeof(*kept));
+	char added[512] = "", removed[512] = "", changed[512] = "";
+
+	if (owned)
+		s->owned = owned;
+	if (!nv || !fresh || !order || !owned || !kept || config_start_order(next, order))
+		goto oom;
+	for (int i = 0; i < nn; i++) {
+		const struct service_config *c = &next->services[i];
+		struct service *v = svc_named(s, c->name);
+
+		if (!v) {
+			if (!(v = calloc(1, sizeof(*v))))
+				goto oom;
+			fresh[i] = v;
+			continue;
+		}
+		for (int j = 0; j < s->n; j++)
+			kept[j] |= s->svcs[j] == v;
+	}
+	/* No failure from here on: the new set replaces the old one. */
+	s->owned[s->n_owned++] = next;
+	for (int i = 0; i < nn; i++) {
+		const struct service_config *c = &next->services[i];
+		struct service *v = fresh[i] ? fresh[i] : svc_named(s, c->name);
+
+		if (fresh[i]) {
+			service_init(s, v, c, i);
+			add_name(added, sizeof(added), c->name);
+		} else if (strcmp(v->cfg->fingerprint, c->fingerprint)) {
+			add_name(changed, sizeof(changed), c->name);
+		} else {
+			unchanged++;
+		}
+		nv[i] = v;
+	}
+	n = nn;
+	for (int j = 0; j < s->n; j++) {
+		struct service *w = s->svcs[j];
+
+		if (kept[j])
+			continue;
+		if (w->idx >= 0) {
+			add_name(removed, sizeof(removed), w->cfg->name);
+			w->idx = -1;
+			post(w, SE_STOP);
+		}
+		nv[n++] = w;
+	}
+	/* Changed services take their new settings now; they restart, in dependency order. */
+	for (int k = 0; k < nn; k++) {
+		struct service *v = nv[order[k]];
+		bool was_changed = !fresh[order[k]] && strcmp(v->cfg->fingerprint,
+							      next->services[order[k]].fingerprint);
+
+		v->cfg = &next->services[order[k]];
+		v->idx = order[k];
+		if (fresh[order[k]])
+			post(v, SE_START);
+		else if (was_changed && (v->state == SVC_RUNNING || v->state == SVC_STARTING))
+			post_input(s, &(struct input){.v = v, .ev = SE_RESTART,
+						      .reason = RESTART_RELOAD});
+	}
+	free(s->svcs);
+	free(s->order);
+	s->svcs = nv;
+	s->order = order;
+	s->n = n;
+	s->cfg = next;
+	free(fresh);
+	free(kept);
+	snprintf(detail, len, "added: %s; removed: %s; changed (restarted): %s; unchanged: %d",
+		 added[0] ? added : "none", removed[0] ? removed : "none",
+		 changed[0] ? changed : "none", unchanged);
+	write_state(s);
+	run_queue(s);
+	return 0;
+oom:
+	for (int i = 0; fresh && i < nn; i++)
+		free(fresh[i]);
+	free(nv);
+	free(fresh);
+	free(order);
+	free(kept);
+	snprintf(detail, len, "out of memory: the running configuration is kept");
+	return -ENOMEM;
+}
+
 /* ---- control ---- */
 
 static cJSON *status_json(struct supervisor *s)
@@ -1633,6 +1773,21 @@ cJSON *sup_control(struct supervisor *s, const cJSON *req, sup_reply_fn reply, v
 		return error_json("request needs a \"cmd\" string");
 	if (!strcmp(cmd->valuestring, "status"))
 		return status_json(s);
+	if (!strcmp(cmd->valuestring, "reload")) {
+		char detail[2048];
+		int rc = s->h.reload ? s->h.reload(s->h.ctx, detail, sizeof(detail)) : -ENOTSUP;
+		cJSON *r;
+
+		if (rc == -ENOTSUP)
+			return error_json("this agent cannot reload");
+		r = rc ? error_json("%s", detail) : cJSON_CreateObject();
+		if (!rc) {
+			cJSON_AddBoolToObject(r, "ok", true);
+			cJSON_AddStringToObject(r, "detail", detail);
+		}
+		cJSON_AddBoolToObject(r, "config_error", rc == -EINVAL);
+		return r;
+	}
 	if (!strcmp(cmd->valuestring, "stop_all")) {
 		if (s->shutdown)
 			return error_json("the agent is already stopping");
@@ -1644,7 +1799,8 @@ cJSON *sup_control(struct supervisor *s, const cJSON *req, sup_reply_fn reply, v
 	}
 	if (strcmp(cmd->valuestring, "start") && strcmp(cmd->valuestring, "stop") &&
 	    strcmp(cmd->valuestring, "restart"))
-		return error_json("unknown command \"%s\" (status, start, stop, restart, stop_all)",
+		return error_json("unknown command \"%s\" (status, start, stop, restart, stop_all, "
+				  "reload)",
 				  cmd->valuestring);
 	if (!cJSON_IsString(name))
 		return error_json("\"%s\" needs a \"service\" string", cmd->valuestring);

@@ -91,6 +91,9 @@ struct sup_hooks {
 	/* The stack is finished: every service stopped after a shutdown, or a critical one gave
 	 * up (exit_code 1). */
 	void (*stack_done)(void *ctx, int exit_code);
+	/* `revenant reload`: read and apply the config file again. 0, or -EINVAL when the file is
+	 * bad (nothing changed); what happened in detail. */
+	int (*reload)(void *ctx, char *detail, size_t len);
 	void *ctx;
 	int listeners_fd;
 	int tree_fd; /* the sensor's process-tree map, -1: none */
@@ -135,6 +138,12 @@ struct sup_zombie {
 void sup_decide_zombie(struct supervisor *s, pid_t ppid, struct sup_zombie *d);
 /* restart_parent: a service_restart (reason zombie_policy), counted and under back-off. */
 void sup_apply_zombie(struct supervisor *s, const struct sup_zombie *d);
+
+/* Apply a new configuration: added services start, removed ones stop (and are forgotten once
+ * down), changed ones (any of their settings) restart in dependency order, unchanged ones are
+ * not touched. Takes next (freed with the supervisor) on success. The summary goes to
+ * detail. 0 or -ENOMEM (nothing changed). */
+int sup_reload(struct supervisor *s, struct rev_config *next, char *detail, size_t len);
 
 /* A control request. Returns a response, or NULL when the answer is deferred: then reply(ctx,
  * resp) is called later (the supervisor keeps ctx until then). */

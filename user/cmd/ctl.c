@@ -143,8 +143,8 @@ static void print_status_table(const cJSON *resp)
 {
 	const cJSON *svcs = cJSON_GetObjectItemCaseSensitive(resp, "services"), *it;
 
-	printf("%-16s %-9s %-8s %-6s %-8s %-8s\n", "SERVICE", "STATE", "PID", "PORT", "RESTARTS",
-	       "HEALTH");
+	printf("%-16s %-9s %-8s %-6s %-8s %-8s %s\n", "SERVICE", "STATE", "PID", "PORT", "RESTARTS",
+	       "HEALTH", "USER");
 	cJSON_ArrayForEach(it, svcs)
 	{
 		const cJSON *pid = cJSON_GetObjectItemCaseSensitive(it, "pid");
@@ -156,8 +156,9 @@ static void print_status_table(const cJSON *resp)
 			snprintf(p, sizeof(p), "%d", (int)pid->valuedouble);
 		if (cJSON_IsNumber(port))
 			snprintf(q, sizeof(q), "%d", (int)port->valuedouble);
-		printf("%-16s %-9s %-8s %-6s %-8d %-8s\n", it->string, jstr(it, "state", "?"), p, q,
-		       cJSON_IsNumber(rs) ? (int)rs->valuedouble : 0, jstr(it, "health", "?"));
+		printf("%-16s %-9s %-8s %-6s %-8d %-8s %s\n", it->string, jstr(it, "state", "?"), p,
+		       q, cJSON_IsNumber(rs) ? (int)rs->valuedouble : 0, jstr(it, "health", "?"),
+		       jstr(it, "user", "root"));
 	}
 }
 
@@ -268,6 +269,100 @@ int cmd_stop(int argc, char **argv)
 int cmd_restart(int argc, char **argv)
 {
 	return service_cmd(argc, argv, "restart");
+}
+
+int cmd_reload(int argc, char **argv)
+{
+	static const char usage[] =
+		"usage: revenant reload [-c FILE] [--json]\n\n"
+		"Apply the agent's config file again (as SIGHUP does): added services start, removed\n"
+		"ones stop, changed ones restart in dependency order, unchanged ones keep running.\n"
+		"A bad file changes nothing: exit 2 and why. Log, control and metrics settings are\n"
+		"applied at the agent's next start (the answer says which changed).\n";
+	struct ctl_opts o;
+	struct rev_config cfg;
+	cJSON *req, *resp = NULL;
+	int rc = parse(argc, argv, &o, usage, false);
+
+	if (rc >= 0)
+		return rc;
+	if (o.argc) {
+		cli_err("reload: unexpected argument '%s'", o.argv[0]);
+		return EXIT_USAGE;
+	}
+	if ((rc = cli_load_config(o.config, &cfg))) {
+		/* A bad file still goes to the agent, which keeps its configuration and logs why
+		 * (agent_reload ok:false) — when the file says where the agent is. */
+		char *sock = config_control_socket(o.config ? o.config : config_default_path());
+
+		config_free(&cfg);
+		if (!sock)
+			return rc;
+		memset(&cfg, 0, sizeof(cfg));
+		cfg.control.socket = sock;
+		cfg.path = strdup(o.config ? o.config : config_default_path());
+	}
+	req = cJSON_CreateObject();
+	cJSON_AddStringToObject(req, "cmd", "reload");
+	rc = call_agent(&cfg, req, &resp);
+	if (resp && o.json)
+		print_json(resp);
+	else if (!rc)
+		printf("%s\n", jstr(resp, "detail", "reloaded"));
+	if (rc == EXIT_FAILED && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(resp, "config_error")))
+		rc = EXIT_USAGE;
+	cJSON_Delete(resp);
+	config_free(&cfg);
+	return rc;
+}
+
+int cmd_port(int argc, char **argv)
+{
+	static const char usage[] =
+		"usage: revenant port [-c FILE] [--json] SERVICE\n\n"
+		"Print the port SERVICE runs on now (an alternative after a migration), for scripts:\n"
+		"  curl http://127.0.0.1:$(revenant port backend)/health\n"
+		"Exit 1 when the service has no port, 2 when the agent has no such service.\n";
+	struct ctl_opts o;
+	struct rev_config cfg;
+	cJSON *req, *resp = NULL;
+	const cJSON *svc, *port;
+	int rc = parse(argc, argv, &o, usage, false);
+
+	if (rc >= 0)
+		return rc;
+	if (o.argc != 1) {
+		fputs(usage, stderr);
+		return EXIT_USAGE;
+	}
+	if ((rc = load(&o, &cfg)))
+		return rc;
+	req = cJSON_CreateObject();
+	cJSON_AddStringToObject(req, "cmd", "status");
+	rc = call_agent(&cfg, req, &resp);
+	if (!rc) {
+		svc = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(resp,
+											 "services"),
+						       o.argv[0]);
+		port = cJSON_GetObjectItemCaseSensitive(svc, "port");
+		if (!svc) {
+			cli_err("port: the agent runs no service named '%s'", o.argv[0]);
+			rc = EXIT_USAGE;
+		} else if (o.json) {
+			printf("{\"service\":\"%s\",\"port\":", svc->string);
+			cJSON_IsNumber(port) ? printf("%d}\n", (int)port->valuedouble)
+					     : printf("null}\n");
+			rc = cJSON_IsNumber(port) ? EXIT_OK : EXIT_FAILED;
+		} else if (cJSON_IsNumber(port)) {
+			printf("%d\n", (int)port->valuedouble);
+		} else {
+			cli_err("port: %s has no port", o.argv[0]);
+			rc = EXIT_FAILED;
+		}
+	}
+	cJSON_Delete(resp);
+	config_free(&cfg);
+	return rc;
 }
 
 /* A managed process from the state file that still is the process it was (pid + start time). */

@@ -1458,6 +1458,39 @@ int config_parse(const char *text, const char *path, struct rev_config *cfg, cha
 	return ret;
 }
 
+char *config_control_socket(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	char *text = NULL, *out = NULL, *dir = NULL;
+	size_t n = 0;
+	cJSON *root;
+	const cJSON *sock;
+
+	if (!f)
+		return NULL;
+	if (getdelim(&text, &n, 0, f) < 0) { /* the whole file: it has no NUL */
+		fclose(f);
+		free(text);
+		return NULL;
+	}
+	fclose(f);
+	root = cJSON_Parse(text);
+	free(text);
+	if (!root)
+		return NULL;
+	sock = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "control"),
+						"socket");
+	if (!cJSON_IsString(sock))
+		out = strdup(CONFIG_DEFAULT_CONTROL_SOCKET);
+	else if (sock->valuestring[0] == '/')
+		out = strdup(sock->valuestring);
+	else if (config_dir(path, &dir) == 0 && asprintf(&out, "%s/%s", dir, sock->valuestring) < 0)
+		out = NULL;
+	free(dir);
+	cJSON_Delete(root);
+	return out;
+}
+
 int config_load(const char *path, struct rev_config *cfg, char *err, size_t errlen)
 {
 	size_t len = 0, cap = 65536;

@@ -107,6 +107,11 @@ int config_parse(const char *text, const char *path, struct rev_config *cfg, cha
 /* Read the file then config_parse(); -ENOENT etc. with a message when it cannot be read. */
 int config_load(const char *path, struct rev_config *cfg, char *err, size_t errlen);
 
+/* control.socket of a file that may not be valid (as resolved by config_parse, or the default
+ * when the file is JSON without one); NULL when it is not even JSON. For `revenant reload`,
+ * which must reach the agent to have a bad file reported there. Free the result. */
+char *config_control_socket(const char *path);
+
 /* The file `revenant CMD` uses without -c: CONFIG_DEFAULT_PATH when it exists, else the fallback. */
 const char *config_default_path(void);
 
