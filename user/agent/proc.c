@@ -346,6 +346,20 @@ int procs_spawn(struct procs *p, const struct service_config *c, int port,
 	return 0;
 }
 
+/* sig (0: none) to pid through a pidfd. 1 when it is alive — a zombie is not: it only waits for
+ * its parent. */
+static int signal_live(pid_t pid, int sig)
+{
+	int fd;
+
+	if (proc_state(pid) == 'Z' || (fd = pidfd_open_pid(pid)) < 0)
+		return 0;
+	if (sig)
+		pidfd_signal(fd, sig);
+	close(fd);
+	return 1;
+}
+
 /* Every process in the cgroup, also those that left the process group (setsid, a daemonizing
  * child): each through a pidfd (sig 0: only counted). Returns how many were found. */
 static int signal_cgroup(const struct svc_proc *sp, int sig)
@@ -360,16 +374,8 @@ static int signal_cgroup(const struct svc_proc *sp, int sig)
 	f = fopen(path, "re");
 	if (!f)
 		return 0;
-	while (fscanf(f, "%d", &pid) == 1) {
-		int fd = pidfd_open_pid(pid);
-
-		if (fd < 0)
-			continue;
-		if (sig)
-			pidfd_signal(fd, sig);
-		close(fd);
-		n++;
-	}
+	while (fscanf(f, "%d", &pid) == 1)
+		n += signal_live(pid, sig);
 	fclose(f);
 	return n;
 }
@@ -390,7 +396,7 @@ static void cgroup_kill(const struct svc_proc *sp)
 }
 
 /* Every live process of the service's tree (no cgroup): each through a pidfd (sig 0: only
- * counted). A zombie is not counted: it is only waiting for its parent. */
+ * counted). */
 static int signal_tree(const struct procs *p, const struct svc_proc *sp, int sig)
 {
 	__u32 key, next, tag;
@@ -402,20 +408,8 @@ static int signal_tree(const struct procs *p, const struct svc_proc *sp, int sig
 	while (bpf_map_get_next_key(p->tree_fd, prev, &next) == 0) {
 		key = next;
 		prev = &key;
-		if (bpf_map_lookup_elem(p->tree_fd, &key, &tag) || tag != sp->tag)
-			continue;
-		if (proc_state(key) == 'Z') /* gone already, its exit not seen by the map yet */
-			continue;
-		{
-			int fd = pidfd_open_pid(key);
-
-			if (fd < 0)
-				continue;
-			if (sig)
-				pidfd_signal(fd, sig);
-			close(fd);
-			n++;
-		}
+		if (bpf_map_lookup_elem(p->tree_fd, &key, &tag) == 0 && tag == sp->tag)
+			n += signal_live(key, sig);
 	}
 	return n;
 }

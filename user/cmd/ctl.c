@@ -162,29 +162,47 @@ static void print_status_table(const cJSON *resp)
 	}
 }
 
+/* The agent's status, for a command taking `nargs` arguments: -1 to go on (o, cfg, resp set),
+ * else the exit code. */
+static int get_status(int argc, char **argv, const char *usage, int nargs, struct ctl_opts *o,
+		      struct rev_config *cfg, cJSON **resp)
+{
+	cJSON *req;
+	int rc = parse(argc, argv, o, usage, false);
+
+	if (rc >= 0)
+		return rc;
+	if (o->argc != nargs) {
+		fputs(usage, stderr);
+		return EXIT_USAGE;
+	}
+	if ((rc = load(o, cfg)))
+		return rc;
+	req = cJSON_CreateObject();
+	cJSON_AddStringToObject(req, "cmd", "status");
+	if ((rc = call_agent(cfg, req, resp))) {
+		cJSON_Delete(*resp);
+		config_free(cfg);
+		return rc;
+	}
+	return -1;
+}
+
 int cmd_status(int argc, char **argv)
 {
 	static const char usage[] =
 		"usage: revenant status [-c FILE] [--json]\n\n"
-		"Services of the running agent: state, pid, port, restarts, health.\n"
+		"Services of the running agent: state, pid, port, restarts, health, user.\n"
 		"Exit 3 when no agent runs for the config's control.socket.\n";
 	struct ctl_opts o;
 	struct rev_config cfg;
-	cJSON *req, *resp = NULL;
-	int rc = parse(argc, argv, &o, usage, false);
+	cJSON *resp = NULL;
+	int rc = get_status(argc, argv, usage, 0, &o, &cfg, &resp);
 
 	if (rc >= 0)
 		return rc;
-	if (o.argc) {
-		cli_err("status: unexpected argument '%s'", o.argv[0]);
-		return EXIT_USAGE;
-	}
-	if ((rc = load(&o, &cfg)))
-		return rc;
-	req = cJSON_CreateObject();
-	cJSON_AddStringToObject(req, "cmd", "status");
-	rc = call_agent(&cfg, req, &resp);
-	if (!rc) {
+	rc = EXIT_OK;
+	{
 		if (o.json) {
 			cJSON *out = cJSON_CreateObject();
 
@@ -325,22 +343,14 @@ int cmd_port(int argc, char **argv)
 		"Exit 1 when the service has no port, 2 when the agent has no such service.\n";
 	struct ctl_opts o;
 	struct rev_config cfg;
-	cJSON *req, *resp = NULL;
+	cJSON *resp = NULL;
 	const cJSON *svc, *port;
-	int rc = parse(argc, argv, &o, usage, false);
+	int rc = get_status(argc, argv, usage, 1, &o, &cfg, &resp);
 
 	if (rc >= 0)
 		return rc;
-	if (o.argc != 1) {
-		fputs(usage, stderr);
-		return EXIT_USAGE;
-	}
-	if ((rc = load(&o, &cfg)))
-		return rc;
-	req = cJSON_CreateObject();
-	cJSON_AddStringToObject(req, "cmd", "status");
-	rc = call_agent(&cfg, req, &resp);
-	if (!rc) {
+	rc = EXIT_OK;
+	{
 		svc = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(resp,
 											 "services"),
 						       o.argv[0]);
