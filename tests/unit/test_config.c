@@ -352,7 +352,8 @@ static void test_unknown_keys(void **state)
 	EXPECT_ERR(svc("\"colour\": \"red\""), PATH
 		   ": services.backend.colour: unknown key (known: command, cwd, env, env_file, "
 		   "port, alternative_ports, auto_restart, max_restarts, critical, depends_on, "
-		   "health, stop_signal, stop_timeout_ms, zombie_policy, log_file, kill_mode, "
+		   "health, stop_signal, stop_timeout_ms, zombie_policy, log_file, kill_mode, user, "
+		   "group, umask, no_new_privileges, restart_delay_ms, restart_delay_max_ms, part_of, "
 		   "stderr_file, log_max_bytes, log_keep, log_timestamps)");
 	EXPECT_ERR(svc("\"prot\": 1"), "services.backend.prot: unknown key",
 		   "did you mean \"port\"");
@@ -436,7 +437,7 @@ static void test_out_of_range(void **state)
 	EXPECT_ERR(svc("\"alternative_ports\": [8000, 70000]"),
 		   "services.backend.alternative_ports[1]: 70000 is out of range 1..65535");
 	EXPECT_ERR(svc("\"max_restarts\": 1001"),
-		   "services.backend.max_restarts: 1001 is out of range 0..1000");
+		   "services.backend.max_restarts: 1001 is out of range -1..1000");
 	EXPECT_ERR(svc("\"stop_timeout_ms\": -1"),
 		   "services.backend.stop_timeout_ms: -1 is out of range 0..3600000");
 	EXPECT_ERR(svc("\"stop_signal\": 65"),

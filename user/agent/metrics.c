@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "agent/metrics.h"
+#include "agent/zcensus.h"
 #include "lib/events.h"
 
 #define PAGE (64 * 1024)
@@ -54,16 +55,19 @@ size_t metrics_render(struct metrics *m, char *buf, size_t len)
 	n = metrics_appendf(buf, len, n,
 			    "# HELP revenant_events_total Events written to the event log, by type.\n"
 			    "# TYPE revenant_events_total counter\n");
+	/* Every type is there from the start, at 0: a counter that appears only with its first
+	 * event hides that first increase from rate() and increase(). */
 	for (int t = 0; t < EV_NTYPES; t++)
-		if (ev_count(t))
-			n = metrics_appendf(buf, len, n, "revenant_events_total{type=\"%s\"} %llu\n",
-					    ev_type_name(t), (unsigned long long)ev_count(t));
+		n = metrics_appendf(buf, len, n, "revenant_events_total{type=\"%s\"} %llu\n",
+				    ev_type_name(t), (unsigned long long)ev_count(t));
 	n = metrics_appendf(
 		buf, len, n,
 		"# HELP revenant_exited_unreaped Exited processes not yet reaped (zombie candidates).\n"
 		"# TYPE revenant_exited_unreaped gauge\n"
 		"revenant_exited_unreaped %llu\n",
 		(unsigned long long)counters.zombies);
+	if (n < len)
+		n += zcensus_metrics(buf + n, len - n);
 	if (m && m->services && n < len)
 		n += m->services(m->services_ctx, buf + n, len - n);
 	return n < len ? n : len;

@@ -176,7 +176,7 @@ static void print_status_table(const cJSON *resp)
 	char last[128];
 
 	printf("%-16s %-9s %-8s %-6s %-8s %-8s %s\n", "SERVICE", "STATE", "PID", "PORT", "RESTARTS",
-	       "HEALTH", "LAST EXIT");
+	       "HEALTH", "USER     LAST EXIT");
 	cJSON_ArrayForEach(it, svcs)
 	{
 		const cJSON *pid = cJSON_GetObjectItemCaseSensitive(it, "pid");
@@ -189,38 +189,57 @@ static void print_status_table(const cJSON *resp)
 		if (cJSON_IsNumber(port))
 			snprintf(q, sizeof(q), "%d", (int)port->valuedouble);
 		last_exit_text(cJSON_GetObjectItemCaseSensitive(it, "last_exit"), last, sizeof(last));
-		printf("%-16s %-9s %-8s %-6s %-8d %-8s ", it->string, jstr(it, "state", "?"), p, q,
-		       cJSON_IsNumber(rs) ? (int)rs->valuedouble : 0, jstr(it, "health", "?"));
+		printf("%-16s %-9s %-8s %-6s %-8d %-8s %-8s ", it->string, jstr(it, "state", "?"), p,
+		       q, cJSON_IsNumber(rs) ? (int)rs->valuedouble : 0, jstr(it, "health", "?"),
+		       jstr(it, "user", "root"));
 		/* comm comes from a process: nothing of it may drive the terminal */
 		cli_put_clean(stdout, last, strlen(last), false);
 		putchar('\n');
 	}
 }
 
+/* The agent's status, for a command taking `nargs` arguments: -1 to go on (o, cfg, resp set),
+ * else the exit code. */
+static int get_status(int argc, char **argv, const char *usage, int nargs, struct ctl_opts *o,
+		      struct rev_config *cfg, cJSON **resp)
+{
+	cJSON *req;
+	int rc = parse(argc, argv, o, usage, false);
+
+	if (rc >= 0)
+		return rc;
+	if (o->argc != nargs) {
+		fputs(usage, stderr);
+		return EXIT_USAGE;
+	}
+	if ((rc = load(o, cfg)))
+		return rc;
+	req = cJSON_CreateObject();
+	cJSON_AddStringToObject(req, "cmd", "status");
+	if ((rc = call_agent(cfg, req, resp))) {
+		cJSON_Delete(*resp);
+		config_free(cfg);
+		return rc;
+	}
+	return -1;
+}
+
 int cmd_status(int argc, char **argv)
 {
 	static const char usage[] =
 		"usage: revenant status [-c FILE] [--json]\n\n"
-		"Services of the running agent: state, pid, port, restarts, health, and how\n"
-		"each last exited (code, or signal and who sent it: killed_by, OOM).\n"
+		"Services of the running agent: state, pid, port, restarts, health, user, and\n"
+		"how each last exited (code, or signal and who sent it: killed_by, OOM).\n"
 		"Exit 3 when no agent runs for the config's control.socket.\n";
 	struct ctl_opts o;
 	struct rev_config cfg;
-	cJSON *req, *resp = NULL;
-	int rc = parse(argc, argv, &o, usage, false);
+	cJSON *resp = NULL;
+	int rc = get_status(argc, argv, usage, 0, &o, &cfg, &resp);
 
 	if (rc >= 0)
 		return rc;
-	if (o.argc) {
-		cli_err("status: unexpected argument '%s'", o.argv[0]);
-		return EXIT_USAGE;
-	}
-	if ((rc = load(&o, &cfg)))
-		return rc;
-	req = cJSON_CreateObject();
-	cJSON_AddStringToObject(req, "cmd", "status");
-	rc = call_agent(&cfg, req, &resp);
-	if (!rc) {
+	rc = EXIT_OK;
+	{
 		if (o.json) {
 			cJSON *out = cJSON_CreateObject();
 
@@ -305,6 +324,92 @@ int cmd_stop(int argc, char **argv)
 int cmd_restart(int argc, char **argv)
 {
 	return service_cmd(argc, argv, "restart");
+}
+
+int cmd_reload(int argc, char **argv)
+{
+	static const char usage[] =
+		"usage: revenant reload [-c FILE] [--json]\n\n"
+		"Apply the agent's config file again (as SIGHUP does): added services start, removed\n"
+		"ones stop, changed ones restart in dependency order, unchanged ones keep running.\n"
+		"A bad file changes nothing: exit 2 and why. Log, control and metrics settings are\n"
+		"applied at the agent's next start (the answer says which changed).\n";
+	struct ctl_opts o;
+	struct rev_config cfg;
+	cJSON *req, *resp = NULL;
+	int rc = parse(argc, argv, &o, usage, false);
+
+	if (rc >= 0)
+		return rc;
+	if (o.argc) {
+		cli_err("reload: unexpected argument '%s'", o.argv[0]);
+		return EXIT_USAGE;
+	}
+	if ((rc = cli_load_config(o.config, &cfg))) {
+		/* A bad file still goes to the agent, which keeps its configuration and logs why
+		 * (agent_reload ok:false) — when the file says where the agent is. */
+		char *sock = config_control_socket(o.config ? o.config : config_default_path());
+
+		config_free(&cfg);
+		if (!sock)
+			return rc;
+		memset(&cfg, 0, sizeof(cfg));
+		cfg.control.socket = sock;
+		cfg.path = strdup(o.config ? o.config : config_default_path());
+	}
+	req = cJSON_CreateObject();
+	cJSON_AddStringToObject(req, "cmd", "reload");
+	rc = call_agent(&cfg, req, &resp);
+	if (resp && o.json)
+		print_json(resp);
+	else if (!rc)
+		printf("%s\n", jstr(resp, "detail", "reloaded"));
+	if (rc == EXIT_FAILED && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(resp, "config_error")))
+		rc = EXIT_USAGE;
+	cJSON_Delete(resp);
+	config_free(&cfg);
+	return rc;
+}
+
+int cmd_port(int argc, char **argv)
+{
+	static const char usage[] =
+		"usage: revenant port [-c FILE] [--json] SERVICE\n\n"
+		"Print the port SERVICE runs on now (an alternative after a migration), for scripts:\n"
+		"  curl http://127.0.0.1:$(revenant port backend)/health\n"
+		"Exit 1 when the service has no port, 2 when the agent has no such service.\n";
+	struct ctl_opts o;
+	struct rev_config cfg;
+	cJSON *resp = NULL;
+	const cJSON *svc, *port;
+	int rc = get_status(argc, argv, usage, 1, &o, &cfg, &resp);
+
+	if (rc >= 0)
+		return rc;
+	rc = EXIT_OK;
+	{
+		svc = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(resp,
+											 "services"),
+						       o.argv[0]);
+		port = cJSON_GetObjectItemCaseSensitive(svc, "port");
+		if (!svc) {
+			cli_err("port: the agent runs no service named '%s'", o.argv[0]);
+			rc = EXIT_USAGE;
+		} else if (o.json) {
+			printf("{\"service\":\"%s\",\"port\":", svc->string);
+			cJSON_IsNumber(port) ? printf("%d}\n", (int)port->valuedouble)
+					     : printf("null}\n");
+			rc = cJSON_IsNumber(port) ? EXIT_OK : EXIT_FAILED;
+		} else if (cJSON_IsNumber(port)) {
+			printf("%d\n", (int)port->valuedouble);
+		} else {
+			cli_err("port: %s has no port", o.argv[0]);
+			rc = EXIT_FAILED;
+		}
+	}
+	cJSON_Delete(resp);
+	config_free(&cfg);
+	return rc;
 }
 
 /* A managed process from the state file that still is the process it was (pid + start time). */

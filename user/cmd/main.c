@@ -29,6 +29,8 @@ static const struct command commands[] = {
 	{"verify", cmd_verify, "exit 0 when no managed process runs and configured ports are free"},
 	{"cleanup", cmd_cleanup, "nudge zombies' parents, stop what a dead agent left behind"},
 	{"kill-port", cmd_kill_port, "stop the owner of a port (managed, or --force)"},
+	{"reload", cmd_reload, "apply a changed config: start added, stop removed, restart changed"},
+	{"port", cmd_port, "print a service's current port (for scripts)"},
 };
 
 static void usage(FILE *f)

@@ -20,6 +20,9 @@ static const char *const restart_names[RESTART_N] = {
 	[RESTART_ZOMBIE_POLICY] = "zombie_policy",
 	[RESTART_REQUESTED] = "requested",
 	[RESTART_COLLISION] = "port_collision",
+	[RESTART_DEPENDENCY_MOVED] = "dependency_moved",
+	[RESTART_DEPENDENCY_RESTARTED] = "dependency_restarted",
+	[RESTART_RELOAD] = "reload",
 };
 
 static const char *const stop_names[STOP_N] = {
@@ -147,6 +150,8 @@ static const struct ev_field service_restart_f[] = {
 	F(ev_service_restart, "attempt", attempt, EVF_INT, 0),
 	F(ev_service_restart, "delay_ms", delay_ms, EVF_INT, 0),
 	E(ev_service_restart, "reason", reason, 0, restart_names),
+	F(ev_service_restart, "dependency", dependency, EVF_STR, EVF_OMIT),
+	F(ev_service_restart, "dependency_port", dependency_port, EVF_INT, EVF_OMIT),
 };
 
 static const struct ev_field service_give_up_f[] = {

@@ -50,6 +50,9 @@ enum restart_reason {
 	RESTART_ZOMBIE_POLICY, /* zombie_policy restart_parent */
 	RESTART_REQUESTED,     /* `revenant restart` */
 	RESTART_COLLISION,     /* its port was taken: moved to another one */
+	RESTART_DEPENDENCY_MOVED,     /* a dependency whose port it uses moved to another port */
+	RESTART_DEPENDENCY_RESTARTED, /* part_of a dependency that restarted */
+	RESTART_RELOAD,		      /* its settings changed (revenant reload, SIGHUP) */
 	RESTART_N,
 };
 
@@ -158,6 +161,8 @@ struct ev_service_restart {
 	const char *service;
 	int64_t attempt, delay_ms;
 	enum restart_reason reason;
+	const char *dependency;	 /* the dependency behind it (NULL: left out) */
+	int64_t dependency_port; /* its port now (0: left out) */
 };
 
 struct ev_service_give_up {
