@@ -202,10 +202,11 @@ def test_stack_order_status_and_sigterm():
 
         table = rev("status", "-c", agent.config_path, check=0).stdout.splitlines()
         assert table[0].split() == ["SERVICE", "STATE", "PID", "PORT", "RESTARTS", "HEALTH",
-                                    "USER"], table
+                                    "USER", "LAST", "EXIT"], table
         rows = {l.split()[0]: l.split() for l in table[1:] if l.strip()}
         for n in pids:
-            assert rows[n] == [n, "running", str(pids[n]), str(ports[n]), "0", "ok", "root"], rows
+            assert rows[n] == [n, "running", str(pids[n]), str(ports[n]), "0", "ok", "root",
+                               "-"], rows
 
         n0 = len(agent.events)
         assert agent.stop(signal.SIGTERM) == 0
