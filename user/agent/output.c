@@ -107,7 +107,8 @@ struct ostream {
 	enum out_stream stream;
 	pid_t pid;
 	int fd;
-	bool in_cut; /* the line being read was cut already */
+	bool in_cut;	 /* the line being read was cut already */
+	bool unwatched; /* not in the loop (it could not be added) */
 	char ts[OUT_TS_LEN + 8];
 	struct linesplit ls;
 	struct ostream *next;
@@ -322,7 +323,8 @@ static void stream_free(struct outputs *o, struct ostream *s)
 	if (*pp)
 		*pp = s->next;
 	if (s->fd >= 0) {
-		loop_del_fd(o->loop, s->fd);
+		if (!s->unwatched)
+			loop_del_fd(o->loop, s->fd);
 		close(s->fd);
 	}
 	free(s);
@@ -482,50 +484,41 @@ static struct sink *sink_get(struct outputs *o, const struct service_config *c, 
 	return k;
 }
 
+int outputs_open(struct outputs *o, const struct service_config *c, char *err, size_t errlen)
+{
+	return sink_get(o, c, err, errlen) ? 0 : -EIO;
+}
+
 int outputs_attach(struct outputs *o, const struct service_config *c, pid_t pid,
 		   struct out_pipes *p, char *warn, size_t warnlen)
 {
 	struct sink *k = sink_get(o, c, warn, warnlen);
-	struct ostream *s[2] = {NULL, NULL};
-	int rc = 0;
+	int rc = k ? 0 : -EIO;
 
-	if (!k) {
-		rc = -EIO;
-		goto fail;
-	}
-	for (int i = 0; i < 2; i++) {
-		s[i] = calloc(1, sizeof(*s[i]));
-		if (!s[i]) {
+	for (int i = 0; i < 2 && k; i++) {
+		struct ostream *s = calloc(1, sizeof(*s));
+		int r;
+
+		if (!s) {
 			snprintf(warn, warnlen, "out of memory");
 			rc = -ENOMEM;
-			goto fail;
+			break;
 		}
-		*s[i] = (struct ostream){
+		*s = (struct ostream){
 			.o = o, .sink = k, .stream = i ? OUT_STDERR : OUT_STDOUT, .pid = pid,
 			.fd = p->ours[i]};
-	}
-	for (int i = 0; i < 2; i++) {
-		rc = loop_add_fd(o->loop, s[i]->fd, EPOLLIN, on_readable, s[i]);
-		if (rc) {
-			if (i)
-				loop_del_fd(o->loop, s[0]->fd);
-			snprintf(warn, warnlen, "cannot watch its output pipes: %s", strerror(-rc));
-			goto fail;
+		/* Unwatched, the pipe still stays open (closing it would kill the service with
+		 * SIGPIPE): it is read when the process is reaped and when the agent stops. */
+		r = loop_add_fd(o->loop, s->fd, EPOLLIN, on_readable, s);
+		if (r) {
+			snprintf(warn, warnlen, "cannot watch its %s pipe: %s; it is read only when "
+				 "the service exits", out_stream_name(s->stream), strerror(-r));
+			s->unwatched = true;
+			rc = r;
 		}
-	}
-	for (int i = 0; i < 2; i++) {
-		s[i]->next = o->streams;
-		o->streams = s[i];
+		s->next = o->streams;
+		o->streams = s;
 		p->ours[i] = -1; /* the stream's now */
-	}
-	return 0;
-fail:
-	free(s[0]);
-	free(s[1]);
-	for (int i = 0; i < 2; i++) {
-		if (p->ours[i] >= 0)
-			close(p->ours[i]);
-		p->ours[i] = -1;
 	}
 	return rc;
 }

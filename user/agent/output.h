@@ -61,9 +61,12 @@ struct out_pipes {
 };
 /* Makes both pipes (O_CLOEXEC; ours non-blocking). 0 or -errno (nothing left open). */
 int out_pipes_open(struct out_pipes *p);
-/* After the fork: ours[] are read in the loop for service c (main process pid), into its files;
- * they are closed here on failure. The child's ends are the caller's to close. 0 or -errno with
- * what went wrong in warn. */
+/* Before the fork: c's output files, opened at its first start (again when its settings
+ * changed). 0, or -errno with why in err: then the service must not get pipes nobody reads. */
+int outputs_open(struct outputs *o, const struct service_config *c, char *err, size_t errlen);
+/* After the fork: ours[] are taken and read in the loop for service c (main process pid), into
+ * its files. The child's ends are the caller's to close. 0 or -errno with what went wrong in
+ * warn (the pipes are taken all the same: closing them would kill the service). */
 int outputs_attach(struct outputs *o, const struct service_config *c, pid_t pid,
 		   struct out_pipes *p, char *warn, size_t warnlen);
 void out_pipes_close(struct out_pipes *p);

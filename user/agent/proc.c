@@ -330,15 +330,19 @@ static void append_warn(char *warn, size_t warnlen, const char *fmt, ...)
 static int open_output(struct procs *p, const struct service_config *c, struct out_pipes *op,
 		       int *logfd, char *warn, size_t warnlen)
 {
-	int rc = -ENOSYS;
+	char why[512] = "";
+	int rc;
 
 	*op = (struct out_pipes){.child = {-1, -1}, .ours = {-1, -1}};
 	*logfd = -1;
-	if (p && p->output && !(rc = out_pipes_open(op)))
-		return 0;
-	if (p && p->output)
-		append_warn(warn, warnlen, "cannot make its output pipes: %s; output goes to %s "
-			    "unrotated", strerror(-rc), c->log_file);
+	if (p && p->output) {
+		rc = outputs_open(p->output, c, why, sizeof(why));
+		if (!rc && !(rc = out_pipes_open(op)))
+			return 0;
+		append_warn(warn, warnlen, "%s%s; its output goes to %s as it is written (no time, "
+			    "no rotation)", why[0] ? why : "cannot make its output pipes: ",
+			    why[0] ? "" : strerror(-rc), c->log_file);
+	}
 	mkdir_p_parent(c->log_file, 0755);
 	*logfd = open(c->log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
 	return 0;
@@ -381,7 +385,7 @@ int procs_spawn(struct procs *p, const struct service_config *c, int port,
 		char why[512] = "";
 
 		if (outputs_attach(p->output, c, pid, &op, why, sizeof(why)))
-			append_warn(warn, warnlen, "its output is lost: %s", why);
+			append_warn(warn, warnlen, "%s", why);
 	}
 	out_pipes_close(&op); /* the child's ends, and ours if nobody took them */
 	if (logfd >= 0)
