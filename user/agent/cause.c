@@ -18,7 +18,11 @@ int cause_watch(int fd, pid_t pid)
 	if (fd < 0)
 		return 0;
 	memset(&v, 0, sizeof(v));
-	return bpf_map_update_elem(fd, &key, &v, BPF_ANY) ? -errno : 0;
+	/* The parent and the child both watch (whichever runs first): the second must not wipe a
+	 * cause the first already caught. */
+	if (bpf_map_update_elem(fd, &key, &v, BPF_NOEXIST) && errno != EEXIST)
+		return -errno;
+	return 0;
 }
 
 int cause_take(int fd, pid_t pid, struct exit_cause *c)

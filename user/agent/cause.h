@@ -22,8 +22,8 @@ struct exit_cause {
 	bool oom;    /* the OOM killer chose the process */
 };
 
-/* Watch pid (a zeroed entry in the map at fd). Safe between fork and exec (one bpf(2) call).
- * 0 or -errno; fd < 0 does nothing. */
+/* Watch pid (a zeroed entry in the map at fd, unless it is watched already). Safe between fork
+ * and exec (one bpf(2) call). 0 or -errno; fd < 0 does nothing. */
 int cause_watch(int fd, pid_t pid);
 /* Take (read and delete) what was recorded for pid. 0, -ENOENT when it was not watched; *c is
  * zeroed first. */

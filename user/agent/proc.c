@@ -381,6 +381,10 @@ int procs_spawn(struct procs *p, const struct service_config *c, int port,
 		exec_child(p, c, out, &cr, cmd, env.v, op.child[0] >= 0 ? op.child[0] : logfd,
 			   op.child[1] >= 0 ? op.child[1] : logfd, devnull);
 	err = pid < 0 ? -errno : 0;
+	/* Watched before service_start is logged, whether or not the child got to it yet: a
+	 * signal sent by someone who saw the start is recorded. */
+	if (pid > 0 && p)
+		cause_watch(p->causes_fd, pid);
 	if (pid > 0 && op.ours[0] >= 0) {
 		char why[512] = "";
 
