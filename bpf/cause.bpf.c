@@ -17,7 +17,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 /* SEND_SIG_NOINFO and SEND_SIG_PRIV are these values of the siginfo pointer. */
 #define SEND_SIG_NOINFO_ 0
-#define SEND_SIG_PRIV_ 1
+#define SEND_SIG_PRIV_	 1
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -42,8 +42,10 @@ int BPF_PROG(on_signal, int sig, struct kernel_siginfo *info, struct task_struct
 	bool kernel;
 	int code;
 
-	/* Already pending (the first sender is the one the process sees) or ignored: not a cause. */
-	if (!can_kill(sig) || (result != TRACE_SIGNAL_DELIVERED && result != TRACE_SIGNAL_LOSE_INFO))
+	/* Already pending (the first sender is the one the process sees) or ignored: not a cause.
+	 */
+	if (!can_kill(sig) ||
+	    (result != TRACE_SIGNAL_DELIVERED && result != TRACE_SIGNAL_LOSE_INFO))
 		return 0;
 	tgid = BPF_CORE_READ(task, tgid);
 	c = bpf_map_lookup_elem(&causes, &tgid);

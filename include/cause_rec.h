@@ -12,12 +12,12 @@
 /* Signals whose default action does not end the process (CHLD, CONT, STOP, TSTP, TTIN, TTOU,
  * URG, WINCH): never the cause of a death, and SIGCHLD is the one an exit storm sends. */
 #define REV_SIG_NONFATAL_MASK                                                                      \
-	((1u << 17) | (1u << 18) | (1u << 19) | (1u << 20) | (1u << 21) | (1u << 22) | (1u << 23) | \
-	 (1u << 28))
+	((1u << 17) | (1u << 18) | (1u << 19) | (1u << 20) | (1u << 21) | (1u << 22) |             \
+	 (1u << 23) | (1u << 28))
 
-#define REV_SI_USER 0
-#define REV_SI_QUEUE (-1)
-#define REV_SI_TKILL (-6)
+#define REV_SI_USER   0
+#define REV_SI_QUEUE  (-1)
+#define REV_SI_TKILL  (-6)
 #define REV_SI_KERNEL 0x80
 
 /* The value of the causes map, keyed by the watched process's pid (tgid). The agent inserts a

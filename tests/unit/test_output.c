@@ -204,7 +204,8 @@ static void batches_split_at_line_ends(void **state)
 
 static void causes_become_killed_by(void **state)
 {
-	struct exit_cause c = {.sig = SIGKILL, .sender_pid = 77, .comm = "bash", .sender_uid = 1000};
+	struct exit_cause c = {
+	    .sig = SIGKILL, .sender_pid = 77, .comm = "bash", .sender_uid = 1000};
 	struct ev_service_exit e;
 
 	(void)state;
@@ -240,11 +241,11 @@ static void causes_become_killed_by(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(whole_lines_across_reads),
-		cmocka_unit_test(cut_at_64k_and_marked),
-		cmocka_unit_test(stored_lines_parse_back),
-		cmocka_unit_test(batches_split_at_line_ends),
-		cmocka_unit_test(causes_become_killed_by),
+	    cmocka_unit_test(whole_lines_across_reads),
+	    cmocka_unit_test(cut_at_64k_and_marked),
+	    cmocka_unit_test(stored_lines_parse_back),
+	    cmocka_unit_test(batches_split_at_line_ends),
+	    cmocka_unit_test(causes_become_killed_by),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

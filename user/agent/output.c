@@ -18,15 +18,14 @@
 #include "lib/log.h"
 #include "lib/util.h"
 
-#define READ_CHUNK 65536
-#define BATCH_FLUSH (256 * 1024)       /* formatted lines written at once, at most */
-#define DRAIN_MAX (16 * READ_CHUNK)    /* read per pipe when its process is reaped */
+#define READ_CHUNK	65536
+#define BATCH_FLUSH	(256 * 1024)		/* formatted lines written at once, at most */
+#define DRAIN_MAX	(16 * READ_CHUNK)	/* read per pipe when its process is reaped */
 #define REPORT_EVERY_NS (10ull * 1000000000ull) /* losses that go on are told this often */
 
 /* ---- lines ---- */
 
-static void cut_piece(struct linesplit *ls, const char **data, size_t *n, out_line_fn fn,
-		      void *ctx)
+static void cut_piece(struct linesplit *ls, const char **data, size_t *n, out_line_fn fn, void *ctx)
 {
 	size_t room = OUT_LINE_MAX - ls->len;
 
@@ -107,7 +106,7 @@ struct ostream {
 	enum out_stream stream;
 	pid_t pid;
 	int fd;
-	bool in_cut;	 /* the line being read was cut already */
+	bool in_cut;	/* the line being read was cut already */
 	bool unwatched; /* not in the loop (it could not be added) */
 	char ts[OUT_TS_LEN + 8];
 	struct linesplit ls;
@@ -128,7 +127,7 @@ struct outputs {
 };
 
 static void warnf(struct outputs *o, const struct sink *k, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void warnf(struct outputs *o, const struct sink *k, const char *fmt, ...)
 {
@@ -273,16 +272,17 @@ static void on_line(void *ctx, const char *line, size_t len, bool partial)
 			      "a line of its %s longer than %d bytes was cut into pieces (%s); "
 			      "%llu lines cut so far",
 			      out_stream_name(s->stream), OUT_LINE_MAX,
-			      k->timestamps ? "each but the last marked P" : "not marked: "
-									   "log_timestamps is off",
+			      k->timestamps ? "each but the last marked P"
+					    : "not marked: "
+					      "log_timestamps is off",
 			      (unsigned long long)k->st.cut_lines);
 	}
 	s->in_cut = partial;
 	if (!partial)
 		k->st.lines++;
 	if (batch_room(o, len + OUT_PREFIX_LEN + 1)) {
-		lost(o, k, k->path[s->stream], -ENOMEM, len + 1 + (k->timestamps ? OUT_PREFIX_LEN : 0),
-		     1);
+		lost(o, k, k->path[s->stream], -ENOMEM,
+		     len + 1 + (k->timestamps ? OUT_PREFIX_LEN : 0), 1);
 		return;
 	}
 	w = o->batch + o->blen;
@@ -420,8 +420,8 @@ static bool sink_matches(const struct sink *k, const struct service_config *c)
 	       k->keep == c->log_keep && k->timestamps == c->log_timestamps;
 }
 
-static int sink_open(struct outputs *o, struct sink *k, const struct service_config *c,
-		     char *err, size_t errlen)
+static int sink_open(struct outputs *o, struct sink *k, const struct service_config *c, char *err,
+		     size_t errlen)
 {
 	char key[2][128];
 	bool shared = !strcmp(c->log_file, c->stderr_file);
@@ -448,8 +448,10 @@ static int sink_open(struct outputs *o, struct sink *k, const struct service_con
 		if (!k->file[i])
 			return -EIO;
 		if (rotlog_attach_loop(k->file[i], o->loop))
-			fprintf(stderr, "revenant: cannot watch the compressor of %s; it is checked at "
-					"each rotation\n", k->path[i]);
+			fprintf(stderr,
+				"revenant: cannot watch the compressor of %s; it is checked at "
+				"each rotation\n",
+				k->path[i]);
 	}
 	if (shared)
 		k->file[1] = k->file[0];
@@ -504,15 +506,19 @@ int outputs_attach(struct outputs *o, const struct service_config *c, pid_t pid,
 			rc = -ENOMEM;
 			break;
 		}
-		*s = (struct ostream){
-			.o = o, .sink = k, .stream = i ? OUT_STDERR : OUT_STDOUT, .pid = pid,
-			.fd = p->ours[i]};
+		*s = (struct ostream){.o = o,
+				      .sink = k,
+				      .stream = i ? OUT_STDERR : OUT_STDOUT,
+				      .pid = pid,
+				      .fd = p->ours[i]};
 		/* Unwatched, the pipe still stays open (closing it would kill the service with
 		 * SIGPIPE): it is read when the process is reaped and when the agent stops. */
 		r = loop_add_fd(o->loop, s->fd, EPOLLIN, on_readable, s);
 		if (r) {
-			snprintf(warn, warnlen, "cannot watch its %s pipe: %s; it is read only when "
-				 "the service exits", out_stream_name(s->stream), strerror(-r));
+			snprintf(warn, warnlen,
+				 "cannot watch its %s pipe: %s; it is read only when "
+				 "the service exits",
+				 out_stream_name(s->stream), strerror(-r));
 			s->unwatched = true;
 			rc = r;
 		}

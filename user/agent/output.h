@@ -39,7 +39,7 @@ void linesplit_finish(struct linesplit *ls, out_line_fn fn, void *ctx);
 
 /* One line as it is stored with log_timestamps: "<RFC 3339 UTC> stdout|stderr F|P <line>\n" —
  * the CRI log format (Kubernetes), so Promtail, Vector and Fluent Bit read it as they are. */
-#define OUT_TS_LEN 27 /* 2026-11-27T11:23:33.123456Z */
+#define OUT_TS_LEN     27 /* 2026-11-27T11:23:33.123456Z */
 #define OUT_PREFIX_LEN (OUT_TS_LEN + 1 + 6 + 1 + 1 + 1)
 const char *out_stream_name(enum out_stream s);
 

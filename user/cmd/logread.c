@@ -210,7 +210,9 @@ void lr_emit(struct lr_src *s, uint64_t ts_ns, char *text)
 		return;
 	}
 	if (s->n_items == s->cap_items) {
-		size_t cap = set->limit > 0 ? (size_t)set->limit : s->cap_items ? s->cap_items * 2 : 64;
+		size_t cap = set->limit > 0 ? (size_t)set->limit
+			     : s->cap_items ? s->cap_items * 2
+					    : 64;
 		struct lr_item *v = realloc(s->items, cap * sizeof(*v));
 
 		if (!v) {
@@ -466,9 +468,10 @@ static void replay(struct lr_src *s, size_t need, const struct stat *after, cons
 			}
 		}
 		if (i == (size_t)-1 && sn.n && after_line)
-			cli_err("warning: %s was rotated faster than it could be followed and the "
-				"lines in between are no longer in any segment; some may be missing",
-				s->path);
+			cli_err(
+			    "warning: %s was rotated faster than it could be followed and the "
+			    "lines in between are no longer in any segment; some may be missing",
+			    s->path);
 	} else if (need != REPLAY_ALL) {
 		for (start = sn.n; start > 0 && got < need; start--) {
 			if (live_fd >= 0 && same_file(&sn.st[start - 1], &live))
@@ -673,8 +676,9 @@ int lr_follow(struct lr_set *set, const sigset_t *mask)
 		if (inotify_add_watch(ifd, dir,
 				      IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM |
 					  IN_DELETE) < 0) {
-			cli_err("cannot watch %s: %s (fs.inotify.max_user_watches may be exhausted)",
-				dir, strerror(errno));
+			cli_err(
+			    "cannot watch %s: %s (fs.inotify.max_user_watches may be exhausted)",
+			    dir, strerror(errno));
 			ret = EXIT_FAILED;
 			goto out;
 		}

@@ -54,9 +54,11 @@ static char *json_text(const char *s, size_t len)
 	if (!out)
 		return NULL;
 	while (p < end) {
-		size_t n = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3
-				     : (*p & 0xf8) == 0xf0	     ? 4
-								     : 0;
+		size_t n = *p < 0x80		 ? 1
+			   : (*p & 0xe0) == 0xc0 ? 2
+			   : (*p & 0xf0) == 0xe0 ? 3
+			   : (*p & 0xf8) == 0xf0 ? 4
+						 : 0;
 		bool ok = n && *p && n <= (size_t)(end - p);
 
 		for (size_t i = 1; ok && i < n; i++)
@@ -69,8 +71,8 @@ static char *json_text(const char *s, size_t len)
 			ok = cp >= 0x800 && (cp < 0xd800 || cp > 0xdfff);
 		}
 		if (ok && n == 4) {
-			unsigned cp = (p[0] & 0x07) << 18 | (p[1] & 0x3f) << 12 | (p[2] & 0x3f) << 6 |
-				      (p[3] & 0x3f);
+			unsigned cp = (p[0] & 0x07) << 18 | (p[1] & 0x3f) << 12 |
+				      (p[2] & 0x3f) << 6 | (p[3] & 0x3f);
 
 			ok = cp >= 0x10000 && cp <= 0x10ffff;
 		}
@@ -184,41 +186,43 @@ struct logs_opts {
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: revenant logs [-c FILE] [-f] [-n N] [--all] [--since TIME]\n"
-		"                     [--stdout|--stderr] [--json] SERVICE\n"
-		"\n"
-		"Print the last lines a service wrote to its stdout and stderr, from its output\n"
-		"files (log_file, stderr_file of the config) and their rotated segments. Needs\n"
-		"read permission on them, not the agent.\n"
-		"\n"
-		"  -c, --config FILE   configuration (default %s, else %s)\n"
-		"  -n, --lines N       the last N lines (default 10), across rotations\n"
-		"  -a, --all           every line of every rotated segment, then of the live file\n"
-		"  -f, --follow        then print lines as they are written, across rotations,\n"
-		"                      until SIGINT or SIGTERM (exit 0)\n"
-		"  -s, --since TIME    only lines at or after TIME: RFC 3339\n"
-		"                      (2026-11-27T11:00:00Z) or a time ago (30s, 10m, 2h, 1d)\n"
-		"      --stdout        only what it wrote to stdout\n"
-		"      --stderr        only what it wrote to stderr\n"
-		"      --json          one {\"ts\", \"service\", \"stream\", \"line\"} object per line\n"
-		"                      (\"partial\": true on a piece of a line cut at 64 KiB)\n"
-		"  -h, --help          this help\n"
-		"\n"
-		"Lines are shown as TIME STREAM TEXT; a piece of a line longer than 64 KiB ends in\n"
-		"\" [continued]\". With log_timestamps off the lines are shown as they were written.\n"
-		"Control characters are shown as '?' (tabs are kept); --json keeps them escaped.\n",
-		CONFIG_DEFAULT_PATH, CONFIG_FALLBACK_PATH);
+	fprintf(
+	    f,
+	    "usage: revenant logs [-c FILE] [-f] [-n N] [--all] [--since TIME]\n"
+	    "                     [--stdout|--stderr] [--json] SERVICE\n"
+	    "\n"
+	    "Print the last lines a service wrote to its stdout and stderr, from its output\n"
+	    "files (log_file, stderr_file of the config) and their rotated segments. Needs\n"
+	    "read permission on them, not the agent.\n"
+	    "\n"
+	    "  -c, --config FILE   configuration (default %s, else %s)\n"
+	    "  -n, --lines N       the last N lines (default 10), across rotations\n"
+	    "  -a, --all           every line of every rotated segment, then of the live file\n"
+	    "  -f, --follow        then print lines as they are written, across rotations,\n"
+	    "                      until SIGINT or SIGTERM (exit 0)\n"
+	    "  -s, --since TIME    only lines at or after TIME: RFC 3339\n"
+	    "                      (2026-11-27T11:00:00Z) or a time ago (30s, 10m, 2h, 1d)\n"
+	    "      --stdout        only what it wrote to stdout\n"
+	    "      --stderr        only what it wrote to stderr\n"
+	    "      --json          one {\"ts\", \"service\", \"stream\", \"line\"} object per "
+	    "line\n"
+	    "                      (\"partial\": true on a piece of a line cut at 64 KiB)\n"
+	    "  -h, --help          this help\n"
+	    "\n"
+	    "Lines are shown as TIME STREAM TEXT; a piece of a line longer than 64 KiB ends in\n"
+	    "\" [continued]\". With log_timestamps off the lines are shown as they were written.\n"
+	    "Control characters are shown as '?' (tabs are kept); --json keeps them escaped.\n",
+	    CONFIG_DEFAULT_PATH, CONFIG_FALLBACK_PATH);
 }
 
 static int parse_args(struct logs_opts *o, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"config", required_argument, NULL, 'c'}, {"lines", required_argument, NULL, 'n'},
-		{"all", no_argument, NULL, 'a'},	  {"follow", no_argument, NULL, 'f'},
-		{"since", required_argument, NULL, 's'},  {"stdout", no_argument, NULL, 'O'},
-		{"stderr", no_argument, NULL, 'E'},	  {"json", no_argument, NULL, 'j'},
-		{"help", no_argument, NULL, 'h'},	  {0},
+	    {"config", required_argument, NULL, 'c'}, {"lines", required_argument, NULL, 'n'},
+	    {"all", no_argument, NULL, 'a'},	      {"follow", no_argument, NULL, 'f'},
+	    {"since", required_argument, NULL, 's'},  {"stdout", no_argument, NULL, 'O'},
+	    {"stderr", no_argument, NULL, 'E'},	      {"json", no_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'},	      {0},
 	};
 	struct timespec now;
 	char *end;
@@ -259,8 +263,9 @@ static int parse_args(struct logs_opts *o, int argc, char **argv)
 		case 'O':
 		case 'E':
 			if (o->want >= 0 && o->want != (c == 'E' ? OUT_STDERR : OUT_STDOUT)) {
-				cli_err("logs: --stdout and --stderr exclude each other (give neither "
-					"for both)");
+				cli_err(
+				    "logs: --stdout and --stderr exclude each other (give neither "
+				    "for both)");
 				return EXIT_USAGE;
 			}
 			o->want = c == 'E' ? OUT_STDERR : OUT_STDOUT;
@@ -293,8 +298,8 @@ static int parse_args(struct logs_opts *o, int argc, char **argv)
 	return 0;
 }
 
-void logs_sources(const struct service_config *sc, int want, struct outsrc *ctx,
-		  struct lr_src *src, size_t *n)
+void logs_sources(const struct service_config *sc, int want, struct outsrc *ctx, struct lr_src *src,
+		  size_t *n)
 {
 	bool shared = !strcmp(sc->log_file, sc->stderr_file);
 
@@ -352,9 +357,10 @@ int cmd_logs(int argc, char **argv)
 	}
 	for (size_t i = 0; i < n; i++) {
 		err = lr_open(&src[i]);
-		if (!err || (o.follow && err == -ENOENT && (evlog_dir(src[i].path, dir, sizeof(dir)),
-							     !access(dir, R_OK | X_OK))))
-			continue; /* following a file the service has yet to write is waiting for it */
+		if (!err || (o.follow && err == -ENOENT &&
+			     (evlog_dir(src[i].path, dir, sizeof(dir)), !access(dir, R_OK | X_OK))))
+			continue; /* following a file the service has yet to write is waiting for it
+				   */
 		if (err == -ENOENT)
 			cli_err("cannot read %s: %s (has service %s run under the agent? it is "
 				"services.%s.%s in %s)",

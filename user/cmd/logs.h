@@ -33,7 +33,7 @@ struct outsrc {
 	int want;	 /* the stream to show, -1 both */
 	uint64_t since;	 /* 0: everything */
 	bool json;
-	bool tail_rows; /* `tail --output`: rows and objects of the event timeline */
+	bool tail_rows;	  /* `tail --output`: rows and objects of the event timeline */
 	uint64_t last_ts; /* a raw line is placed at the time of the stamped line before it */
 };
 /* The lr_line_fn of such a source. */
@@ -41,8 +41,8 @@ void outsrc_line(struct lr_src *s, const char *line, size_t len);
 
 /* The sources of service sc's output (one file, or stdout's and stderr's), filtered to stream
  * want (-1: both): fills ctx[0..*n) and src[0..*n) (at most 2); the caller sets since, json. */
-void logs_sources(const struct service_config *sc, int want, struct outsrc *ctx,
-		  struct lr_src *src, size_t *n);
+void logs_sources(const struct service_config *sc, int want, struct outsrc *ctx, struct lr_src *src,
+		  size_t *n);
 
 int cmd_logs(int argc, char **argv);
 
