@@ -6,11 +6,9 @@
 
 #include "event.h"
 
-/* The kernel's grace: one slot per pid modulo this (an array, so each slot's timer is allocated
- * once and reused). An exit whose slot another pending process holds, or whose timer could not
- * be allocated yet, goes to userspace's tracker instead. Power of two; ~0.9 MiB of kernel
- * memory with the timers. */
-#define REV_ZOMBIE_SLOTS 4096
+/* Exited, unreaped processes the kernel watches at once (preallocated, ~1.6 MiB); past that,
+ * exits go to userspace's tracker. */
+#define REV_MAX_PENDING 16384
 
 struct exit_event {
 	__u32 type;	  /* REV_EV_EXIT, REV_EV_ZOMBIE or REV_EV_REAP */
@@ -26,33 +24,21 @@ struct exit_event {
 };
 _Static_assert(sizeof(struct exit_event) == 72, "exit_event layout");
 
-enum rev_slot_state {
-	REV_SLOT_ARMED = 1,	/* exited; the timer fires at the end of the grace */
-	REV_SLOT_REPORTED = 2,	/* a zombie record went out: its free sends a reap record */
-};
-
-/* One exited process whose grace runs in the kernel (map `slots`, index pid % REV_ZOMBIE_SLOTS).
- * The timer is a struct bpf_timer, opaque to userspace, which never writes a slot (zombies that
- * predate the agent go in the `evicted` map, keyed by pid, as struct exit_event). */
-struct zombie_slot {
-#ifdef __VMLINUX_H__
-	struct bpf_timer timer;
-#else
-	__u64 timer[2];
-#endif
+/* One exited process whose grace the kernel keeps (map `pending`, keyed by pid). Userspace writes
+ * entries only for zombies that predate the agent (notify set), so their free is reported. */
+struct zombie_pending {
 	__u64 exit_ns;
+	__u64 deadline_ns; /* when the timer's sweep looks at it next */
 	__u64 start_ns;
-	__u32 pid; /* the owner, 0 when free: claimed and given back by compare-and-swap */
 	__u32 ppid;
 	__u32 uid;
 	__s32 exit_code;
-	__u8 state;	  /* enum rev_slot_state */
-	__u8 rechecks;	  /* deadlines passed while the process was still in do_exit */
-	__u8 timer_ready; /* the timer was allocated (once per slot) */
-	__u8 pad[5];
+	__u8 notify;   /* a zombie record went out (or userspace asked): the free sends a reap */
+	__u8 rechecks; /* deadlines passed while the process was still in do_exit */
+	__u16 pad;
 	char comm[REV_COMM_LEN];
 	char parent_comm[REV_COMM_LEN];
 };
-_Static_assert(sizeof(struct zombie_slot) == 88, "zombie_slot layout");
+_Static_assert(sizeof(struct zombie_pending) == 72, "zombie_pending layout");
 
 #endif

@@ -17,7 +17,6 @@ import test_sensor
 import test_supervisor
 
 MODE_VAR = "REVENANT_ZOMBIE_GRACE"
-SLOTS = 4096  # REV_ZOMBIE_SLOTS
 
 # Forks N children that exit at once and are reaped at once; prints their pids, then "done".
 EXITS = r"""
@@ -95,13 +94,6 @@ def exits_seen(mode, n=300):
     p = spawn(EXITS, n)
     try:
         assert agent.events[0]["zombie_grace"] == mode, agent.events[0]
-        if mode == "kernel":
-            # The kernel hands out timer memory slowly (the agent allocates its slots' timers
-            # in the first seconds); until then a cold slot's exit goes to userspace.
-            deadline = time.monotonic() + 300
-            while metrics(port).get(("revenant_zombie_timers_ready", None)) != SLOTS:
-                assert time.monotonic() < deadline, metrics(port)
-                time.sleep(0.5)  # polling a gauge: no event says "warm"
         marker(agent)
         before = metrics(port)
         pids = set(map(int, tell(p)))

@@ -143,6 +143,51 @@ static void tail_rows_follow_the_schema(void **state)
 	free(row);
 }
 
+/* killed_by is one nested object of the same table (null when not known); oom and core_dumped
+ * are always there; rows show the object compactly and hide false oom/core_dumped. */
+static void service_exit_cause_fields(void **state)
+{
+	struct event e = {.type = EV_SERVICE_EXIT};
+	const cJSON *by;
+	cJSON *o;
+	char *line, *row;
+
+	(void)state;
+	e.service_exit = (struct ev_service_exit){.service = "a", .pid = 9, .code = 0};
+	o = ev_encode(&e);
+	assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(o, "killed_by")));
+	assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(o, "oom")));
+	assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(o, "core_dumped")));
+	cJSON_Delete(o);
+
+	e.service_exit.code = -1;
+	e.service_exit.signal = "SIGKILL";
+	e.service_exit.oom = true;
+	e.service_exit.killed_by =
+		(struct ev_sender){.known = true, .pid = 42, .comm = "bash", .uid = 1000};
+	o = ev_encode(&e);
+	by = cJSON_GetObjectItemCaseSensitive(o, "killed_by");
+	assert_true(cJSON_IsObject(by));
+	assert_int_equal(cJSON_GetArraySize(by), 3); /* agent and kernel only when true */
+	assert_int_equal(cJSON_GetObjectItemCaseSensitive(by, "pid")->valueint, 42);
+	assert_string_equal(cJSON_GetObjectItemCaseSensitive(by, "comm")->valuestring, "bash");
+	assert_int_equal(cJSON_GetObjectItemCaseSensitive(by, "uid")->valueint, 1000);
+	line = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	row = row_of(line);
+	assert_non_null(strstr(row, " killed_by={\"pid\":42,\"comm\":\"bash\",\"uid\":1000} oom=true"));
+	assert_null(strstr(row, "core_dumped"));
+	free(row);
+	free(line);
+
+	e.service_exit.killed_by = (struct ev_sender){.known = true, .kernel = true};
+	o = ev_encode(&e);
+	by = cJSON_GetObjectItemCaseSensitive(o, "killed_by");
+	assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(by, "pid")));
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(by, "kernel")));
+	cJSON_Delete(o);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -151,6 +196,7 @@ int main(void)
 		cmocka_unit_test(port_migrated_always_carries_owner_comm),
 		cmocka_unit_test(enums_by_name_and_nullable_numbers),
 		cmocka_unit_test(tail_rows_follow_the_schema),
+		cmocka_unit_test(service_exit_cause_fields),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

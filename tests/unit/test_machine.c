@@ -37,7 +37,8 @@ struct fake {
 		char service[32];
 		long long a, b; /* per type: restart attempt/delay, migrated from/to, start pid/port */
 		int reason;	/* restart reason, zombie action */
-		char text[160]; /* give-up reason, owner_comm */
+		char text[160]; /* give-up reason, owner_comm, killed_by.comm */
+		bool known, agent, oom; /* service_exit.killed_by, oom */
 	} log[MAX_LOG];
 	int n_log;
 	struct {
@@ -52,6 +53,9 @@ struct fake {
 	int rest; /* processes of a service left besides its main one */
 	int done_code;
 	bool done;
+	/* what the kernel recorded for the next reaped main process (exit_cause) */
+	struct exit_cause cause;
+	bool have_cause;
 	int replies;
 	bool last_reply_ok;
 };
@@ -74,6 +78,12 @@ static void on_event(void *ctx, const struct event *e)
 	case EV_SERVICE_EXIT:
 		snprintf(l->service, sizeof(l->service), "%s", e->service_exit.service);
 		l->a = e->service_exit.code;
+		l->b = e->service_exit.killed_by.pid;
+		l->known = e->service_exit.killed_by.known;
+		l->agent = e->service_exit.killed_by.agent;
+		l->oom = e->service_exit.oom;
+		snprintf(l->text, sizeof(l->text), "%s",
+			 e->service_exit.killed_by.comm ? e->service_exit.killed_by.comm : "");
 		break;
 	case EV_SERVICE_RESTART:
 		snprintf(l->service, sizeof(l->service), "%s", e->service_restart.service);
@@ -105,13 +115,16 @@ static void on_done(void *ctx, int code)
 	f->done_code = code;
 }
 
-static int fake_spawn(void *ctx, const struct service_config *c, int port, struct svc_proc *out,
-		      char *warn, size_t warnlen)
+static int fake_spawn(void *ctx, const struct service_config *c, int port,
+		      const struct svc_port *peers, size_t n_peers, struct svc_proc *out, char *warn,
+		      size_t warnlen)
 {
 	struct fake *f = ctx;
 
 	(void)c;
 	(void)port;
+	(void)peers;
+	(void)n_peers;
 	(void)warnlen;
 	warn[0] = 0;
 	out->pid = f->next_pid++;
@@ -126,6 +139,22 @@ static void fake_signal(void *ctx, const struct svc_proc *p, int sig, enum sig_s
 
 	if (f->n_sigs < 64)
 		f->sigs[f->n_sigs++] = (typeof(f->sigs[0])){p->pid, sig, scope};
+	/* as bpf/cause records it: the agent (this process) sent it */
+	f->cause = (struct exit_cause){.sig = sig, .sender_pid = getpid(), .comm = "revenant"};
+	f->have_cause = true;
+}
+
+static int fake_exit_cause(void *ctx, const struct svc_proc *p, struct exit_cause *c)
+{
+	struct fake *f = ctx;
+
+	(void)p;
+	memset(c, 0, sizeof(*c));
+	if (!f->have_cause)
+		return -ENOENT;
+	*c = f->cause;
+	f->have_cause = false; /* taken */
+	return 0;
 }
 
 static int fake_listeners(void *ctx, struct listener **ls, size_t *n)
@@ -158,7 +187,8 @@ static int fake_count(void *ctx, const struct svc_proc *p)
 	return f->rest;
 }
 
-static const struct sup_ops fake_ops = {fake_spawn, fake_signal, fake_count, fake_listeners, &F};
+static const struct sup_ops fake_ops = {fake_spawn,	  fake_signal, fake_count,
+					fake_listeners, &F,	     fake_exit_cause};
 
 /* The config text gets the test's own control directory (the state file goes there). */
 static void start(const char *services, const char *extra)
@@ -281,7 +311,7 @@ static void crash_loop_backs_off_then_gives_up_and_fails_dependents(void **state
 		i = nth(EV_SERVICE_RESTART, "db", attempt - 1);
 		assert_true(i >= 0);
 		assert_int_equal(F.log[i].a, attempt);
-		assert_int_equal(F.log[i].b, sup_backoff_ms(attempt));
+		assert_int_equal(F.log[i].b, sup_restart_delay_ms(attempt, 250, 30000));
 		assert_int_equal(F.log[i].reason, RESTART_EXIT);
 		/* the exit is logged before the restart it caused */
 		assert_true(nth(EV_SERVICE_EXIT, "db", attempt - 1) < i);
@@ -400,9 +430,11 @@ static void zombie_policy_restarts_count_and_give_up(void **state)
 		exit_code("leaky", 0);
 		if (attempt == 4)
 			break;
-		/* under back-off: waits its delay before the new start */
-		assert_int_equal(sup_state_of(F.sup, "leaky"), SVC_BACKOFF);
-		sup_input(F.sup, "leaky", SE_TIMER);
+		/* the first restart at once, then under back-off: waits its delay */
+		if (attempt > 1) {
+			assert_int_equal(sup_state_of(F.sup, "leaky"), SVC_BACKOFF);
+			sup_input(F.sup, "leaky", SE_TIMER);
+		}
 		assert_int_equal(sup_state_of(F.sup, "leaky"), SVC_RUNNING);
 	}
 	assert_int_equal(count(EV_SERVICE_RESTART, "leaky"), 3);
@@ -411,7 +443,7 @@ static void zombie_policy_restarts_count_and_give_up(void **state)
 
 		assert_int_equal(F.log[i].reason, RESTART_ZOMBIE_POLICY);
 		assert_int_equal(F.log[i].a, k + 1);
-		assert_int_equal(F.log[i].b, sup_backoff_ms(k + 1));
+		assert_int_equal(F.log[i].b, sup_restart_delay_ms(k + 1, 250, 30000));
 	}
 	assert_int_equal(sup_state_of(F.sup, "leaky"), SVC_FAILED);
 	assert_int_equal(count(EV_SERVICE_GIVE_UP, "leaky"), 1);
@@ -526,6 +558,69 @@ static void critical_give_up_takes_the_stack_down(void **state)
 	finish();
 }
 
+/* service_exit names who killed the service: the agent for its own stop, another process by
+ * pid and comm, nobody for an exit with a code (even after a handled signal); the OOM mark only
+ * with a death by signal; status shows the last exit as that event said it. */
+static void exit_causes_name_the_sender(void **state)
+{
+	cJSON *resp, *last;
+	int i;
+
+	(void)state;
+	start(SVC("a", ", \"auto_restart\": false"), NULL);
+	sup_start_all(F.sup);
+	resp = request("status", NULL);
+	assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(
+		cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(resp, "services"),
+						 "a"),
+		"last_exit")));
+	cJSON_Delete(resp);
+
+	/* a stop: SIGTERM from the agent, and the process dies of it */
+	request("stop", "a");
+	assert_true(sup_on_reaped(F.sup, sup_pid_of(F.sup, "a"), SIGTERM));
+	i = nth(EV_SERVICE_EXIT, "a", 0);
+	assert_true(F.log[i].known && F.log[i].agent);
+	assert_int_equal(F.log[i].b, getpid());
+	resp = request("status", NULL);
+	last = cJSON_GetObjectItemCaseSensitive(
+		cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(resp, "services"),
+						 "a"),
+		"last_exit");
+	assert_string_equal(cJSON_GetObjectItemCaseSensitive(last, "signal")->valuestring,
+			    "SIGTERM");
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+		cJSON_GetObjectItemCaseSensitive(last, "killed_by"), "agent")));
+	cJSON_Delete(resp);
+
+	/* SIGKILL from someone else, by the OOM killer's hand */
+	request("start", "a");
+	F.cause = (struct exit_cause){
+		.sig = SIGKILL, .sender_pid = 4321, .comm = "bash", .kernel = true, .oom = true};
+	F.have_cause = true;
+	assert_true(sup_on_reaped(F.sup, sup_pid_of(F.sup, "a"), SIGKILL));
+	i = nth(EV_SERVICE_EXIT, "a", 1);
+	assert_true(F.log[i].known && !F.log[i].agent && F.log[i].oom);
+	assert_int_equal(F.log[i].b, 4321);
+	assert_string_equal(F.log[i].text, "bash");
+
+	/* a handled SIGTERM and a clean exit: nobody killed it */
+	request("start", "a");
+	F.cause = (struct exit_cause){.sig = SIGTERM, .sender_pid = 4321, .comm = "bash"};
+	F.have_cause = true;
+	exit_code("a", 0);
+	i = nth(EV_SERVICE_EXIT, "a", 2);
+	assert_false(F.log[i].known || F.log[i].oom);
+	/* a signal the kernel recorded is not the one it died of: unknown, not a guess */
+	request("start", "a");
+	F.cause = (struct exit_cause){.sig = SIGTERM, .sender_pid = 4321, .comm = "bash"};
+	F.have_cause = true;
+	assert_true(sup_on_reaped(F.sup, sup_pid_of(F.sup, "a"), SIGSEGV | 0x80));
+	i = nth(EV_SERVICE_EXIT, "a", 3);
+	assert_false(F.log[i].known);
+	finish();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -540,6 +635,7 @@ int main(void)
 		cmocka_unit_test(collision_on_a_foreign_port_is_only_reported),
 		cmocka_unit_test(every_alternative_is_probed),
 		cmocka_unit_test(critical_give_up_takes_the_stack_down),
+		cmocka_unit_test(exit_causes_name_the_sender),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

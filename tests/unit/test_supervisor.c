@@ -145,12 +145,25 @@ static void backoff_doubles_then_caps(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
-		assert_int_equal(sup_backoff_ms((int)i + 1), want[i]);
-	assert_int_equal(sup_backoff_ms(100), 30000);
-	assert_int_equal(sup_backoff_ms(INT_MAX), 30000);
+		assert_int_equal(sup_backoff_ms((int)i + 1, 250, 30000), want[i]);
+	assert_int_equal(sup_backoff_ms(100, 250, 30000), 30000);
+	assert_int_equal(sup_backoff_ms(INT_MAX, 250, 30000), 30000);
 	/* a nonsense attempt number still gives the base delay, never 0 */
-	assert_int_equal(sup_backoff_ms(0), 250);
-	assert_int_equal(sup_backoff_ms(-5), 250);
+	assert_int_equal(sup_backoff_ms(0, 250, 30000), 250);
+	assert_int_equal(sup_backoff_ms(-5, 250, 30000), 250);
+}
+
+/* A crash that happens once is restarted at once; the back-off starts at the second in a row. */
+static void restart_delay_first_is_immediate(void **state)
+{
+	(void)state;
+	assert_int_equal(sup_restart_delay_ms(1, 250, 30000), 0);
+	assert_int_equal(sup_restart_delay_ms(2, 250, 30000), 250);
+	assert_int_equal(sup_restart_delay_ms(3, 250, 30000), 500);
+	assert_int_equal(sup_restart_delay_ms(4, 100, 300), 300);
+	assert_int_equal(sup_restart_delay_ms(1000, 250, 30000), 30000);
+	assert_int_equal(sup_restart_delay_ms(0, 250, 30000), 0);
+	assert_int_equal(sup_backoff_ms(40, 4000000000u, 4100000000u), 4100000000u);
 }
 
 static void backoff_monotonic(void **state)
@@ -159,7 +172,7 @@ static void backoff_monotonic(void **state)
 
 	(void)state;
 	for (int a = 1; a <= 1000; a++) {
-		unsigned ms = sup_backoff_ms(a);
+		unsigned ms = sup_backoff_ms(a, 250, 30000);
 
 		assert_true(ms >= prev);
 		assert_true(ms >= 250 && ms <= 30000);
@@ -538,6 +551,7 @@ int main(void)
 	    cmocka_unit_test(state_names),
 	    cmocka_unit_test(backoff_doubles_then_caps),
 	    cmocka_unit_test(backoff_monotonic),
+	    cmocka_unit_test(restart_delay_first_is_immediate),
 	    cmocka_unit_test(port_free_is_own),
 	    cmocka_unit_test(port_held_by_own_leftover),
 	    cmocka_unit_test(port_foreign_migrates_to_first_free),

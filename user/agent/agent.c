@@ -21,8 +21,11 @@
 #include "agent/agent.h"
 #include "agent/control.h"
 #include "agent/metrics.h"
+#include "agent/notify.h"
+#include "agent/output.h"
 #include "agent/sensor.h"
 #include "agent/supervisor.h"
+#include "agent/zcensus.h"
 #include "agent/zombie.h"
 #include "cmd/cli.h"
 #include "lib/agentrec.h"
@@ -47,6 +50,7 @@ struct agent {
 	struct control *ctl;
 	struct metrics *metrics;
 	struct zwatch *zw;
+	struct outputs *output;
 	uint32_t host_netns;
 	bool stopping;
 	char pin_dir[256];
@@ -92,6 +96,7 @@ static enum ev_action on_zombie(void *ctx, const struct zrec *z, uint64_t now, b
 				      .action = d.action,
 				      .existing = z->seeded};
 	emit(a, &e);
+	zcensus_add(z->pid, z->parent_comm, d.service);
 	if (d.action == ACT_RESTART_PARENT)
 		sup_apply_zombie(a->sup, &d);
 	return d.action;
@@ -109,6 +114,7 @@ static void on_zombie_reaped(void *ctx, const struct zrec *z, uint64_t reaped_ns
 						    .comm = z->comm,
 						    .service = sup_service_of(a->sup, z->ppid)};
 	emit(a, &e);
+	zcensus_del(z->pid);
 }
 
 static void on_zombies_lost(void *ctx, uint64_t count)
@@ -252,33 +258,63 @@ static void on_lost(void *ctx, uint64_t lost)
 
 /* ---- signals and reload ---- */
 
-/* SIGHUP: validate the file again; what can change live (grace period) is applied, the rest is
- * reported as needing a restart. A bad file changes nothing. */
-static void reload(struct agent *a)
+static bool differs(const char *a, const char *b)
 {
-	struct rev_config next;
-	char err[1024];
+	return (a || b) && (!a || !b || strcmp(a, b));
+}
+
+/* What a reload cannot change in a running agent, named for the operator. */
+static void needs_restart(const struct rev_config *cur, const struct rev_config *next, char *buf,
+			  size_t len)
+{
+	size_t n = strlen(buf);
+
+	if (differs(cur->log.path, next->log.path) || cur->log.max_bytes != next->log.max_bytes ||
+	    cur->log.keep != next->log.keep || cur->log.compress != next->log.compress)
+		n += snprintf(buf + n, len - n, "; log settings changed: applied at the next start");
+	if (differs(cur->control.socket, next->control.socket) && n < len)
+		n += snprintf(buf + n, len - n, "; control.socket changed: applied at the next start");
+	if (differs(cur->metrics.listen, next->metrics.listen) && n < len)
+		snprintf(buf + n, len - n, "; metrics.listen changed: applied at the next start");
+}
+
+/* SIGHUP and `revenant reload`: a valid file is applied — services through the supervisor, the
+ * monitoring settings live, the rest named as needing a restart. A bad file changes nothing.
+ * 0, -EINVAL (bad file) or -ENOMEM; what happened in detail, and in an agent_reload event. */
+static int reload(struct agent *a, char *detail, size_t len)
+{
+	struct rev_config *next = calloc(1, sizeof(*next));
 	struct event e = {.type = EV_AGENT_RELOAD};
+	int rc;
 
 	e.agent_reload.config = a->cfg.path;
-	if (config_load(a->cfg.path, &next, err, sizeof(err))) {
-		e.agent_reload.ok = false;
-		e.agent_reload.detail = err;
-		cli_err("reload: %s (keeping the running configuration)", err);
-		emit(a, &e);
-		return;
+	if (!next) {
+		snprintf(detail, len, "out of memory: the running configuration is kept");
+		rc = -ENOMEM;
+	} else if ((rc = config_load(a->cfg.path, next, detail, len))) {
+		free(next);
+		rc = -EINVAL;
+		cli_err("reload: %s (keeping the running configuration)", detail);
+	} else if ((rc = sup_reload(a->sup, next, detail, len))) {
+		config_free(next);
+		free(next);
+	} else {
+		if (next->monitoring.zombie_grace_ms != a->cfg.monitoring.zombie_grace_ms) {
+			zwatch_set_grace(a->zw, ms_to_ns(next->monitoring.zombie_grace_ms));
+			sensor_set_grace(a->sensor, ms_to_ns(next->monitoring.zombie_grace_ms));
+		}
+		a->cfg.monitoring = next->monitoring;
+		needs_restart(&a->cfg, next, detail, len);
 	}
-	if (next.monitoring.zombie_grace_ms != a->cfg.monitoring.zombie_grace_ms) {
-		a->cfg.monitoring.zombie_grace_ms = next.monitoring.zombie_grace_ms;
-		zwatch_set_grace(a->zw, ms_to_ns(next.monitoring.zombie_grace_ms));
-		sensor_set_grace(a->sensor, ms_to_ns(next.monitoring.zombie_grace_ms));
-	}
-	a->cfg.monitoring.auto_resolve_conflicts = next.monitoring.auto_resolve_conflicts;
-	config_free(&next);
-	e.agent_reload.ok = true;
-	e.agent_reload.detail = "monitoring settings applied; services, log and control settings "
-				"take effect at the next start of the agent";
+	e.agent_reload.ok = rc == 0;
+	e.agent_reload.detail = detail;
 	emit(a, &e);
+	return rc;
+}
+
+static int on_reload_request(void *ctx, char *detail, size_t len)
+{
+	return reload(ctx, detail, len);
 }
 
 /* Services are ours to account for; orphans that re-parented to us (we are a subreaper) are
@@ -288,9 +324,12 @@ static void reap_children(struct agent *a)
 	int status;
 	pid_t pid;
 
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		/* What it printed before it died comes before its exit in the timeline. */
+		outputs_drain(a->output, pid);
 		if (!sup_on_reaped(a->sup, pid, status))
 			zwatch_reaped_by_us(a->zw, pid);
+	}
 }
 
 static void on_signal(struct loop *l, int fd, uint32_t events, void *ctx)
@@ -307,12 +346,16 @@ static void on_signal(struct loop *l, int fd, uint32_t events, void *ctx)
 			/* First signal: graceful stop of the stack; a second one: no more waiting. */
 			if (a->stop_reason < 0)
 				a->stop_reason = si.ssi_signo == SIGTERM ? STOP_SIGTERM : STOP_SIGINT;
+			notify_stopping(stop_reason_name(a->stop_reason));
 			sup_shutdown(a->sup, a->stopping);
 			a->stopping = true;
 			break;
-		case SIGHUP:
-			reload(a);
+		case SIGHUP: {
+			char detail[2048];
+
+			reload(a, detail, sizeof(detail));
 			break;
+		}
 		case SIGCHLD:
 			reap_children(a);
 			break;
@@ -329,6 +372,19 @@ static void on_stack_done(void *ctx, int code)
 	if (code && a->stop_reason < 0)
 		a->stop_reason = STOP_CRITICAL;
 	loop_stop(a->loop, code);
+}
+
+/* The service manager's STATUS= line (notify.c sends it when it changes). */
+static void status_line(void *ctx, char *buf, size_t len)
+{
+	struct agent *a = ctx;
+	int total, up = sup_count_up(a->sup, &total);
+	size_t z = zcensus_count();
+
+	if (total)
+		snprintf(buf, len, "%d/%d services up, %zu zombies", up, total, z);
+	else
+		snprintf(buf, len, "watching (no services), %zu zombies", z);
 }
 
 static void on_sup_event(void *ctx, const struct event *e)
@@ -386,6 +442,16 @@ static int parse_args(struct agent *a, int argc, char **argv, const char **cfg_p
 		return EXIT_USAGE;
 	}
 	return -1;
+}
+
+/* Before anything forks: services must not inherit NOTIFY_SOCKET. */
+static void prepare(void)
+{
+	notify_init();
+	if (!in_init_pid_ns())
+		cli_err("warning: not in the host's PID namespace: the pids the kernel reports are "
+			"not this /proc's, so zombies cannot be confirmed or nudged (run the agent "
+			"with the host's PID namespace: --pid=host, hostPID: true)");
 }
 
 /* One agent per control socket: the lock is the truth `scan` and a second `run` consult. */
@@ -503,7 +569,7 @@ static int start_sensor(struct agent *a)
 	if (a->mounted[0])
 		cli_err("mounted %s (it was not mounted)", a->mounted);
 	if (sensor_zombie_mode(a->sensor) == ZGRACE_KERNEL)
-		metrics_watch_kernel_grace(sensor_unreaped, sensor_timers_ready, a->sensor);
+		metrics_watch_kernel_grace(sensor_unreaped, a->sensor);
 	/* Pinned iterators let `scan`, `zombies` and our own look-ups skip loading BPF each time. */
 	a->pins = snapshot_pin(a->pin_dir, err, sizeof(err));
 	if (!a->pins)
@@ -568,16 +634,32 @@ static void announce_start(struct agent *a)
 	emit(a, &e);
 }
 
+static void on_output_warning(void *ctx, const char *service, const char *detail)
+{
+	struct event e = {.type = EV_SERVICE_WARNING};
+
+	e.service_warning = (struct ev_service_warning){.service = service, .detail = detail};
+	emit(ctx, &e);
+}
+
 static int start_supervisor(struct agent *a)
 {
 	struct sup_hooks h = {.event = on_sup_event,
 			      .stack_done = on_stack_done,
+			      .reload = on_reload_request,
 			      .ctx = a,
 			      .listeners_fd = sensor_listeners_fd(a->sensor),
 			      .tree_fd = sensor_tree_fd(a->sensor),
+			      .causes_fd = sensor_causes_fd(a->sensor),
 			      .host_netns = a->host_netns};
 	char err[1024];
 
+	/* Without it the services write to their log files directly (unrotated), as before. */
+	a->output = outputs_new(a->loop, a->cfg.log.compress, on_output_warning, a);
+	if (!a->output)
+		cli_err("warning: cannot set up the output reader: %s; services write to their "
+			"log files unrotated", strerror(errno));
+	h.output = a->output;
 	a->sup = sup_new(a->loop, &a->cfg, &h);
 	if (!a->sup) {
 		cli_err("cannot set up the supervisor: %s", strerror(errno));
@@ -599,6 +681,7 @@ static int start_supervisor(struct agent *a)
 	/* Loading BPF parsed the kernel's BTF (megabytes, freed since): give those pages back, so
 	 * the steady footprint is what the loop needs. */
 	malloc_trim(0);
+	notify_ready(a->loop, status_line, a);
 	if (a->verbose)
 		cli_err("agent running (pid %d), events in %s", getpid(), a->cfg.log.path);
 	return 0;
@@ -622,10 +705,14 @@ static void announce_stop(struct agent *a)
 
 	agentrec_release(a->recfd); /* first: nobody new finds us while we go */
 	a->recfd = -1;
+	notify_stopping(a->stop_reason < 0 ? "error" : stop_reason_name(a->stop_reason));
 	control_close(a->ctl);
 	a->ctl = NULL;
 	metrics_close(a->metrics);
 	a->metrics = NULL;
+	/* The services are down: their last lines (and any loss not told yet) come before ours. */
+	outputs_free(a->output);
+	a->output = NULL;
 	snapshot_unpin(a->pins);
 	a->pins = NULL;
 	sensor_stop(a->sensor);
@@ -640,6 +727,7 @@ static void teardown(struct agent *a)
 	metrics_close(a->metrics);
 	control_close(a->ctl);
 	sup_free(a->sup);
+	outputs_free(a->output); /* after the services: their last lines are in the pipes */
 	snapshot_unpin(a->pins);
 	sensor_stop(a->sensor);
 	zwatch_free(a->zw);
@@ -650,6 +738,8 @@ static void teardown(struct agent *a)
 	agentrec_release(a->recfd);
 	if (a->lockfd >= 0)
 		close(a->lockfd);
+	notify_close();
+	zcensus_free();
 	config_free(&a->cfg);
 }
 
@@ -668,6 +758,7 @@ int cmd_run(int argc, char **argv)
 		config_free(&a.cfg);
 		return cli_need_root("run");
 	}
+	prepare();
 	if ((rc = take_lock(&a)) || (rc = open_log(&a)) || (rc = make_loop(&a)) ||
 	    (rc = watch_signals(&a)) || (rc = start_sensor(&a)))
 		goto out;

@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 #include "agent/metrics.h"
+#include "agent/zcensus.h"
 #include "event.h"
-#include "zombie_rec.h"
 #include "lib/events.h"
 #include "lib/util.h"
 
@@ -23,7 +23,6 @@ static struct {
 	uint64_t zombies;
 	uint64_t (*zombies_live)(void *ctx); /* the kernel's count, when it keeps the grace */
 	void *zombies_ctx;
-	uint64_t (*timers_ready)(void *ctx);
 	uint64_t records[REV_EV_ZOMBIE + 1]; /* ring-buffer records by type (event.h) */
 } counters;
 
@@ -52,11 +51,9 @@ void metrics_count_record(uint32_t type)
 		counters.records[type]++;
 }
 
-void metrics_watch_kernel_grace(uint64_t (*unreaped)(void *ctx), uint64_t (*timers_ready)(void *ctx),
-				void *ctx)
+void metrics_watch_kernel_grace(uint64_t (*unreaped)(void *ctx), void *ctx)
 {
 	counters.zombies_live = unreaped;
-	counters.timers_ready = timers_ready;
 	counters.zombies_ctx = ctx;
 }
 
@@ -87,24 +84,17 @@ size_t metrics_render(struct metrics *m, char *buf, size_t len)
 	n = metrics_appendf(buf, len, n,
 			    "# HELP revenant_events_total Events written to the event log, by type.\n"
 			    "# TYPE revenant_events_total counter\n");
+	/* Every type is there from the start, at 0: a counter that appears only with its first
+	 * event hides that first increase from rate() and increase(). */
 	for (int t = 0; t < EV_NTYPES; t++)
-		if (ev_count(t))
-			n = metrics_appendf(buf, len, n, "revenant_events_total{type=\"%s\"} %llu\n",
-					    ev_type_name(t), (unsigned long long)ev_count(t));
+		n = metrics_appendf(buf, len, n, "revenant_events_total{type=\"%s\"} %llu\n",
+				    ev_type_name(t), (unsigned long long)ev_count(t));
 	n = metrics_appendf(
 		buf, len, n,
 		"# HELP revenant_exited_unreaped Exited processes not yet reaped (zombie candidates).\n"
 		"# TYPE revenant_exited_unreaped gauge\n"
 		"revenant_exited_unreaped %llu\n",
 		(unsigned long long)gauge_zombies());
-	if (counters.timers_ready)
-		n = metrics_appendf(buf, len, n,
-				    "# HELP revenant_zombie_timers_ready Grace timers the kernel has "
-				    "allocated (of %u slots).\n"
-				    "# TYPE revenant_zombie_timers_ready gauge\n"
-				    "revenant_zombie_timers_ready %llu\n",
-				    REV_ZOMBIE_SLOTS,
-				    (unsigned long long)counters.timers_ready(counters.zombies_ctx));
 	n = metrics_appendf(buf, len, n,
 			    "# HELP revenant_kernel_records_total Records read from the kernel's ring "
 			    "buffer, by type.\n"
@@ -117,6 +107,8 @@ size_t metrics_render(struct metrics *m, char *buf, size_t len)
 			    "# TYPE revenant_loop_wakeups_total counter\n"
 			    "revenant_loop_wakeups_total %llu\n",
 			    (unsigned long long)loop_wakeups(m ? m->loop : NULL));
+	if (n < len)
+		n += zcensus_metrics(buf + n, len - n);
 	if (m && m->services && n < len)
 		n += m->services(m->services_ctx, buf + n, len - n);
 	return n < len ? n : len;

@@ -22,10 +22,9 @@ void metrics_set_services(struct metrics *m, metrics_services_fn fn, void *ctx);
 void metrics_set_gauge_zombies(uint64_t n);
 /* A record of this type (enum rev_event_type) came through the ring buffer. */
 void metrics_count_record(uint32_t type);
-/* When the kernel keeps the zombie grace: read its count of exited, unreaped processes and of
- * grace timers ready at each scrape (NULL: the count above). */
-void metrics_watch_kernel_grace(uint64_t (*unreaped)(void *ctx), uint64_t (*timers_ready)(void *ctx),
-				void *ctx);
+/* When the kernel keeps the zombie grace: read its count of exited, unreaped processes at each
+ * scrape (NULL: the count above). */
+void metrics_watch_kernel_grace(uint64_t (*unreaped)(void *ctx), void *ctx);
 
 /* Append to buf (len bytes) at offset n; returns the new offset, never past len. */
 size_t metrics_appendf(char *buf, size_t len, size_t n, const char *fmt, ...)

@@ -1,20 +1,25 @@
 // SPDX-License-Identifier: MIT
-/* Spawning and signalling the services' processes: environment (env_file, env, PORT), the log
- * file, a process group and a cgroup per service; every signal through a pidfd or the group the
- * main process leads. The cgroup root of this agent is <hierarchy>/revenant-PID. */
+/* Spawning and signalling the services' processes: environment (env_file, env, PORT), output
+ * pipes (or the log file), a process group and a cgroup per service, the exit-cause watch; every
+ * signal through a pidfd or the group the main process leads. The cgroup root of this agent is
+ * <hierarchy>/revenant-PID. */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <bpf/bpf.h>
 
+#include "agent/cause.h"
+#include "agent/output.h"
 #include "agent/proc.h"
 #include "lib/loop.h"
 #include "lib/state.h"
@@ -25,25 +30,49 @@ extern char **environ;
 struct procs {
 	char cgroup_root[256];
 	int tree_fd;
+	int causes_fd;		/* bpf/cause's watched pids, -1: none */
+	struct outputs *output; /* reads the services' pipes; NULL: the log file is their output */
 };
 
-char *procs_expand_command(const char *cmd, int port)
+/* The port a reference at s names ("{port}" or "{port:NAME}"), and its length; -1 when s holds
+ * none there. */
+static int port_ref(const char *s, int port, const struct svc_port *peers, size_t n, size_t *len)
 {
-	size_t len = strlen(cmd) + 1;
+	const char *end;
+
+	if (!strncmp(s, "{port}", 6)) {
+		*len = 6;
+		return port;
+	}
+	if (strncmp(s, "{port:", 6) || !(end = strchr(s + 6, '}')))
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		if (strlen(peers[i].name) == (size_t)(end - s - 6) &&
+		    !strncmp(peers[i].name, s + 6, end - s - 6)) {
+			*len = end - s + 1;
+			return peers[i].port;
+		}
+	return -1;
+}
+
+char *procs_expand(const char *s, int port, const struct svc_port *peers, size_t n_peers)
+{
+	size_t cap = strlen(s) + 1, len;
 	char *out, *w;
 
-	for (const char *p = strstr(cmd, "{port}"); p; p = strstr(p + 6, "{port}"))
-		len += 6;
-	out = malloc(len);
+	/* a port takes at most 5 digits, never more than its reference's 6 characters */
+	out = malloc(cap);
 	if (!out)
 		return NULL;
 	w = out;
-	while (*cmd) {
-		if (!strncmp(cmd, "{port}", 6)) {
-			w += sprintf(w, "%d", port);
-			cmd += 6;
+	while (*s) {
+		int v = *s == '{' ? port_ref(s, port, peers, n_peers, &len) : -1;
+
+		if (v >= 0) {
+			w += sprintf(w, "%d", v);
+			s += len;
 		} else {
-			*w++ = *cmd++;
+			*w++ = *s++;
 		}
 	}
 	*w = 0;
@@ -129,27 +158,89 @@ static int env_file_load(struct envv *e, const char *path)
 	return 0;
 }
 
-/* The service's environment: ours, its env_file, its env, then PORT and REVENANT_SERVICE. */
-static int build_env(struct envv *env, const struct service_config *c, int port, char *warn,
-		     size_t warnlen)
+/* The service's environment: ours, REVENANT_PORT_<NAME> of every service with a port, its
+ * env_file, its env (with {port:NAME} expanded), then PORT, REVENANT_SERVICE and, for a service
+ * with a user, HOME, USER and LOGNAME. */
+static int build_env(struct envv *env, const struct service_config *c, int port,
+		     const struct svc_port *peers, size_t n_peers, char *warn, size_t warnlen)
 {
-	char kv[128];
+	char kv[256];
 	int err;
 
 	for (char **e = environ; *e; e++)
 		env_set(env, *e);
+	for (size_t i = 0; i < n_peers; i++) {
+		size_t n;
+
+		if (!peers[i].port)
+			continue;
+		config_port_var(peers[i].name, kv, sizeof(kv));
+		n = strlen(kv);
+		snprintf(kv + n, sizeof(kv) - n, "=%d", peers[i].port);
+		env_set(env, kv);
+	}
 	if (c->env_file && (err = env_file_load(env, c->env_file)))
 		snprintf(warn, warnlen, "cannot read env_file %s: %s; starting without it",
 			 c->env_file, strerror(-err));
-	for (int i = 0; i < c->n_env; i++)
-		env_set(env, c->env[i]);
+	for (int i = 0; i < c->n_env; i++) {
+		char *v = procs_expand(c->env[i], port, peers, n_peers);
+
+		if (!v)
+			return -ENOMEM;
+		env_set(env, v);
+		free(v);
+	}
 	if (port) {
 		snprintf(kv, sizeof(kv), "PORT=%d", port);
 		env_set(env, kv);
 	}
 	snprintf(kv, sizeof(kv), "REVENANT_SERVICE=%s", c->name);
 	env_set(env, kv);
+	if (c->user) {
+		snprintf(kv, sizeof(kv), "HOME=%s", c->home ? c->home : "/");
+		env_set(env, kv);
+		snprintf(kv, sizeof(kv), "USER=%s", c->user);
+		env_set(env, kv);
+		snprintf(kv, sizeof(kv), "LOGNAME=%s", c->user);
+		env_set(env, kv);
+	}
 	return env->oom ? -ENOMEM : 0;
+}
+
+/* What the child needs to become the service's user: looked up before fork (NSS is not safe
+ * between fork and exec). */
+struct creds {
+	gid_t groups[256];
+	int n_groups;
+};
+
+static int lookup_creds(const struct service_config *c, struct creds *cr)
+{
+	cr->n_groups = ARRAY_SIZE(cr->groups);
+	if (!c->user)
+		return 0;
+	/* supplementary groups as initgroups(3) would set them; the explicit group first */
+	if (getgrouplist(c->user, c->gid, cr->groups, &cr->n_groups) < 0)
+		return -E2BIG;
+	return 0;
+}
+
+/* setgroups, setgid, setuid — each checked: a half-dropped child must not run. */
+static void drop_privileges(const struct service_config *c, const struct creds *cr)
+{
+	if (c->umask >= 0)
+		umask((mode_t)c->umask);
+	if (c->user && (setgroups(cr->n_groups, cr->groups) || setgid(c->gid) || setuid(c->uid) ||
+			(c->uid != 0 && setuid(0) == 0))) {
+		dprintf(2, "revenant: %s: cannot become user %s (uid %u, gid %u): %s\n", c->name,
+			c->user, (unsigned)c->uid, (unsigned)c->gid, strerror(errno));
+		_exit(126);
+	}
+	if (c->no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) {
+		dprintf(2, "revenant: %s: cannot set no_new_privileges: %s\n", c->name,
+			strerror(errno));
+		_exit(126);
+	}
 }
 
 static void make_cgroup(struct procs *p, const struct service_config *c, struct svc_proc *sp)
@@ -162,9 +253,11 @@ static void make_cgroup(struct procs *p, const struct service_config *c, struct 
 		sp->cgroup[0] = 0;
 }
 
-/* In the child, between fork and exec: only async-signal-safe calls, _exit on failure. */
+/* In the child, between fork and exec: only async-signal-safe calls, _exit on failure. out and
+ * err become its stdout and stderr. */
 static void exec_child(const struct procs *p, const struct service_config *c,
-		       const struct svc_proc *sp, char *cmd, char **envp, int logfd, int devnull)
+		       const struct svc_proc *sp, const struct creds *cr, char *cmd, char **envp,
+		       int out, int err, int devnull)
 {
 	sigset_t none;
 	char *argv[] = {"/bin/sh", "-c", cmd, NULL};
@@ -182,6 +275,9 @@ static void exec_child(const struct procs *p, const struct service_config *c,
 
 		bpf_map_update_elem(p->tree_fd, &self, &tag, BPF_ANY);
 	}
+	/* Watched before exec: whoever signals it from now on is recorded. */
+	if (p)
+		cause_watch(p->causes_fd, getpid());
 	if (sp->cgroup[0]) {
 		char path[300];
 		int fd;
@@ -197,10 +293,11 @@ static void exec_child(const struct procs *p, const struct service_config *c,
 	}
 	if (devnull >= 0)
 		dup2(devnull, 0);
-	if (logfd >= 0) {
-		dup2(logfd, 1);
-		dup2(logfd, 2);
-	}
+	if (out >= 0)
+		dup2(out, 1);
+	if (err >= 0)
+		dup2(err, 2);
+	drop_privileges(c, cr);
 	if (chdir(c->cwd)) {
 		dprintf(2, "revenant: %s: cannot chdir to %s: %s\n", c->name, c->cwd,
 			strerror(errno));
@@ -211,29 +308,90 @@ static void exec_child(const struct procs *p, const struct service_config *c,
 	_exit(errno == ENOENT ? 127 : 126);
 }
 
-int procs_spawn(struct procs *p, const struct service_config *c, int port, struct svc_proc *out,
-		char *warn, size_t warnlen)
+static void append_warn(char *warn, size_t warnlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void append_warn(char *warn, size_t warnlen, const char *fmt, ...)
+{
+	size_t n = strlen(warn);
+	va_list ap;
+
+	if (n && n + 2 < warnlen) {
+		strcpy(warn + n, "; ");
+		n += 2;
+	}
+	va_start(ap, fmt);
+	vsnprintf(warn + n, warnlen - n, fmt, ap);
+	va_end(ap);
+}
+
+/* The service's stdout and stderr: pipes the agent reads (lines stamped and rotated by
+ * agent/output), or, without them, its log file opened for appending (no rotation). */
+static int open_output(struct procs *p, const struct service_config *c, struct out_pipes *op,
+		       int *logfd, char *warn, size_t warnlen)
+{
+	char why[512] = "";
+	int rc;
+
+	*op = (struct out_pipes){.child = {-1, -1}, .ours = {-1, -1}};
+	*logfd = -1;
+	if (p && p->output) {
+		rc = outputs_open(p->output, c, why, sizeof(why));
+		if (!rc && !(rc = out_pipes_open(op)))
+			return 0;
+		append_warn(warn, warnlen, "%s%s; its output goes to %s as it is written (no time, "
+			    "no rotation)", why[0] ? why : "cannot make its output pipes: ",
+			    why[0] ? "" : strerror(-rc), c->log_file);
+	}
+	mkdir_p_parent(c->log_file, 0755);
+	*logfd = open(c->log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	return 0;
+}
+
+int procs_spawn(struct procs *p, const struct service_config *c, int port,
+		const struct svc_port *peers, size_t n_peers, struct svc_proc *out, char *warn,
+		size_t warnlen)
 {
 	struct envv env = {0};
-	char *cmd = procs_expand_command(c->command, port);
+	struct out_pipes op;
+	struct creds cr;
+	char *cmd = procs_expand(c->command, port, peers, n_peers);
 	int logfd, devnull, err;
 	pid_t pid;
 
 	warn[0] = 0;
-	if (!cmd || build_env(&env, c, port, warn, warnlen)) {
+	if (!cmd || build_env(&env, c, port, peers, n_peers, warn, warnlen)) {
 		free(cmd);
 		env_free(&env);
 		return -ENOMEM;
 	}
-	mkdir_p_parent(c->log_file, 0755);
-	logfd = open(c->log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	if ((err = lookup_creds(c, &cr))) {
+		snprintf(warn, warnlen, "user %s is in more than %zu groups", c->user,
+			 ARRAY_SIZE(cr.groups));
+		free(cmd);
+		env_free(&env);
+		return err;
+	}
+	open_output(p, c, &op, &logfd, warn, warnlen);
 	devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	make_cgroup(p, c, out);
 
 	pid = fork();
 	if (pid == 0)
-		exec_child(p, c, out, cmd, env.v, logfd, devnull);
+		exec_child(p, c, out, &cr, cmd, env.v, op.child[0] >= 0 ? op.child[0] : logfd,
+			   op.child[1] >= 0 ? op.child[1] : logfd, devnull);
 	err = pid < 0 ? -errno : 0;
+	/* Watched before service_start is logged, whether or not the child got to it yet: a
+	 * signal sent by someone who saw the start is recorded. */
+	if (pid > 0 && p)
+		cause_watch(p->causes_fd, pid);
+	if (pid > 0 && op.ours[0] >= 0) {
+		char why[512] = "";
+
+		if (outputs_attach(p->output, c, pid, &op, why, sizeof(why)))
+			append_warn(warn, warnlen, "%s", why);
+	}
+	out_pipes_close(&op); /* the child's ends, and ours if nobody took them */
 	if (logfd >= 0)
 		close(logfd);
 	if (devnull >= 0)
@@ -250,6 +408,20 @@ int procs_spawn(struct procs *p, const struct service_config *c, int port, struc
 	return 0;
 }
 
+/* sig (0: none) to pid through a pidfd. 1 when it is alive — a zombie is not: it only waits for
+ * its parent. */
+static int signal_live(pid_t pid, int sig)
+{
+	int fd;
+
+	if (proc_state(pid) == 'Z' || (fd = pidfd_open_pid(pid)) < 0)
+		return 0;
+	if (sig)
+		pidfd_signal(fd, sig);
+	close(fd);
+	return 1;
+}
+
 /* Every process in the cgroup, also those that left the process group (setsid, a daemonizing
  * child): each through a pidfd (sig 0: only counted). Returns how many were found. */
 static int signal_cgroup(const struct svc_proc *sp, int sig)
@@ -264,16 +436,8 @@ static int signal_cgroup(const struct svc_proc *sp, int sig)
 	f = fopen(path, "re");
 	if (!f)
 		return 0;
-	while (fscanf(f, "%d", &pid) == 1) {
-		int fd = pidfd_open_pid(pid);
-
-		if (fd < 0)
-			continue;
-		if (sig)
-			pidfd_signal(fd, sig);
-		close(fd);
-		n++;
-	}
+	while (fscanf(f, "%d", &pid) == 1)
+		n += signal_live(pid, sig);
 	fclose(f);
 	return n;
 }
@@ -294,7 +458,7 @@ static void cgroup_kill(const struct svc_proc *sp)
 }
 
 /* Every live process of the service's tree (no cgroup): each through a pidfd (sig 0: only
- * counted). A zombie is not counted: it is only waiting for its parent. */
+ * counted). */
 static int signal_tree(const struct procs *p, const struct svc_proc *sp, int sig)
 {
 	__u32 key, next, tag;
@@ -306,22 +470,25 @@ static int signal_tree(const struct procs *p, const struct svc_proc *sp, int sig
 	while (bpf_map_get_next_key(p->tree_fd, prev, &next) == 0) {
 		key = next;
 		prev = &key;
-		if (bpf_map_lookup_elem(p->tree_fd, &key, &tag) || tag != sp->tag)
-			continue;
-		if (proc_state(key) == 'Z') /* gone already, its exit not seen by the map yet */
-			continue;
-		{
-			int fd = pidfd_open_pid(key);
-
-			if (fd < 0)
-				continue;
-			if (sig)
-				pidfd_signal(fd, sig);
-			close(fd);
-			n++;
-		}
+		if (bpf_map_lookup_elem(p->tree_fd, &key, &tag) == 0 && tag == sp->tag)
+			n += signal_live(key, sig);
 	}
 	return n;
+}
+
+void procs_set_causes(struct procs *p, int causes_fd)
+{
+	p->causes_fd = causes_fd;
+}
+
+void procs_set_output(struct procs *p, struct outputs *o)
+{
+	p->output = o;
+}
+
+int procs_exit_cause(struct procs *p, const struct svc_proc *sp, struct exit_cause *c)
+{
+	return cause_take(p->causes_fd, sp->pid, c);
 }
 
 int procs_count(struct procs *p, const struct svc_proc *sp)
@@ -409,6 +576,7 @@ struct procs *procs_new(int tree_fd)
 	if (!p)
 		return NULL;
 	p->tree_fd = tree_fd;
+	p->causes_fd = -1;
 	for (size_t i = 0; i < ARRAY_SIZE(roots) && !(no_cgroup && !strcmp(no_cgroup, "1")); i++) {
 		char probe[300];
 

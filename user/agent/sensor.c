@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
-/* The kernel sensor: owns the zombie and ports BPF objects, their links, the shared ring buffer
- * and the listeners map pin. Lifecycle as libbpf-bootstrap: open, load, pin, attach, ring buffer.
- * It chooses at load where the zombie grace runs: in the kernel (bpf_timer) or in userspace. */
+/* The kernel sensor: owns the zombie, ports and cause BPF objects, their links, the shared ring
+ * buffer and the listeners map pin. Lifecycle as libbpf-bootstrap: open, load, pin, attach, ring
+ * buffer. It chooses at load where the zombie grace runs: in the kernel (bpf_timer) or userspace. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -22,21 +22,22 @@
 #include "zombie_rec.h"
 #include "zombie.skel.h"
 #include "ports.skel.h"
+#include "cause.skel.h"
 
 #define TRACEFS_MAGIC_ 0x74726163
 #define CGROUP2_MAGIC_ 0x63677270
 /* Ring buffer sizes (common.bpf.h says why). */
 #define RING_EVERY_EXIT (4u << 20)
 #define RING_KERNEL_GRACE (256u << 10)
-#define WARM_RETRY_MS 100
+#define CLOCK_RETRY_MS 100
 
 struct sensor {
 	struct zombie_bpf *zombie;
 	enum zgrace_mode zmode;
 	struct ports_bpf *ports;
 	struct bpf_link *release_link; /* cgroup/sock_release on the cgroup v2 root */
-	struct loop_timer warm_timer;  /* until every zombie slot has its timer */
-	uint32_t timers_ready;
+	struct loop_timer clock_retry; /* until the kernel's grace timer is set up */
+	struct cause_bpf *cause; /* NULL: exit causes are not recorded (said on stderr) */
 	struct ring_buffer *rb;
 	struct loop *loop;
 	struct sensor_opts o;
@@ -179,7 +180,7 @@ static int try_zombie(struct sensor *s, enum zgrace_mode m)
 	bpf_program__set_autoload(z->progs.on_free, !kernel);
 	bpf_program__set_autoload(z->progs.on_exit_timed, kernel);
 	bpf_program__set_autoload(z->progs.on_free_timed, kernel);
-	bpf_program__set_autoload(z->progs.warm_slots, kernel);
+	bpf_program__set_autoload(z->progs.start_clock, kernel);
 	bpf_map__set_max_entries(z->maps.events, kernel ? RING_KERNEL_GRACE : RING_EVERY_EXIT);
 	z->data->zombie_grace_ns = s->o.grace_ns;
 	z->data->watch_exits = s->o.watch_exits;
@@ -221,18 +222,17 @@ static int load_zombie(struct sensor *s, char *err, size_t errlen)
 	return rc;
 }
 
-/* Kernel grace: allocate the slots' timers (warm_slots in bpf/zombie.bpf.c says why this takes a
- * few seconds); until a slot has its timer, its exits go to userspace's tracker. */
-static void warm(struct loop *l, void *ctx)
+/* Kernel grace: set up the one timer (start_clock in bpf/zombie.bpf.c says why it may take more
+ * than one try); exits wait in the kernel's table until it runs. */
+static void start_clock(struct loop *l, void *ctx)
 {
 	struct sensor *s = ctx;
 	LIBBPF_OPTS(bpf_test_run_opts, o);
 
-	if (bpf_prog_test_run_opts(bpf_program__fd(s->zombie->progs.warm_slots), &o))
-		return; /* not supported here: exits warm their own slots */
-	s->timers_ready = o.retval;
-	if (o.retval < REV_ZOMBIE_SLOTS)
-		loop_timer_after_ms(l, &s->warm_timer, WARM_RETRY_MS);
+	if (bpf_prog_test_run_opts(bpf_program__fd(s->zombie->progs.start_clock), &o) == 0 &&
+	    o.retval == 1)
+		return;
+	loop_timer_after_ms(l, &s->clock_retry, CLOCK_RETRY_MS);
 }
 
 /* Bound sockets (UDP, TCP not listening) may enter the map only if they leave it with the socket:
@@ -276,6 +276,43 @@ bool sensor_tracks_binds(const struct sensor *s)
 int sensor_bound_fd(const struct sensor *s)
 {
 	return s->release_link ? bpf_map__fd(s->ports->maps.bound_socks) : -1;
+}
+
+/* Exit causes are an addition: without them (an older kernel, REVENANT_NO_EXIT_CAUSE=1 to measure
+ * their cost) service_exit has killed_by null and oom false, and the agent runs on. */
+static void start_cause(struct sensor *s)
+{
+	const char *off = getenv("REVENANT_NO_EXIT_CAUSE");
+	int rc;
+
+	if (off && !strcmp(off, "1")) {
+		fprintf(stderr, "revenant: REVENANT_NO_EXIT_CAUSE=1: exit causes (killed_by, oom) are "
+				"not recorded\n");
+		return;
+	}
+	s->cause = cause_bpf__open();
+	rc = s->cause ? cause_bpf__load(s->cause) : -errno;
+	if (rc && s->cause) {
+		/* mark_victim took an int pid before 6.8: keep the signals, lose the OOM mark. */
+		cause_bpf__destroy(s->cause);
+		s->cause = cause_bpf__open();
+		if (s->cause)
+			bpf_program__set_autoload(s->cause->progs.on_oom_victim, false);
+		rc = s->cause ? cause_bpf__load(s->cause) : -errno;
+		if (!rc)
+			fprintf(stderr, "revenant: warning: cannot load the mark_victim probe: OOM "
+					"kills are not marked (oom is always false)\n");
+	}
+	if (!rc)
+		rc = cause_bpf__attach(s->cause);
+	if (rc) {
+		fprintf(stderr,
+			"revenant: warning: cannot load the exit-cause probes (signal_generate): %s; "
+			"service_exit has killed_by null (run with -v for libbpf's messages)\n",
+			strerror(-rc));
+		cause_bpf__destroy(s->cause);
+		s->cause = NULL;
+	}
 }
 
 struct sensor *sensor_start(struct loop *l, const struct sensor_opts *o, char *mounted,
@@ -341,9 +378,11 @@ struct sensor *sensor_start(struct loop *l, const struct sensor_opts *o, char *m
 		goto fail;
 	}
 	track_binds(s);
-	loop_timer_init(&s->warm_timer, warm, s);
+	loop_timer_init(&s->clock_retry, start_clock, s);
 	if (s->zmode == ZGRACE_KERNEL)
-		warm(l, s);
+		start_clock(l, s);
+
+	start_cause(s);
 
 	s->rb = ring_buffer__new(bpf_map__fd(s->zombie->maps.events), on_ring_record, s, NULL);
 	if (!s->rb) {
@@ -385,35 +424,29 @@ void sensor_set_grace(struct sensor *s, uint64_t grace_ns)
 uint64_t sensor_unreaped(void *ctx)
 {
 	const struct sensor *s = ctx;
-	int64_t n = __atomic_load_n(&s->zombie->bss->rev_pending, __ATOMIC_RELAXED) +
-		    __atomic_load_n(&s->zombie->bss->rev_evicted, __ATOMIC_RELAXED);
+	int64_t n = __atomic_load_n(&s->zombie->bss->rev_pending, __ATOMIC_RELAXED);
 
 	return n > 0 ? (uint64_t)n : 0;
 }
 
-uint64_t sensor_timers_ready(void *ctx)
-{
-	const struct sensor *s = ctx;
-
-	return s->timers_ready;
-}
-
 int sensor_watch_reaps(struct sensor *s, const struct snap_zombie *zs, size_t n)
 {
-	int fd = bpf_map__fd(s->zombie->maps.evicted), added = 0;
+	int fd = bpf_map__fd(s->zombie->maps.pending), added = 0;
+	uint64_t now = mono_ns();
 
 	if (s->zmode != ZGRACE_KERNEL)
 		return 0;
 	for (size_t i = 0; i < n; i++) {
-		struct exit_event e = {.type = REV_EV_ZOMBIE, .pid = zs[i].pid,
-				       .start_ns = zs[i].start_ns, .ppid = zs[i].ppid,
-				       .uid = zs[i].uid};
+		/* Looked at by the timer's sweeps from time to time, in case the free is lost. */
+		struct zombie_pending v = {.exit_ns = now, .deadline_ns = now + ms_to_ns(30000),
+					   .start_ns = zs[i].start_ns, .ppid = zs[i].ppid,
+					   .uid = zs[i].uid, .notify = 1};
 		__u32 pid = zs[i].pid;
 
-		memcpy(e.comm, zs[i].comm, sizeof(e.comm));
-		memcpy(e.parent_comm, zs[i].parent_comm, sizeof(e.parent_comm));
-		if (bpf_map_update_elem(fd, &pid, &e, BPF_NOEXIST) == 0) {
-			__atomic_fetch_add(&s->zombie->bss->rev_evicted, 1, __ATOMIC_RELAXED);
+		memcpy(v.comm, zs[i].comm, sizeof(v.comm));
+		memcpy(v.parent_comm, zs[i].parent_comm, sizeof(v.parent_comm));
+		if (bpf_map_update_elem(fd, &pid, &v, BPF_NOEXIST) == 0) {
+			__atomic_fetch_add(&s->zombie->bss->rev_pending, 1, __ATOMIC_RELAXED);
 			added++;
 		}
 	}
@@ -430,6 +463,11 @@ int sensor_tree_fd(const struct sensor *s)
 	return bpf_map__fd(s->ports->maps.service_tree);
 }
 
+int sensor_causes_fd(const struct sensor *s)
+{
+	return s->cause ? bpf_map__fd(s->cause->maps.causes) : -1;
+}
+
 int sensor_owners_fd(const struct sensor *s)
 {
 	return bpf_map__fd(s->ports->maps.owners);
@@ -439,7 +477,7 @@ void sensor_stop(struct sensor *s)
 {
 	if (!s)
 		return;
-	loop_timer_cancel(s->loop, &s->warm_timer);
+	loop_timer_cancel(s->loop, &s->clock_retry);
 	if (s->rb) {
 		/* Deliver what the kernel already queued, then stop watching. */
 		ring_buffer__consume(s->rb);
@@ -451,6 +489,7 @@ void sensor_stop(struct sensor *s)
 		rmdir(s->o.pin_dir); /* only when empty: someone else's pins stay */
 	}
 	bpf_link__destroy(s->release_link);
+	cause_bpf__destroy(s->cause);
 	ports_bpf__destroy(s->ports);
 	zombie_bpf__destroy(s->zombie);
 	free(s);

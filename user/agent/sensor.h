@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* The kernel sensor: mounts tracefs/bpffs when absent, loads and attaches bpf/zombie and bpf/ports,
- * pins the listeners map, and feeds ring-buffer records to one callback from the loop. */
+/* The kernel sensor: mounts tracefs/bpffs when absent, loads and attaches bpf/zombie, bpf/ports
+ * and bpf/cause, pins the listeners map, and feeds ring-buffer records to one callback from the
+ * loop. */
 #ifndef REVENANT_SENSOR_H
 #define REVENANT_SENSOR_H
 
@@ -42,9 +43,8 @@ const char *zgrace_mode_name(enum zgrace_mode m);
 /* A new grace for exits from now on (kernel mode; userspace's tracker has its own). */
 void sensor_set_grace(struct sensor *s, uint64_t grace_ns);
 /* Kernel mode (ctx: the sensor): exits the kernel watches and zombies it reported, not yet
- * reaped; grace timers allocated so far (of REV_ZOMBIE_SLOTS). */
+ * reaped. */
 uint64_t sensor_unreaped(void *ctx);
-uint64_t sensor_timers_ready(void *ctx);
 /* Kernel mode: have the kernel report the free of these zombies (they predate the agent, so it
  * never armed a timer for them). Returns how many were added. */
 int sensor_watch_reaps(struct sensor *s, const struct snap_zombie *zs, size_t n);
@@ -55,6 +55,8 @@ bool sensor_tracks_binds(const struct sensor *s);
 int sensor_bound_fd(const struct sensor *s);
 /* The services' process trees (tgid -> tag), for hosts without a cgroup of ours. */
 int sensor_tree_fd(const struct sensor *s);
+/* The exit causes (pid -> struct cause_val) of bpf/cause, -1 when they are not recorded. */
+int sensor_causes_fd(const struct sensor *s);
 void sensor_stop(struct sensor *s);
 
 /* Mount tracefs at /sys/kernel/tracing and bpffs at /sys/fs/bpf when they are not there. */

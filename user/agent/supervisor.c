@@ -17,16 +17,16 @@
 
 #include "agent/health.h"
 #include "agent/metrics.h"
+#include "agent/output.h"
 #include "agent/supervisor.h"
 #include "lib/state.h"
 #include "lib/util.h"
 
-#define BACKOFF_BASE_MS 250u
-#define BACKOFF_MAX_MS 30000u
 #define STABLE_RUN_MS 10000u	 /* a run this long (and healthy) resets the restart count */
 #define KILL_GRACE_MS 5000u	 /* after SIGKILL, how long to wait for the exit */
 #define RELEASE_GRACE_MS 2000u /* after the exit, how long to wait for the kernel's port_release */
 #define STARTUP_MS 30000u /* without health.grace_ms: how long a service may take to answer */
+#define MAX_DEPS 64	  /* dependencies whose port a service follows */
 
 struct pending_reply {
 	sup_reply_fn fn;
@@ -38,7 +38,9 @@ struct pending_reply {
 struct service {
 	struct supervisor *sup;
 	const struct service_config *cfg;
-	int idx;
+	int idx; /* in the running config's services; -1 once removed by a reload */
+	int dep_ports[MAX_DEPS]; /* each dependency's port when this one started */
+	uint32_t tag;
 	enum svc_state state;
 	struct svc_proc proc;
 	uint64_t started_ns;
@@ -60,16 +62,23 @@ struct service {
 	struct svc_proc leftover;
 	bool stop_requested; /* a stop came while clearing: stay down once the leftover is gone */
 	char give_up_reason[160]; /* why it enters FAILED */
+	/* its last exit (status shows it), with the strings it points to */
+	struct event last_exit;
+	struct exit_cause last_cause;
+	char last_signal[16];
+	char last_name[72]; /* a reload may free the config its name was in */
 	/* the input being handled */
 	int in_status;
 	enum restart_reason in_reason;
+	struct service *in_from;
 };
 
 struct input {
-	int svc;
+	struct service *v;
 	enum svc_event ev;
 	int status;
 	enum restart_reason reason;
+	struct service *from; /* the dependency behind SE_DEP_FAILED, SE_RESTART */
 };
 
 struct supervisor {
@@ -78,8 +87,8 @@ struct supervisor {
 	struct sup_hooks h;
 	struct sup_ops ops;
 	struct procs *procs;
-	struct service *svcs;
-	int n;
+	struct service **svcs; /* each allocated once: timers and fds point at them */
+	int n;		       /* services: the config's first, in its order, then retired ones */
 	int *order; /* start order */
 	bool stopping_all;
 	bool shutdown; /* the agent is exiting (not a `stop --all`) */
@@ -93,6 +102,10 @@ struct supervisor {
 	struct input *queue;
 	size_t qhead, qlen, qcap;
 	bool draining;
+	uint32_t tags;
+	/* configurations applied by reloads (the first is the agent's): services point into them */
+	struct rev_config **owned;
+	int n_owned;
 };
 
 typedef enum svc_state (*svc_action)(struct service *v);
@@ -119,13 +132,18 @@ const char *svc_event_name(enum svc_event e)
 	return e < SVC_NEVENTS ? event_names[e] : "?";
 }
 
-unsigned sup_backoff_ms(int attempt)
+unsigned sup_backoff_ms(int step, unsigned base, unsigned max)
 {
-	unsigned ms = BACKOFF_BASE_MS;
+	unsigned ms = base;
 
-	for (int i = 1; i < attempt && ms < BACKOFF_MAX_MS; i++)
-		ms *= 2;
-	return ms < BACKOFF_MAX_MS ? ms : BACKOFF_MAX_MS;
+	for (int i = 1; i < step && ms < max; i++)
+		ms = ms > UINT32_MAX / 2 ? max : ms * 2;
+	return ms < max ? ms : max;
+}
+
+unsigned sup_restart_delay_ms(int restarts, unsigned base, unsigned max)
+{
+	return restarts <= 1 ? 0 : sup_backoff_ms(restarts - 1, base, max);
 }
 
 /* ---- port choice (pure) ---- */
@@ -184,12 +202,13 @@ int sup_choose_port(const struct rev_config *cfg, int svc, const struct port_pro
 
 /* ---- mechanism: the real sup_ops ---- */
 
-static int real_spawn(void *ctx, const struct service_config *c, int port, struct svc_proc *out,
-		      char *warn, size_t warnlen)
+static int real_spawn(void *ctx, const struct service_config *c, int port,
+		      const struct svc_port *peers, size_t n_peers, struct svc_proc *out, char *warn,
+		      size_t warnlen)
 {
 	struct supervisor *s = ctx;
 
-	return procs_spawn(s->procs, c, port, out, warn, warnlen);
+	return procs_spawn(s->procs, c, port, peers, n_peers, out, warn, warnlen);
 }
 
 static void real_signal(void *ctx, const struct svc_proc *p, int sig, enum sig_scope scope)
@@ -213,6 +232,13 @@ static int real_listeners(void *ctx, struct listener **ls, size_t *n)
 	return ports_read_map(s->h.listeners_fd, ls, n);
 }
 
+static int real_exit_cause(void *ctx, const struct svc_proc *p, struct exit_cause *c)
+{
+	struct supervisor *s = ctx;
+
+	return procs_exit_cause(s->procs, p, c);
+}
+
 /* ---- helpers ---- */
 
 static void emit(struct supervisor *s, const struct event *e)
@@ -223,9 +249,10 @@ static void emit(struct supervisor *s, const struct event *e)
 
 static struct service *svc_named(struct supervisor *s, const char *name)
 {
-	const struct service_config *c = config_service(s->cfg, name);
-
-	return c ? &s->svcs[c - s->cfg->services] : NULL;
+	for (int i = 0; i < s->n; i++)
+		if (!strcmp(s->svcs[i]->cfg->name, name) && s->svcs[i]->idx >= 0)
+			return s->svcs[i];
+	return NULL;
 }
 
 static bool depends_on(const struct service *w, const struct service *v)
@@ -310,8 +337,8 @@ static struct service *service_of_pid(struct supervisor *s, pid_t pid)
 		return NULL;
 	pgid = getpgid(pid);
 	for (int i = 0; i < s->n; i++)
-		if (in_service(&s->svcs[i], pid, pgid))
-			return &s->svcs[i];
+		if (in_service(s->svcs[i], pid, pgid))
+			return s->svcs[i];
 	return NULL;
 }
 
@@ -338,7 +365,7 @@ static void write_state(struct supervisor *s)
 	memset(arr, 0, sizeof(arr));
 	st.svcs = arr;
 	for (int i = 0; i < s->n; i++) {
-		const struct service *v = &s->svcs[i];
+		const struct service *v = s->svcs[i];
 		/* A leftover still being stopped stays on record, so a crash now loses nothing. */
 		const struct svc_proc *p = v->proc.pid ? &v->proc : &v->leftover;
 
@@ -404,7 +431,7 @@ static void post_input(struct supervisor *s, const struct input *in)
 		if (!q) {
 			/* Nothing sane is left to do with a lost input: say it loudly. */
 			fprintf(stderr, "revenant: out of memory: service %s lost event %s\n",
-				s->svcs[in->svc].cfg->name, svc_event_name(in->ev));
+				in->v->cfg->name, svc_event_name(in->ev));
 			return;
 		}
 		for (size_t i = 0; i < s->qlen; i++)
@@ -420,7 +447,7 @@ static void post_input(struct supervisor *s, const struct input *in)
 
 static void post(struct service *v, enum svc_event ev)
 {
-	post_input(v->sup, &(struct input){.svc = v->idx, .ev = ev});
+	post_input(v->sup, &(struct input){.v = v, .ev = ev});
 }
 
 static void run_queue(struct supervisor *s);
@@ -568,14 +595,33 @@ static int start_port(struct service *v)
 	return port;
 }
 
+/* The port a service is on, or will be on when it starts. */
+static int current_port(const struct service *v)
+{
+	return v->port ? v->port : v->cfg->port;
+}
+
 static enum svc_state spawn(struct service *v)
 {
+	struct supervisor *s = v->sup;
 	struct event e = {.type = EV_SERVICE_START};
+	struct svc_port peers[s->n > 0 ? s->n : 1];
+	size_t np = 0;
 	char warn[512];
 	int rc;
 
-	v->proc = (struct svc_proc){.pidfd = -1, .tag = v->idx + 1};
-	rc = v->sup->ops.spawn(v->sup->ops.ctx, v->cfg, v->port, &v->proc, warn, sizeof(warn));
+	for (int i = 0; i < s->n; i++)
+		if (s->svcs[i]->idx >= 0)
+			peers[np++] = (struct svc_port){s->svcs[i]->cfg->name,
+							current_port(s->svcs[i])};
+	/* What it is told of its dependencies' ports: a move later restarts it (dependents_follow). */
+	for (int k = 0; k < v->cfg->n_deps && k < MAX_DEPS; k++) {
+		const struct service *d = svc_named(s, v->cfg->depends_on[k]);
+
+		v->dep_ports[k] = d ? current_port(d) : 0;
+	}
+	v->proc = (struct svc_proc){.pidfd = -1, .tag = v->tag};
+	rc = s->ops.spawn(s->ops.ctx, v->cfg, v->port, peers, np, &v->proc, warn, sizeof(warn));
 	if (warn[0]) {
 		struct event w = {.type = EV_SERVICE_WARNING};
 
@@ -696,21 +742,32 @@ static enum svc_state act_stop(struct service *v)
 	return begin_stop(v, false, 0);
 }
 
-/* A restart the supervisor decided: counted toward max_restarts, logged with its reason, and
- * under the back-off. false when max_restarts is reached (the caller gives up instead). */
-static bool count_restart(struct service *v, enum restart_reason why, unsigned *delay_ms)
+/* A restart the supervisor decided, logged with its reason. Crashes, failed health checks and
+ * zombie policy count toward max_restarts and wait their back-off; a dependency's move or
+ * restart and a reload do neither. false when max_restarts is reached (the caller gives up
+ * instead). from: the dependency behind it. */
+static bool count_restart(struct service *v, enum restart_reason why, const struct service *from,
+			  unsigned *delay_ms)
 {
 	struct event e = {.type = EV_SERVICE_RESTART};
+	bool counted = why == RESTART_EXIT || why == RESTART_UNHEALTHY ||
+		       why == RESTART_ZOMBIE_POLICY;
 
-	if (v->restarts >= v->cfg->max_restarts)
-		return false;
-	v->restarts++;
+	*delay_ms = 0;
+	if (counted) {
+		if (v->cfg->max_restarts >= 0 && v->restarts >= v->cfg->max_restarts)
+			return false;
+		v->restarts++;
+		*delay_ms = sup_restart_delay_ms(v->restarts, v->cfg->restart_delay_ms,
+						 v->cfg->restart_delay_max_ms);
+	}
 	v->total_restarts++;
-	*delay_ms = why == RESTART_UNHEALTHY ? 0 : sup_backoff_ms(v->restarts);
 	e.service_restart = (struct ev_service_restart){.service = v->cfg->name,
 							.attempt = v->restarts,
 							.delay_ms = *delay_ms,
-							.reason = why};
+							.reason = why,
+							.dependency = from ? from->cfg->name : NULL,
+							.dependency_port = from ? current_port(from) : 0};
 	emit(v->sup, &e);
 	return true;
 }
@@ -723,7 +780,7 @@ static enum svc_state act_restart(struct service *v)
 		v->restarts = 0;
 		return begin_stop(v, true, 0);
 	}
-	if (!count_restart(v, v->in_reason, &delay)) {
+	if (!count_restart(v, v->in_reason, v->in_from, &delay)) {
 		/* Give up once it is gone: FAILED ignores EXIT, so giving up now would drop the
 		 * SIGKILL escalation and leave the pidfd and pid behind. */
 		snprintf(v->give_up_reason, sizeof(v->give_up_reason),
@@ -747,19 +804,27 @@ static enum svc_state act_cancel(struct service *v)
 	return SVC_STOPPED;
 }
 
+/* service_exit with its cause, kept for `status` (the last exit of each service). */
 static void report_exit(struct service *v, int status)
 {
-	struct event e = {.type = EV_SERVICE_EXIT};
-	char sig[16];
+	struct supervisor *s = v->sup;
+	struct event *e = &v->last_exit;
 
-	e.service_exit = (struct ev_service_exit){
-		.service = v->cfg->name,
+	memset(&v->last_cause, 0, sizeof(v->last_cause));
+	if (s->ops.exit_cause)
+		s->ops.exit_cause(s->ops.ctx, &v->proc, &v->last_cause);
+	*e = (struct event){.type = EV_SERVICE_EXIT, .ts_ns = mono_ns()};
+	snprintf(v->last_name, sizeof(v->last_name), "%s", v->cfg->name);
+	e->service_exit = (struct ev_service_exit){
+		.service = v->last_name,
 		.pid = v->proc.pid,
 		.code = WIFSIGNALED(status) ? -1 : WEXITSTATUS(status),
-		.signal = WIFSIGNALED(status) ? signal_name(WTERMSIG(status), sig, sizeof(sig))
+		.signal = WIFSIGNALED(status) ? signal_name(WTERMSIG(status), v->last_signal,
+							    sizeof(v->last_signal))
 					      : NULL,
-		.uptime_ms = (mono_ns() - v->started_ns) / NS_PER_MS};
-	emit(v->sup, &e);
+		.uptime_ms = (e->ts_ns - v->started_ns) / NS_PER_MS};
+	cause_describe(&v->last_cause, status, getpid(), &e->service_exit);
+	emit(s, e);
 }
 
 /* Exited on its own (crash, or failed liveness turned into a restart). */
@@ -777,7 +842,7 @@ static enum svc_state act_exited(struct service *v)
 	procs_release(&v->proc);
 	if (up_ms >= STABLE_RUN_MS && (!v->cfg->health.enabled || v->healthy))
 		v->restarts = 0;
-	if (again && !count_restart(v, RESTART_EXIT, &delay)) {
+	if (again && !count_restart(v, RESTART_EXIT, NULL, &delay)) {
 		again = false;
 		fail(v, "exited %d times in a row (max_restarts %d)", v->restarts + 1,
 		     v->cfg->max_restarts);
@@ -951,7 +1016,7 @@ static enum svc_state act_collision(struct service *v)
 static enum svc_state act_dep_failed(struct service *v)
 {
 	/* Whatever waits for a service that gave up would wait forever: it fails too. */
-	return fail(v, "dependency %s gave up", v->sup->svcs[v->in_status].cfg->name);
+	return fail(v, "dependency %s gave up", v->in_from->cfg->name);
 }
 
 /* on[state][event]: NULL ignores the event in that state. */
@@ -1040,12 +1105,38 @@ static void enter_failed(struct service *v)
 							.critical = v->cfg->critical};
 	emit(s, &e);
 	for (int i = 0; i < s->n; i++)
-		if (s->svcs[i].state == SVC_WAITING && depends_on(&s->svcs[i], v))
-			post_input(s, &(struct input){.svc = i, .ev = SE_DEP_FAILED, .status = v->idx});
+		if (s->svcs[i]->state == SVC_WAITING && depends_on(s->svcs[i], v))
+			post_input(s, &(struct input){.v = s->svcs[i], .ev = SE_DEP_FAILED, .from = v});
 	v->give_up_reason[0] = 0;
 	if (v->cfg->critical && !s->shutdown) {
 		s->exit_code = 1;
 		stop_all(s, true, false);
+	}
+}
+
+/* v is running (again): a dependent told another port of v than it has now restarts with the
+ * new one; one that is part_of v and started before v's new run restarts after it. */
+static void dependents_follow(struct service *v)
+{
+	struct supervisor *s = v->sup;
+
+	for (int i = 0; i < s->n; i++) {
+		struct service *d = s->svcs[i];
+		enum restart_reason why = RESTART_N;
+
+		if (d->idx < 0 || (d->state != SVC_RUNNING && d->state != SVC_STARTING))
+			continue;
+		for (int k = 0; k < d->cfg->n_deps && k < MAX_DEPS; k++)
+			if (!strcmp(d->cfg->depends_on[k], v->cfg->name) &&
+			    d->dep_ports[k] != current_port(v) &&
+			    config_uses_port_of(d->cfg, v->cfg->name))
+				why = RESTART_DEPENDENCY_MOVED;
+		for (int k = 0; k < d->cfg->n_part_of && why == RESTART_N; k++)
+			if (!strcmp(d->cfg->part_of[k], v->cfg->name) && d->started_ns < v->started_ns)
+				why = RESTART_DEPENDENCY_RESTARTED;
+		if (why != RESTART_N)
+			post_input(s, &(struct input){.v = d, .ev = SE_RESTART, .reason = why,
+						      .from = v});
 	}
 }
 
@@ -1058,6 +1149,7 @@ static void dispatch(struct service *v, const struct input *in)
 		return;
 	v->in_status = in->status;
 	v->in_reason = in->reason;
+	v->in_from = in->from;
 	next = a(v);
 	if (next == old)
 		return;
@@ -1069,6 +1161,32 @@ static void dispatch(struct service *v, const struct input *in)
 		reply_pending(v, true);
 	if (next == SVC_RUNNING || next == SVC_FAILED)
 		reply_pending(v, false);
+	if (next == SVC_RUNNING)
+		dependents_follow(v);
+}
+
+/* A service a reload removed is forgotten once it is down and nobody waits for an answer. */
+static void forget_retired(struct supervisor *s)
+{
+	int k = 0;
+
+	for (int i = 0; i < s->n; i++) {
+		struct service *v = s->svcs[i];
+
+		if (v->idx < 0 && (v->state == SVC_STOPPED || v->state == SVC_FAILED) &&
+		    !v->replies) {
+			health_stop(v);
+			loop_timer_cancel(s->loop, &v->timer);
+			procs_release(&v->proc);
+			free(v);
+			continue;
+		}
+		s->svcs[k++] = v;
+	}
+	if (k != s->n) {
+		s->n = k;
+		write_state(s);
+	}
 }
 
 /* After the queue is empty: start waiting services whose dependencies are ready, advance a
@@ -1077,15 +1195,16 @@ static void check_stack(struct supervisor *s)
 {
 	bool all_down = true;
 
+	forget_retired(s);
 	if (!s->stopping_all) {
 		for (int i = 0; i < s->n; i++)
-			if (s->svcs[i].state == SVC_WAITING && deps_ready(&s->svcs[i]))
-				post(&s->svcs[i], SE_DEPS_READY);
+			if (s->svcs[i]->state == SVC_WAITING && deps_ready(s->svcs[i]))
+				post(s->svcs[i], SE_DEPS_READY);
 		return;
 	}
 	/* Reverse dependency order: a service stops once nothing that depends on it runs. */
 	for (int k = s->n - 1; k >= 0; k--) {
-		struct service *v = &s->svcs[s->order[k]];
+		struct service *v = s->svcs[s->order[k]];
 		bool dependents_down = true;
 
 		if (v->state == SVC_STOPPED || v->state == SVC_FAILED)
@@ -1100,7 +1219,7 @@ static void check_stack(struct supervisor *s)
 		if (v->state == SVC_CLEARING && v->stop_requested)
 			continue; /* stops once its leftover is gone */
 		for (int j = 0; j < s->n && !s->force; j++) {
-			const struct service *d = &s->svcs[j];
+			const struct service *d = s->svcs[j];
 
 			if (depends_on(d, v) && d->state != SVC_STOPPED && d->state != SVC_FAILED)
 				dependents_down = false;
@@ -1108,6 +1227,9 @@ static void check_stack(struct supervisor *s)
 		if (dependents_down)
 			post(v, SE_STOP);
 	}
+	for (int i = 0; i < s->n; i++) /* removed by a reload, still stopping */
+		all_down &= s->svcs[i]->idx >= 0 || s->svcs[i]->state == SVC_STOPPED ||
+			    s->svcs[i]->state == SVC_FAILED;
 	if (!all_down || s->qlen)
 		return;
 	if (!s->shutdown) {
@@ -1141,7 +1263,7 @@ static void run_queue(struct supervisor *s)
 
 			s->qhead = (s->qhead + 1) % s->qcap;
 			s->qlen--;
-			dispatch(&s->svcs[in.svc], &in);
+			dispatch(in.v, &in);
 		}
 		check_stack(s);
 		if (!s->qlen)
@@ -1194,6 +1316,18 @@ static void find_leftovers(struct supervisor *s)
 	state_free(&st);
 }
 
+static void service_init(struct supervisor *s, struct service *v, const struct service_config *c,
+			 int idx)
+{
+	v->sup = s;
+	v->cfg = c;
+	v->idx = idx;
+	v->tag = ++s->tags;
+	v->proc.pidfd = v->leftover.pidfd = -1;
+	loop_timer_init(&v->timer, on_timer, v);
+	loop_timer_init(&v->health_timer, on_health_timer, v);
+}
+
 struct supervisor *sup_new(struct loop *l, const struct rev_config *cfg, const struct sup_hooks *h)
 {
 	struct supervisor *s = calloc(1, sizeof(*s));
@@ -1205,28 +1339,32 @@ struct supervisor *sup_new(struct loop *l, const struct rev_config *cfg, const s
 	s->h = *h;
 	s->n = cfg->n_services;
 	s->svcs = calloc(s->n + 1, sizeof(*s->svcs));
+	for (int i = 0; s->svcs && i < s->n; i++)
+		if (!(s->svcs[i] = calloc(1, sizeof(**s->svcs))))
+			s->n = i; /* freed by sup_free below */
 	s->order = calloc(s->n + 1, sizeof(int));
 	if (h->ops) {
 		s->ops = *h->ops;
 	} else {
 		s->procs = procs_new(h->tree_fd);
-		s->ops = (struct sup_ops){real_spawn, real_signal, real_count, real_listeners, s};
+		s->ops = (struct sup_ops){real_spawn, real_signal, real_count, real_listeners, s,
+					  real_exit_cause};
+		if (s->procs) {
+			procs_set_causes(s->procs, h->causes_fd);
+			procs_set_output(s->procs, h->output);
+		}
 	}
-	if (!s->svcs || !s->order || (!h->ops && !s->procs) || config_start_order(cfg, s->order)) {
+	if (!s->svcs || s->n != cfg->n_services || !s->order || (!h->ops && !s->procs) ||
+	    config_start_order(cfg, s->order)) {
 		sup_free(s);
 		errno = ENOMEM;
 		return NULL;
 	}
 	state_runtime_path(cfg->control.socket, REV_STATE_FILE, s->state_path, sizeof(s->state_path));
 	for (int i = 0; i < s->n; i++) {
-		struct service *v = &s->svcs[i];
+		struct service *v = s->svcs[i];
 
-		v->sup = s;
-		v->cfg = &cfg->services[i];
-		v->idx = i;
-		v->proc.pidfd = v->leftover.pidfd = -1;
-		loop_timer_init(&v->timer, on_timer, v);
-		loop_timer_init(&v->health_timer, on_health_timer, v);
+		service_init(s, v, &cfg->services[i], i);
 	}
 	/* Orphans of our services re-parent to us, and we reap them at once. */
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
@@ -1240,8 +1378,12 @@ void sup_free(struct supervisor *s)
 	if (!s)
 		return;
 	for (int i = 0; i < s->n; i++) {
-		struct service *v = &s->svcs[i];
+		struct service *v = s->svcs[i];
 
+		if (!v->sup) { /* sup_new failed before it was set up */
+			free(v);
+			continue;
+		}
 		health_stop(v);
 		loop_timer_cancel(s->loop, &v->timer);
 		procs_release(&v->proc);
@@ -1254,6 +1396,7 @@ void sup_free(struct supervisor *s)
 			v->replies = r->next;
 			free(r);
 		}
+		free(v);
 	}
 	while (s->all_replies) {
 		struct pending_reply *r = s->all_replies;
@@ -1262,6 +1405,11 @@ void sup_free(struct supervisor *s)
 		free(r);
 	}
 	procs_free(s->procs);
+	for (int i = 0; i < s->n_owned; i++) {
+		config_free(s->owned[i]);
+		free(s->owned[i]);
+	}
+	free(s->owned);
 	/* A clean stop leaves nothing of ours running: the state file goes with it. */
 	if (s->done)
 		unlink(s->state_path);
@@ -1274,7 +1422,7 @@ void sup_free(struct supervisor *s)
 void sup_start_all(struct supervisor *s)
 {
 	for (int k = 0; k < s->n; k++)
-		post(&s->svcs[s->order[k]], SE_START);
+		post(s->svcs[s->order[k]], SE_START);
 	run_queue(s);
 }
 
@@ -1287,7 +1435,7 @@ static void stop_all(struct supervisor *s, bool shutdown, bool force)
 	s->stopping_all = true;
 	s->force = s->force || force;
 	for (int i = 0; i < s->n; i++) {
-		struct service *v = &s->svcs[i];
+		struct service *v = s->svcs[i];
 
 		if (v->state == SVC_WAITING || v->state == SVC_BACKOFF || v->state == SVC_CLEARING)
 			post(v, SE_STOP);
@@ -1303,13 +1451,13 @@ void sup_shutdown(struct supervisor *s, bool force)
 bool sup_on_reaped(struct supervisor *s, pid_t pid, int status)
 {
 	for (int i = 0; i < s->n; i++) {
-		struct service *v = &s->svcs[i];
+		struct service *v = s->svcs[i];
 
 		if (v->proc.pid == pid) {
 			report_exit(v, status);
 			if (v->state == SVC_STOPPING)
 				v->exited = true;
-			post_input(s, &(struct input){.svc = i, .ev = SE_EXIT, .status = status});
+			post_input(s, &(struct input){.v = v, .ev = SE_EXIT, .status = status});
 			run_queue(s);
 			return true;
 		}
@@ -1321,8 +1469,8 @@ bool sup_on_reaped(struct supervisor *s, pid_t pid, int status)
 	}
 	/* An orphan (we are a subreaper): maybe the last of a service's rest after its main exit. */
 	for (int i = 0; i < s->n; i++)
-		if (s->svcs[i].state == SVC_STOPPING && s->svcs[i].exited)
-			post(&s->svcs[i], SE_CLEARED);
+		if (s->svcs[i]->state == SVC_STOPPING && s->svcs[i]->exited)
+			post(s->svcs[i], SE_CLEARED);
 	run_queue(s);
 	return false;
 }
@@ -1342,7 +1490,7 @@ void sup_on_port(struct supervisor *s, const struct port_event *e)
 	if (e->type != REV_EV_RELEASE)
 		return;
 	for (int i = 0; i < s->n; i++) {
-		struct service *w = &s->svcs[i];
+		struct service *w = s->svcs[i];
 
 		if (w->port == e->port && w->state == SVC_STOPPING && w->exited)
 			post(w, SE_CLEARED);
@@ -1392,7 +1540,7 @@ void sup_apply_collision(struct supervisor *s, const struct sup_collision *d)
 
 	if (!s || d->action != ACT_MIGRATE || d->svc < 0 || d->svc >= s->n)
 		return;
-	v = &s->svcs[d->svc];
+	v = s->svcs[d->svc];
 	emit_migrated(v, d->from, d->to, d->owner_pid, d->owner_comm);
 	v->forced_port = d->to;
 	post(v, SE_COLLISION);
@@ -1426,11 +1574,136 @@ void sup_apply_zombie(struct supervisor *s, const struct sup_zombie *d)
 	if (!s || d->action != ACT_RESTART_PARENT || d->svc < 0 || d->svc >= s->n)
 		return;
 	post_input(s, &(struct input){
-			      .svc = d->svc, .ev = SE_RESTART, .reason = RESTART_ZOMBIE_POLICY});
+			      .v = s->svcs[d->svc], .ev = SE_RESTART, .reason = RESTART_ZOMBIE_POLICY});
 	run_queue(s);
 }
 
+/* ---- reload ---- */
+
+static void add_name(char *buf, size_t len, const char *name)
+{
+	size_t n = strlen(buf);
+
+	snprintf(buf + n, len - n, "%s%s", n ? ", " : "", name);
+}
+
+int sup_reload(struct supervisor *s, struct rev_config *next, char *detail, size_t len)
+{
+	int nn = next->n_services, n = 0, unchanged = 0;
+	struct service **nv = calloc(nn + s->n + 1, sizeof(*nv));
+	struct service **fresh = calloc(nn + 1, sizeof(*fresh));
+	int *order = calloc(nn + 1, sizeof(int));
+	struct rev_config **owned = realloc(s->owned, (s->n_owned + 1) * sizeof(*owned));
+	bool *kept = calloc(s->n + 1, sizeof(*kept));
+	char added[512] = "", removed[512] = "", changed[512] = "";
+
+	if (owned)
+		s->owned = owned;
+	if (!nv || !fresh || !order || !owned || !kept || config_start_order(next, order))
+		goto oom;
+	for (int i = 0; i < nn; i++) {
+		const struct service_config *c = &next->services[i];
+		struct service *v = svc_named(s, c->name);
+
+		if (!v) {
+			if (!(v = calloc(1, sizeof(*v))))
+				goto oom;
+			fresh[i] = v;
+			continue;
+		}
+		for (int j = 0; j < s->n; j++)
+			kept[j] |= s->svcs[j] == v;
+	}
+	/* No failure from here on: the new set replaces the old one. */
+	s->owned[s->n_owned++] = next;
+	for (int i = 0; i < nn; i++) {
+		const struct service_config *c = &next->services[i];
+		struct service *v = fresh[i] ? fresh[i] : svc_named(s, c->name);
+
+		if (fresh[i]) {
+			service_init(s, v, c, i);
+			add_name(added, sizeof(added), c->name);
+		} else if (strcmp(v->cfg->fingerprint, c->fingerprint)) {
+			add_name(changed, sizeof(changed), c->name);
+		} else {
+			unchanged++;
+		}
+		nv[i] = v;
+	}
+	n = nn;
+	for (int j = 0; j < s->n; j++) {
+		struct service *w = s->svcs[j];
+
+		if (kept[j])
+			continue;
+		if (w->idx >= 0) {
+			add_name(removed, sizeof(removed), w->cfg->name);
+			w->idx = -1;
+			post(w, SE_STOP);
+		}
+		nv[n++] = w;
+	}
+	/* Changed services take their new settings now; they restart, in dependency order. */
+	for (int k = 0; k < nn; k++) {
+		struct service *v = nv[order[k]];
+		bool was_changed = !fresh[order[k]] && strcmp(v->cfg->fingerprint,
+							      next->services[order[k]].fingerprint);
+
+		v->cfg = &next->services[order[k]];
+		v->idx = order[k];
+		if (fresh[order[k]])
+			post(v, SE_START);
+		else if (was_changed && (v->state == SVC_RUNNING || v->state == SVC_STARTING))
+			post_input(s, &(struct input){.v = v, .ev = SE_RESTART,
+						      .reason = RESTART_RELOAD});
+	}
+	free(s->svcs);
+	free(s->order);
+	s->svcs = nv;
+	s->order = order;
+	s->n = n;
+	s->cfg = next;
+	free(fresh);
+	free(kept);
+	snprintf(detail, len, "added: %s; removed: %s; changed (restarted): %s; unchanged: %d",
+		 added[0] ? added : "none", removed[0] ? removed : "none",
+		 changed[0] ? changed : "none", unchanged);
+	write_state(s);
+	run_queue(s);
+	return 0;
+oom:
+	for (int i = 0; fresh && i < nn; i++)
+		free(fresh[i]);
+	free(nv);
+	free(fresh);
+	free(order);
+	free(kept);
+	snprintf(detail, len, "out of memory: the running configuration is kept");
+	return -ENOMEM;
+}
+
 /* ---- control ---- */
+
+/* The last exit, as its service_exit event said it (null before the first), and what happened
+ * to the service's output. */
+static void status_exit_json(const struct supervisor *s, const struct service *v, cJSON *o)
+{
+	struct out_stats st;
+	cJSON *out;
+
+	if (v->last_exit.type == EV_SERVICE_EXIT)
+		cJSON_AddItemToObject(o, "last_exit", ev_encode(&v->last_exit));
+	else
+		cJSON_AddNullToObject(o, "last_exit");
+	if (!s->h.output)
+		return;
+	outputs_stats(s->h.output, v->cfg->name, &st);
+	out = cJSON_AddObjectToObject(o, "output");
+	cJSON_AddNumberToObject(out, "lines", (double)st.lines);
+	cJSON_AddNumberToObject(out, "lost_bytes", (double)st.lost_bytes);
+	cJSON_AddNumberToObject(out, "lost_lines", (double)st.lost_lines);
+	cJSON_AddNumberToObject(out, "cut_lines", (double)st.cut_lines);
+}
 
 static cJSON *status_json(struct supervisor *s)
 {
@@ -1441,10 +1714,11 @@ static cJSON *status_json(struct supervisor *s)
 	cJSON_AddNumberToObject(r, "state_write_errors", (double)s->state_write_errors);
 	svcs = cJSON_AddObjectToObject(r, "services");
 	for (int k = 0; k < s->n; k++) {
-		const struct service *v = &s->svcs[s->order[k]];
+		const struct service *v = s->svcs[s->order[k]];
 		cJSON *o = cJSON_AddObjectToObject(svcs, v->cfg->name);
 
 		cJSON_AddStringToObject(o, "state", svc_state_name(v->state));
+		cJSON_AddStringToObject(o, "user", v->cfg->user ? v->cfg->user : "root");
 		if (v->proc.pid)
 			cJSON_AddNumberToObject(o, "pid", v->proc.pid);
 		else
@@ -1458,6 +1732,7 @@ static cJSON *status_json(struct supervisor *s)
 		if (v->proc.pid)
 			cJSON_AddNumberToObject(o, "uptime_ms",
 						(double)((mono_ns() - v->started_ns) / NS_PER_MS));
+		status_exit_json(s, v, o);
 	}
 	return r;
 }
@@ -1512,7 +1787,7 @@ void sup_cancel_reply(struct supervisor *s, void *ctx)
 		return;
 	drop_replies(&s->all_replies, ctx);
 	for (int i = 0; i < s->n; i++)
-		drop_replies(&s->svcs[i].replies, ctx);
+		drop_replies(&s->svcs[i]->replies, ctx);
 }
 
 /* start, stop, restart of one service: the request becomes an input of its table; the answer
@@ -1529,8 +1804,7 @@ static cJSON *control_service(struct supervisor *s, const char *cmd, struct serv
 	if (add_reply(&v->replies, stop ? SE_STOP : SE_START, reply, ctx))
 		return error_json("out of memory");
 	if (!strcmp(cmd, "restart") && (v->state == SVC_RUNNING || v->state == SVC_STARTING))
-		post_input(s, &(struct input){
-				      .svc = v->idx, .ev = SE_RESTART, .reason = RESTART_REQUESTED});
+		post_input(s, &(struct input){.v = v, .ev = SE_RESTART, .reason = RESTART_REQUESTED});
 	else
 		post(v, stop ? SE_STOP : SE_START);
 	run_queue(s);
@@ -1547,6 +1821,21 @@ cJSON *sup_control(struct supervisor *s, const cJSON *req, sup_reply_fn reply, v
 		return error_json("request needs a \"cmd\" string");
 	if (!strcmp(cmd->valuestring, "status"))
 		return status_json(s);
+	if (!strcmp(cmd->valuestring, "reload")) {
+		char detail[2048];
+		int rc = s->h.reload ? s->h.reload(s->h.ctx, detail, sizeof(detail)) : -ENOTSUP;
+		cJSON *r;
+
+		if (rc == -ENOTSUP)
+			return error_json("this agent cannot reload");
+		r = rc ? error_json("%s", detail) : cJSON_CreateObject();
+		if (!rc) {
+			cJSON_AddBoolToObject(r, "ok", true);
+			cJSON_AddStringToObject(r, "detail", detail);
+		}
+		cJSON_AddBoolToObject(r, "config_error", rc == -EINVAL);
+		return r;
+	}
 	if (!strcmp(cmd->valuestring, "stop_all")) {
 		if (s->shutdown)
 			return error_json("the agent is already stopping");
@@ -1558,7 +1847,8 @@ cJSON *sup_control(struct supervisor *s, const cJSON *req, sup_reply_fn reply, v
 	}
 	if (strcmp(cmd->valuestring, "start") && strcmp(cmd->valuestring, "stop") &&
 	    strcmp(cmd->valuestring, "restart"))
-		return error_json("unknown command \"%s\" (status, start, stop, restart, stop_all)",
+		return error_json("unknown command \"%s\" (status, start, stop, restart, stop_all, "
+				  "reload)",
 				  cmd->valuestring);
 	if (!cJSON_IsString(name))
 		return error_json("\"%s\" needs a \"service\" string", cmd->valuestring);
@@ -1581,20 +1871,20 @@ size_t sup_metrics(void *ctx, char *buf, size_t len)
 			    "health check).\n# TYPE revenant_service_up gauge\n");
 	for (int i = 0; i < s->n; i++)
 		n = metrics_appendf(buf, len, n, "revenant_service_up{service=\"%s\"} %d\n",
-				    s->svcs[i].cfg->name, s->svcs[i].state == SVC_RUNNING);
+				    s->svcs[i]->cfg->name, s->svcs[i]->state == SVC_RUNNING);
 	n = metrics_appendf(buf, len, n,
 			    "# HELP revenant_service_restarts_total Restarts by the supervisor.\n"
 			    "# TYPE revenant_service_restarts_total counter\n");
 	for (int i = 0; i < s->n; i++)
 		n = metrics_appendf(buf, len, n,
 				    "revenant_service_restarts_total{service=\"%s\"} %d\n",
-				    s->svcs[i].cfg->name, s->svcs[i].total_restarts);
+				    s->svcs[i]->cfg->name, s->svcs[i]->total_restarts);
 	n = metrics_appendf(buf, len, n,
 			    "# HELP revenant_service_port The port the service runs on (0: none).\n"
 			    "# TYPE revenant_service_port gauge\n");
 	for (int i = 0; i < s->n; i++)
 		n = metrics_appendf(buf, len, n, "revenant_service_port{service=\"%s\"} %d\n",
-				    s->svcs[i].cfg->name, s->svcs[i].port);
+				    s->svcs[i]->cfg->name, s->svcs[i]->port);
 	n = metrics_appendf(buf, len, n,
 			    "# HELP revenant_state_write_errors_total Failed writes of the runtime "
 			    "state file (crash recovery).\n"
@@ -1627,4 +1917,16 @@ pid_t sup_pid_of(struct supervisor *s, const char *name)
 	struct service *v = svc_named(s, name);
 
 	return v ? v->proc.pid : 0;
+}
+
+int sup_count_up(const struct supervisor *s, int *total)
+{
+	int up = 0;
+
+	*total = 0;
+	for (int i = 0; s && i < s->n; i++) {
+		*total += s->svcs[i]->idx >= 0;
+		up += s->svcs[i]->idx >= 0 && s->svcs[i]->state == SVC_RUNNING;
+	}
+	return up;
 }

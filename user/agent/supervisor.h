@@ -12,6 +12,7 @@
 #include <sys/types.h>
 #include <cjson/cJSON.h>
 
+#include "agent/cause.h"
 #include "agent/proc.h"
 #include "lib/config.h"
 #include "lib/events.h"
@@ -52,8 +53,11 @@ const char *svc_event_name(enum svc_event e);
 /* The name of the action the table runs for (state, event), or NULL when it ignores it. */
 const char *sup_action_name(enum svc_state s, enum svc_event e);
 
-/* Restart accounting: the delay before restart `attempt` (1-based): 250 ms doubling, 30 s cap. */
-unsigned sup_backoff_ms(int attempt);
+/* Back-off step `step` (1-based): base doubling each step, capped at max. */
+unsigned sup_backoff_ms(int step, unsigned base, unsigned max);
+/* The delay before a service's restart number `restarts` in a row: the first is at once (a
+ * crash that happens once is restarted at once), then restart_delay_ms doubling, capped. */
+unsigned sup_restart_delay_ms(int restarts, unsigned base, unsigned max);
 
 /* Port choice, pure. probes[i]: a port and its owner (0 free, >0 its pid, -1 held by a process
  * nobody can name). Returns the port to use or -1; *reason explains a refusal. The service's own
@@ -72,13 +76,16 @@ struct supervisor;
 /* The mechanism under the supervisor: NULL (sup_hooks.ops) is the real one — fork/exec, signals,
  * the listeners map at sup_hooks.listeners_fd. Unit tests inject their own, whole. */
 struct sup_ops {
-	int (*spawn)(void *ctx, const struct service_config *c, int port, struct svc_proc *out,
-		     char *warn, size_t warnlen);
+	int (*spawn)(void *ctx, const struct service_config *c, int port,
+		     const struct svc_port *peers, size_t n_peers, struct svc_proc *out, char *warn,
+		     size_t warnlen);
 	void (*signal)(void *ctx, const struct svc_proc *p, int sig, enum sig_scope scope);
 	/* How many of its processes are left besides the main one (cgroup or process tree). */
 	int (*count)(void *ctx, const struct svc_proc *p);
 	int (*listeners)(void *ctx, struct listener **ls, size_t *n);
 	void *ctx;
+	/* Why the reaped main process p died (bpf/cause); NULL or -ENOENT: nothing known. */
+	int (*exit_cause)(void *ctx, const struct svc_proc *p, struct exit_cause *c);
 };
 
 struct sup_hooks {
@@ -87,9 +94,14 @@ struct sup_hooks {
 	/* The stack is finished: every service stopped after a shutdown, or a critical one gave
 	 * up (exit_code 1). */
 	void (*stack_done)(void *ctx, int exit_code);
+	/* `revenant reload`: read and apply the config file again. 0, or -EINVAL when the file is
+	 * bad (nothing changed); what happened in detail. */
+	int (*reload)(void *ctx, char *detail, size_t len);
 	void *ctx;
 	int listeners_fd;
 	int tree_fd; /* the sensor's process-tree map, -1: none */
+	int causes_fd;		/* the sensor's exit-cause map, -1: none */
+	struct outputs *output; /* reads the services' output; NULL: straight to log_file */
 	uint32_t host_netns;
 	const struct sup_ops *ops;
 };
@@ -132,6 +144,12 @@ void sup_decide_zombie(struct supervisor *s, pid_t ppid, struct sup_zombie *d);
 /* restart_parent: a service_restart (reason zombie_policy), counted and under back-off. */
 void sup_apply_zombie(struct supervisor *s, const struct sup_zombie *d);
 
+/* Apply a new configuration: added services start, removed ones stop (and are forgotten once
+ * down), changed ones (any of their settings) restart in dependency order, unchanged ones are
+ * not touched. Takes next (freed with the supervisor) on success. The summary goes to
+ * detail. 0 or -ENOMEM (nothing changed). */
+int sup_reload(struct supervisor *s, struct rev_config *next, char *detail, size_t len);
+
 /* A control request. Returns a response, or NULL when the answer is deferred: then reply(ctx,
  * resp) is called later (the supervisor keeps ctx until then). */
 typedef void (*sup_reply_fn)(void *ctx, cJSON *resp);
@@ -147,5 +165,8 @@ int sup_input(struct supervisor *s, const char *name, enum svc_event ev);
 /* For tests: a service's state by name (SVC_NSTATES when unknown), and its pid. */
 enum svc_state sup_state_of(struct supervisor *s, const char *name);
 pid_t sup_pid_of(struct supervisor *s, const char *name);
+/* Services running (healthy, or without a check), as revenant_service_up counts them; *total
+ * gets the number configured. For the service manager's STATUS= line. */
+int sup_count_up(const struct supervisor *s, int *total);
 
 #endif

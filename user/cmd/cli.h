@@ -4,6 +4,8 @@
 #define REVENANT_CLI_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
 
 #include "lib/config.h"
 
@@ -29,8 +31,10 @@ int cli_load_target(const char *path, struct rev_config *cfg, bool need_file, bo
 /* The running agent's control socket, log and config path into cfg (nothing parsed); false when
  * no live agent has a record. */
 bool cli_find_agent(struct rev_config *cfg);
-/* cli_load_target without the file of the running agent: its paths are all the caller needs. */
-int cli_find_agent_or_config(const char *path, struct rev_config *cfg);
+/* Writes s[0..len) with every control character (C0, DEL, C1 in UTF-8 — U+009B is a CSI) and
+ * every invalid UTF-8 byte replaced by '?', tabs kept when tabs is true: names and lines come
+ * from processes and from files others could write, and must not drive the terminal. */
+void cli_put_clean(FILE *f, const char *s, size_t len, bool tabs);
 
 /* "needs root" message for cmd; returns EXIT_NOT_PERMITTED. */
 int cli_need_root(const char *cmd);

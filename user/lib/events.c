@@ -20,6 +20,9 @@ static const char *const restart_names[RESTART_N] = {
 	[RESTART_ZOMBIE_POLICY] = "zombie_policy",
 	[RESTART_REQUESTED] = "requested",
 	[RESTART_COLLISION] = "port_collision",
+	[RESTART_DEPENDENCY_MOVED] = "dependency_moved",
+	[RESTART_DEPENDENCY_RESTARTED] = "dependency_restarted",
+	[RESTART_RELOAD] = "reload",
 };
 
 static const char *const stop_names[STOP_N] = {
@@ -39,9 +42,12 @@ _Static_assert(sizeof(enum ev_action) == sizeof(int) && sizeof(enum restart_reas
 		       sizeof(enum stop_reason) == sizeof(int) && sizeof(enum ev_syscall) == sizeof(int),
 	       "enum fields are ints");
 
-#define F(T, name, member, kind, flags) {name, kind, flags, offsetof(struct T, member), NULL, 0}
+#define F(T, name, member, kind, flags)                                                            \
+	{name, kind, flags, offsetof(struct T, member), NULL, 0, NULL, 0}
 #define E(T, name, member, flags, table)                                                           \
-	{name, EVF_ENUM, flags, offsetof(struct T, member), table, ARRAY_SIZE(table)}
+	{name, EVF_ENUM, flags, offsetof(struct T, member), table, ARRAY_SIZE(table), NULL, 0}
+#define O(T, name, member, flags, table)                                                           \
+	{name, EVF_OBJ, flags, offsetof(struct T, member), NULL, 0, table, ARRAY_SIZE(table)}
 #define SOCK(T)                                                                                    \
 	F(T, "port", sock.port, EVF_INT, 0), F(T, "proto", sock.proto, EVF_STR, 0),                \
 	    F(T, "addr", sock.addr, EVF_STR, 0),                                                   \
@@ -121,12 +127,23 @@ static const struct ev_field service_start_f[] = {
 	F(ev_service_start, "command", command, EVF_STR, EVF_QUIET),
 };
 
+static const struct ev_field sender_f[] = {
+	F(ev_sender, "pid", pid, EVF_INT, EVF_NULL0),
+	F(ev_sender, "comm", comm, EVF_STR, 0),
+	F(ev_sender, "uid", uid, EVF_INT, 0),
+	F(ev_sender, "agent", agent, EVF_BOOL, EVF_OMIT),
+	F(ev_sender, "kernel", kernel, EVF_BOOL, EVF_OMIT),
+};
+
 static const struct ev_field service_exit_f[] = {
 	F(ev_service_exit, "service", service, EVF_STR, 0),
 	F(ev_service_exit, "pid", pid, EVF_INT, 0),
 	F(ev_service_exit, "code", code, EVF_INT, EVF_NULLNEG),
 	F(ev_service_exit, "signal", signal, EVF_STR, 0),
 	F(ev_service_exit, "uptime_ms", uptime_ms, EVF_INT, EVF_QUIET),
+	O(ev_service_exit, "killed_by", killed_by, 0, sender_f),
+	F(ev_service_exit, "oom", oom, EVF_BOOL, EVF_QUIET_FALSE),
+	F(ev_service_exit, "core_dumped", core_dumped, EVF_BOOL, EVF_QUIET_FALSE),
 };
 
 static const struct ev_field service_restart_f[] = {
@@ -134,6 +151,8 @@ static const struct ev_field service_restart_f[] = {
 	F(ev_service_restart, "attempt", attempt, EVF_INT, 0),
 	F(ev_service_restart, "delay_ms", delay_ms, EVF_INT, 0),
 	E(ev_service_restart, "reason", reason, 0, restart_names),
+	F(ev_service_restart, "dependency", dependency, EVF_STR, EVF_OMIT),
+	F(ev_service_restart, "dependency_port", dependency_port, EVF_INT, EVF_OMIT),
 };
 
 static const struct ev_field service_give_up_f[] = {
@@ -283,6 +302,18 @@ static void add_field(cJSON *o, const struct ev_field *f, const void *base)
 	case EVF_LIST:
 		add_list(o, f->name, *(const char *const *)p);
 		break;
+	case EVF_OBJ: {
+		cJSON *sub;
+
+		if (!*(const bool *)p) {
+			cJSON_AddNullToObject(o, f->name);
+			break;
+		}
+		sub = cJSON_AddObjectToObject(o, f->name);
+		for (size_t i = 0; sub && i < f->n_sub; i++)
+			add_field(sub, &f->sub[i], p);
+		break;
+	}
 	}
 }
 

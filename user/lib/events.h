@@ -50,6 +50,9 @@ enum restart_reason {
 	RESTART_ZOMBIE_POLICY, /* zombie_policy restart_parent */
 	RESTART_REQUESTED,     /* `revenant restart` */
 	RESTART_COLLISION,     /* its port was taken: moved to another one */
+	RESTART_DEPENDENCY_MOVED,     /* a dependency whose port it uses moved to another port */
+	RESTART_DEPENDENCY_RESTARTED, /* part_of a dependency that restarted */
+	RESTART_RELOAD,		      /* its settings changed (revenant reload, SIGHUP) */
 	RESTART_N,
 };
 
@@ -134,18 +137,33 @@ struct ev_service_start {
 	int64_t pid, port; /* port 0: null */
 };
 
+/* Who sent the signal a process died of (service_exit.killed_by), as the kernel saw it. */
+struct ev_sender {
+	bool known; /* false: null (it exited by itself, or nobody saw the sender) */
+	int64_t pid; /* 0: null (a kernel signal sent in no process's context) */
+	const char *comm;
+	int64_t uid;
+	bool agent;  /* the agent itself (a stop, a restart, an escalation) */
+	bool kernel; /* the kernel (the OOM killer, a fault, a timer), not kill() */
+};
+
 struct ev_service_exit {
 	const char *service;
 	int64_t pid;
 	int64_t code;	    /* < 0: null (killed by a signal) */
 	const char *signal; /* NULL: null */
 	int64_t uptime_ms;
+	struct ev_sender killed_by;
+	bool oom;	  /* the kernel's OOM killer chose it */
+	bool core_dumped; /* it left a core dump */
 };
 
 struct ev_service_restart {
 	const char *service;
 	int64_t attempt, delay_ms;
 	enum restart_reason reason;
+	const char *dependency;	 /* the dependency behind it (NULL: left out) */
+	int64_t dependency_port; /* its port now (0: left out) */
 };
 
 struct ev_service_give_up {
@@ -207,11 +225,14 @@ enum ev_field_kind {
 	EVF_BOOL, /* bool */
 	EVF_ENUM, /* an enum (int), written by name */
 	EVF_LIST, /* const char *, comma-separated, written as an array of strings */
+	EVF_OBJ,  /* a struct whose first member is `bool known`, written as an object of its own
+		   * fields (sub), or null when not known */
 };
 #define EVF_NULL0 0x1	/* an INT of 0 is null */
 #define EVF_NULLNEG 0x2 /* a negative INT is null */
 #define EVF_OMIT 0x4	/* 0, NULL or false: the field is left out */
 #define EVF_QUIET 0x8	/* not shown in `tail`'s one-line rows */
+#define EVF_QUIET_FALSE 0x10 /* a BOOL shown in `tail`'s rows only when true */
 
 struct ev_field {
 	const char *name;
@@ -220,6 +241,8 @@ struct ev_field {
 	uint16_t off;		   /* offset in the type's struct */
 	const char *const *names; /* EVF_ENUM: the name of each value */
 	size_t n_names;
+	const struct ev_field *sub; /* EVF_OBJ: its fields, offsets within the member */
+	size_t n_sub;
 };
 
 struct ev_schema {

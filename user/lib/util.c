@@ -195,3 +195,14 @@ bool is_root(void)
 {
 	return geteuid() == 0;
 }
+
+/* The initial PID namespace has a fixed inode number (PROC_PID_INIT_INO in the kernel). */
+#define INIT_PID_NS_INO 0xEFFFFFFCu
+
+bool in_init_pid_ns(void)
+{
+	struct stat st;
+
+	/* Unknown (no /proc): say yes rather than warn about what cannot be checked. */
+	return stat("/proc/self/ns/pid", &st) || st.st_ino == INIT_PID_NS_INO;
+}

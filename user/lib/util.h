@@ -52,5 +52,7 @@ const char *signal_name(int sig, char *buf, size_t len);
 int signal_from_name(const char *s);
 
 bool is_root(void);
+/* True in the host's (initial) PID namespace, where the pids BPF reports are /proc's pids. */
+bool in_init_pid_ns(void);
 
 #endif
