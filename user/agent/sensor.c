@@ -438,7 +438,7 @@ int sensor_watch_reaps(struct sensor *s, const struct snap_zombie *zs, size_t n)
 		return 0;
 	for (size_t i = 0; i < n; i++) {
 		/* Looked at by the timer's sweeps from time to time, in case the free is lost. */
-		struct zombie_pending v = {.exit_ns = now, .deadline_ns = now + ms_to_ns(30000),
+		struct zombie_pending v = {.exit_ns = now, .deadline_ns = now + ms_to_ns(5000),
 					   .start_ns = zs[i].start_ns, .ppid = zs[i].ppid,
 					   .uid = zs[i].uid, .notify = 1};
 		__u32 pid = zs[i].pid;
