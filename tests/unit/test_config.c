@@ -489,18 +489,30 @@ static void test_command(void **state)
 		   "services.backend.command: uses {port} but the service has no \"port\"");
 }
 
+/* The grammar [A-Za-z0-9_][A-Za-z0-9_-]{0,63}: a name becomes a file and a cgroup directory, so
+ * ".", "..", '/', '.' at all and a leading '-' are refused, naming services.NAME. */
 static void test_service_names(void **state)
 {
-	char big[256], name[80];
+	static const char *const bad[] = {"..", ".", "a/b", "../x", "-x", "a.b", "bad name",
+					  "tab\\tname", "é"};
+	char big[256], name[80], want[160];
 	struct rev_config cfg;
 
 	(void)state;
 	EXPECT_ERR("{\"services\": {\"bad name\": {\"command\": \"x\"}}}",
-		   PATH ": services: invalid service name \"bad name\"", "letters, digits");
+		   PATH ": services.bad name: invalid service name \"bad name\"", "letters, digits");
 	EXPECT_ERR("{\"services\": {\"\": {\"command\": \"x\"}}}",
-		   "services: invalid service name \"\"");
-	EXPECT_ERR("{\"services\": {\"a/b\": {\"command\": \"x\"}}}",
-		   "invalid service name \"a/b\"");
+		   "services.: invalid service name \"\"");
+	EXPECT_ERR("{\"services\": {\"..\": {\"command\": \"x\"}}}",
+		   PATH ": services...: invalid service name \"..\"", "not starting with '-'");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(big, sizeof(big), "{\"services\": {\"%s\": {\"command\": \"x\"}}}", bad[i]);
+		snprintf(want, sizeof(want), "invalid service name \"");
+		EXPECT_ERR(big, want, "letters, digits");
+	}
+	/* control characters are shown escaped, never raw in a message */
+	EXPECT_ERR("{\"services\": {\"a\\nb\": {\"command\": \"x\"}}}",
+		   "services.a\\x0ab: invalid service name \"a\\x0ab\"");
 	EXPECT_ERR("{\"services\": {\"a\": {\"command\": \"x\"}, \"a\": {\"command\": \"y\"}}}",
 		   "services: service \"a\" is defined twice");
 
@@ -513,10 +525,14 @@ static void test_service_names(void **state)
 	name[64] = 'n';
 	name[65] = '\0';
 	snprintf(big, sizeof(big), "{\"services\": {\"%s\": {\"command\": \"x\"}}}", name);
-	EXPECT_ERR(big, "services: invalid service name", "1 to 64");
+	EXPECT_ERR(big, "invalid service name", "1 to 64");
 
-	parse_ok("{\"services\": {\"My_svc-2.0\": {\"command\": \"x\"}}}", &cfg);
-	assert_string_equal(cfg.services[0].name, "My_svc-2.0");
+	parse_ok("{\"services\": {\"My_svc-2\": {\"command\": \"x\"}, \"_x\": {\"command\": "
+		 "\"x\"}, \"9\": {\"command\": \"x\"}}}",
+		 &cfg);
+	assert_string_equal(cfg.services[0].name, "My_svc-2");
+	/* the default log file is NAME.log beside the event log, inside its directory */
+	assert_string_equal(cfg.services[0].log_file, "/tmp/x/logs/My_svc-2.log");
 	config_free(&cfg);
 }
 

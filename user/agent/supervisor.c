@@ -19,6 +19,7 @@
 
 #include "agent/health.h"
 #include "agent/metrics.h"
+#include "lib/safefs.h"
 #include "lib/state.h"
 #include "agent/supervisor.h"
 #include "lib/util.h"
@@ -68,6 +69,7 @@ struct service {
 	bool stop_requested; /* a stop came while clearing: stay down once the leftover is gone */
 	char give_up_reason[160]; /* set while stopping: give up once the process is gone */
 	char cgroup[256];
+	bool cgroup_ours; /* we made v->cgroup (mkdir succeeded): only then is it signalled */
 };
 
 struct supervisor {
@@ -286,7 +288,7 @@ static int signal_cgroup(const struct service *v, int sig)
 	FILE *f;
 	int pid, n = 0;
 
-	if (!v->cgroup[0])
+	if (!v->cgroup[0] || !v->cgroup_ours)
 		return 0;
 	snprintf(path, sizeof(path), "%s/cgroup.procs", v->cgroup);
 	f = fopen(path, "re");
@@ -311,7 +313,7 @@ static void cgroup_kill(const struct service *v)
 	char path[300];
 	int fd;
 
-	if (!v->cgroup[0])
+	if (!v->cgroup[0] || !v->cgroup_ours)
 		return;
 	snprintf(path, sizeof(path), "%s/cgroup.kill", v->cgroup);
 	fd = open(path, O_WRONLY | O_CLOEXEC);
@@ -544,16 +546,40 @@ static int env_file_load(struct envv *e, const char *path)
 	return 0;
 }
 
+static void service_warning(struct service *v, const char *detail)
+{
+	cJSON *e = ev_new("service_warning", 0);
+
+	ev_add_str(e, "service", v->cfg->name);
+	ev_add_str(e, "detail", detail);
+	emit(v->sup, e);
+}
+
 static void make_cgroup(struct service *v)
 {
 	struct supervisor *s = v->sup;
 
 	v->cgroup[0] = 0;
-	if (!s->cgroup_root[0])
-		return;
-	snprintf(v->cgroup, sizeof(v->cgroup), "%s/%s", s->cgroup_root, v->cfg->name);
-	if (mkdir(v->cgroup, 0755) && errno != EEXIST)
+	if (!s->cgroup_root[0] ||
+	    path_child(v->cgroup, sizeof(v->cgroup), s->cgroup_root, v->cfg->name)) {
 		v->cgroup[0] = 0;
+		return;
+	}
+	if (!mkdir(v->cgroup, 0755))
+		v->cgroup_ours = true;
+	/* A directory we did not make (EEXIST before our first mkdir) is someone else's: its
+	 * processes are not the service's, so it is never joined, signalled or killed. */
+	else if (errno != EEXIST || !v->cgroup_ours) {
+		char d[400];
+
+		if (errno == EEXIST) {
+			snprintf(d, sizeof(d), "cgroup %s existed before the agent made it: not used "
+					       "(only the process group is signalled)",
+				 v->cgroup);
+			service_warning(v, d);
+		}
+		v->cgroup[0] = 0;
+	}
 }
 
 static int spawn(struct service *v)

@@ -18,6 +18,7 @@
 #include <cjson/cJSON.h>
 
 #include "lib/config.h"
+#include "lib/safefs.h"
 #include "lib/util.h"
 
 #define CONFIG_MAX_BYTES (16 << 20)
@@ -735,13 +736,30 @@ static int parse_depends(struct ctx *c, const cJSON *arr, const char *parent,
 	return 0;
 }
 
+/* A service name becomes a file name (its log), a cgroup directory and an environment variable's
+ * value: [A-Za-z0-9_][A-Za-z0-9_-]{0,63}. No '.', so never "." or ".."; no '/'; no leading '-'
+ * (it would read as an option to the tools that get it). */
 static bool valid_name(const char *s)
 {
+	static const char ok[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
 	size_t n = strlen(s);
 
-	if (n == 0 || n > NAME_MAX_LEN)
+	if (n == 0 || n > NAME_MAX_LEN || s[0] == '-')
 		return false;
-	return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") == n;
+	return strspn(s, ok) == n;
+}
+
+/* The name as a message may show it: printable ASCII, the rest as \xNN, at most 64 characters. */
+static void printable_name(const char *s, char *buf, size_t len)
+{
+	size_t o = 0;
+
+	buf[0] = 0;
+	for (int i = 0; s[i] && i < 64 && o + 5 < len; i++) {
+		unsigned char c = s[i];
+
+		o += snprintf(buf + o, len - o, c >= ' ' && c < 0x7f ? "%c" : "\\x%02x", c);
+	}
 }
 
 enum {
@@ -897,16 +915,22 @@ static int service_finish(struct rev_config *cfg, struct service_config *sv)
 	if (!sv->cwd && !(sv->cwd = strdup(cfg->dir)))
 		return -ENOMEM;
 	if (!sv->log_file) {
-		char *d = path_dirname(cfg->log.path);
-		int n;
+		char *d = path_dirname(cfg->log.path), file[NAME_MAX_LEN + 8];
+		size_t len = d ? strlen(d) + sizeof(file) + 2 : 0;
+		int rc;
 
-		if (!d)
+		if (!d || !(sv->log_file = malloc(len))) {
+			free(d);
 			return -ENOMEM;
-		n = asprintf(&sv->log_file, "%s/%s.log", strcmp(d, "/") ? d : "", sv->name);
+		}
+		/* The name is an identifier already; the join still proves it stays in d. */
+		snprintf(file, sizeof(file), "%s.log", sv->name);
+		rc = path_child(sv->log_file, len, d, file);
 		free(d);
-		if (n < 0) {
+		if (rc) {
+			free(sv->log_file);
 			sv->log_file = NULL;
-			return -ENOMEM;
+			return rc;
 		}
 	}
 	return 0;
@@ -1059,11 +1083,17 @@ static int parse_services(struct ctx *c, const cJSON *obj, struct rev_config *cf
 		struct service_config *sv = &cfg->services[cfg->n_services];
 		const char *name = it->string ? it->string : "";
 
-		if (!valid_name(name))
-			return fail(c, "services",
-				    "invalid service name \"%.80s\" (use 1 to %d letters, digits, "
-				    "'_', '.' or '-')",
-				    name, NAME_MAX_LEN);
+		if (!valid_name(name)) {
+			char shown[5 * 64 + 1], kp[KP_LEN];
+
+			printable_name(name, shown, sizeof(shown));
+			kp_fmt(kp, sizeof(kp), "services.%s", shown);
+			return fail(c, kp,
+				    "invalid service name \"%s\" (a name is 1 to %d letters, "
+				    "digits, '_' or '-', not starting with '-'; it becomes a file "
+				    "and cgroup name)",
+				    shown, NAME_MAX_LEN);
+		}
 		for (o = obj->child; o != it; o = o->next)
 			if (!strcmp(o->string, name))
 				return fail(
