@@ -230,8 +230,63 @@ def test_cgroup_the_agent_did_not_make_is_never_signalled():
         agent.close()
 
 
+# ---- 4. pid identity ----------------------------------------------------------------------------
+
+# A process of the test's, not a service: listens on a port and holds one zombie child.
+HOLDER = r"""
+import os, socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+kid = os.fork()
+if kid == 0:
+    os._exit(0)
+os.waitid(os.P_PID, kid, os.WEXITED | os.WNOWAIT)
+print("ready", kid, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_reused_pid_is_not_a_managed_service():
+    """state.json names a live process with the wrong start time (its pid was reused): verify,
+    cleanup and kill-port must not treat it as the service's."""
+    port = free_port()
+    agent = make_agent("reuse", {"a": svc(port)})  # never started: its config and runtime dir
+    holder = spawn(HOLDER, port)
+    try:
+        state = os.path.join(agent.dir, "state.json")
+
+        def record(ticks):
+            with open(state, "w") as f:
+                json.dump({"agent_pid": 999999999, "services": {"a": {
+                    "pid": holder.pid, "pgid": holder.pid, "start_ticks": ticks, "port": port,
+                    "restarts": 0, "state": "running", "health": "ok"}}}, f)
+            os.chmod(state, 0o600)
+        # the control: with its true start time it is the service's
+        record(start_ticks(holder.pid))
+        r = rev("verify", "--json", "-c", agent.config_path)
+        assert "service a: pid %d is alive" % holder.pid in json.loads(r.stdout)["reasons"], r.stdout
+
+        record(start_ticks(holder.pid) + 12345)
+        r = rev("verify", "--json", "-c", agent.config_path)
+        assert r.returncode == 1, r  # the port is held, by a process revenant does not manage
+        assert not any("service a:" in x for x in json.loads(r.stdout)["reasons"]), r.stdout
+        r = rev("cleanup", "--json", "-c", agent.config_path, check=0)
+        assert json.loads(r.stdout)["actions"] == [], r.stdout
+        r = rev("kill-port", "-c", agent.config_path, str(port))
+        assert r.returncode == 1 and "does not manage" in r.stderr, (r.returncode, r.stderr)
+        assert holder.poll() is None, "a process with a reused pid was signalled"
+        with open("/proc/%s/stat" % holder.info[0]) as f:
+            assert f.read().rsplit(")", 1)[1].split()[0] == "Z", "its zombie was reaped"
+    finally:
+        end(holder)
+        agent.close()
+
+
 if __name__ == "__main__":
     run_tests([
         test_dotdot_service_name_is_refused,
         test_cgroup_the_agent_did_not_make_is_never_signalled,
+        test_reused_pid_is_not_a_managed_service,
     ])

@@ -470,31 +470,50 @@ static void state_round_trip(void **state)
 	assert_int_equal(rmdir(dir), 0);
 }
 
+/* A record counts only while its process is the one recorded: pid and start time. */
 static void service_of_pid_and_pgid(void **state)
 {
 	struct svc_record svcs[2] = {0};
 	struct rt_state st = {0};
-	pid_t pgid = getpgid(0);
+	pid_t me = getpid(), pgid = getpgid(0);
+	uint64_t ticks = proc_start_ticks(me);
 
 	(void)state;
+	assert_true(ticks > 0);
 	snprintf(svcs[0].name, sizeof(svcs[0].name), "memory");
-	svcs[0].pid = 999999; /* no such process: matches only by its pid */
+	svcs[0].pid = me;
 	svcs[0].pgid = 999999;
-	snprintf(svcs[1].name, sizeof(svcs[1].name), "engines");
-	svcs[1].pid = 999998;
-	svcs[1].pgid = pgid;
+	svcs[0].start_ticks = ticks;
 	st.svcs = svcs;
-	st.n = 2;
-
-	assert_string_equal(state_service_of(&st, 999999), "memory");
+	st.n = 1;
+	assert_string_equal(state_service_of(&st, me), "memory");
+	/* the same pid with another start time: a reused pid, not the service's process */
+	svcs[0].start_ticks = ticks + 1;
+	assert_null(state_service_of(&st, me));
+	svcs[0].start_ticks = 0; /* no start time recorded: nothing to prove it */
+	assert_null(state_service_of(&st, me));
+	svcs[0].pid = 999999; /* gone */
+	svcs[0].start_ticks = ticks;
+	assert_null(state_service_of(&st, 999999));
 	assert_null(state_service_of(&st, 0));
 	assert_null(state_service_of(&st, -5));
-	assert_null(state_service_of(NULL, getpid()));
-	if (pgid > 1) {
-		/* this test's own process is in engines's process group */
-		assert_string_equal(state_service_of(&st, getpid()), "engines");
+	assert_null(state_service_of(NULL, me));
+
+	if (pgid > 1 && pgid != me && proc_start_ticks(pgid)) {
+		/* this test's own process is in the group of "engines", whose leader is recorded */
+		snprintf(svcs[1].name, sizeof(svcs[1].name), "engines");
+		svcs[1].pid = pgid;
+		svcs[1].pgid = pgid;
+		svcs[1].start_ticks = proc_start_ticks(pgid);
+		st.svcs = svcs + 1;
+		st.n = 1;
+		assert_string_equal(state_service_of(&st, me), "engines");
+		/* the group's number now leads another process: not the recorded group */
+		svcs[1].start_ticks++;
+		assert_null(state_service_of(&st, me));
+		svcs[1].start_ticks--;
 		svcs[1].pgid = pgid + 1;
-		assert_null(state_service_of(&st, getpid()));
+		assert_null(state_service_of(&st, me));
 	}
 }
 

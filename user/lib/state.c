@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* The runtime state file: written by the agent with write-to-temp + rename, read by everyone. */
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,6 +159,31 @@ void state_free(struct rt_state *st)
 	memset(st, 0, sizeof(*st));
 }
 
+/* The record's process is still the one recorded: same pid, same start time. */
+static bool record_live(const struct svc_record *r)
+{
+	return r->pid > 1 && r->start_ticks && proc_start_ticks(r->pid) == r->start_ticks;
+}
+
+/* The record's process group is the one it had: its leader is the recorded process, or the leader
+ * is gone and the group lives on (a pgid is not reused while any member lives). */
+static bool group_live(const struct svc_record *r)
+{
+	uint64_t t;
+
+	if (r->pgid <= 1 || r->pid <= 1 || !r->start_ticks)
+		return false;
+	if (r->pgid != r->pid)
+		return record_live(r);
+	t = proc_start_ticks(r->pgid);
+	return t ? t == r->start_ticks : true;
+}
+
+bool state_record_live(const struct svc_record *r)
+{
+	return record_live(r);
+}
+
 const char *state_service_of(const struct rt_state *st, pid_t pid)
 {
 	pid_t pgid;
@@ -165,13 +191,13 @@ const char *state_service_of(const struct rt_state *st, pid_t pid)
 	if (!st || pid <= 0 || !st->n)
 		return NULL;
 	for (size_t i = 0; i < st->n; i++)
-		if (st->svcs[i].pid == pid)
+		if (st->svcs[i].pid == pid && record_live(&st->svcs[i]))
 			return st->svcs[i].name;
 	pgid = getpgid(pid);
 	if (pgid <= 1)
 		return NULL;
 	for (size_t i = 0; i < st->n; i++)
-		if (st->svcs[i].pgid == pgid)
+		if (st->svcs[i].pgid == pgid && group_live(&st->svcs[i]))
 			return st->svcs[i].name;
 	return NULL;
 }

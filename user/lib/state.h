@@ -5,6 +5,7 @@
 #ifndef REVENANT_STATE_H
 #define REVENANT_STATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -36,7 +37,10 @@ int state_write(const char *path, const struct rt_state *st);
 /* 0, -ENOENT when there is none, -EINVAL when damaged. */
 int state_read(const char *path, struct rt_state *st);
 void state_free(struct rt_state *st);
-/* The service pid belongs to (its main pid or its process group), or NULL. */
+/* The recorded process still runs: its pid has the recorded start time. */
+bool state_record_live(const struct svc_record *r);
+/* The service pid belongs to (its main pid or its process group), or NULL. A record counts only
+ * while its process is the one recorded (pid and start time): a reused pid is nobody's. */
 const char *state_service_of(const struct rt_state *st, pid_t pid);
 /* starttime field of /proc/PID/stat, 0 when gone. */
 uint64_t proc_start_ticks(pid_t pid);
