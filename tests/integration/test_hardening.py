@@ -230,6 +230,197 @@ def test_cgroup_the_agent_did_not_make_is_never_signalled():
         agent.close()
 
 
+# ---- 2. files planted by other users ------------------------------------------------------------
+
+def test_log_in_a_directory_of_another_user_is_refused():
+    secret, d = Secret(), shared_dir("nobody")
+    as_nobody("ln", "-s", secret.path, os.path.join(d, "events.jsonl"))
+    agent = Agent({"log": {"path": os.path.join(d, "events.jsonl")}}, "logowner")
+    try:
+        rc, err = run_refused(agent)
+        assert rc == 2 and "directory %s belongs to uid %d" % (d, NOBODY.pw_uid) in err, (rc, err)
+        assert secret.intact(), "the agent wrote through a link nobody planted"
+    finally:
+        agent.close()
+        secret.close()
+        shutil.rmtree(d, True)
+
+
+def test_world_writable_log_dir_is_refused():
+    d = shared_dir("open")
+    agent = Agent({"log": {"path": os.path.join(d, "events.jsonl")}}, "logopen")
+    try:
+        rc, err = run_refused(agent)
+        assert rc == 2, (rc, err)
+        assert "directory %s is writable by others (mode 0777) and not sticky" % d in err, err
+        assert not os.path.exists(os.path.join(d, "events.jsonl"))
+    finally:
+        agent.close()
+        shutil.rmtree(d, True)
+
+
+def test_symlinked_log_in_a_sticky_dir_is_refused():
+    secret, d = Secret(), shared_dir("sticky")
+    log = os.path.join(d, "events.jsonl")
+    as_nobody("ln", "-s", secret.path, log)
+    agent = Agent({"log": {"path": log}}, "logsticky")
+    try:
+        rc, err = run_refused(agent)
+        assert rc == 2 and "%s is a symbolic link: not followed" % log in err, (rc, err)
+        assert secret.intact(), "the agent wrote through a link nobody planted"
+    finally:
+        agent.close()
+        secret.close()
+        shutil.rmtree(d, True)
+
+
+def test_planted_rotation_files_are_never_written_through():
+    """In a sticky log directory nobody plants the rotation's temporary (.new), the compressor's
+    (.gz.tmp) and a pending segment, each a link to a root-only file: rotation and compression
+    make fresh files, remove the links, and no root-only content reaches a segment."""
+    new, gztmp, pending = Secret("new\n"), Secret("gz.tmp\n"), Secret("pending segment secret\n")
+    d = shared_dir("sticky")
+    log = os.path.join(d, "events.jsonl")
+    agent = Agent({"log": {"path": log, "max_bytes": 4096, "keep": 50, "compress": True}},
+                  "rotplant")
+    try:
+        agent.start()
+        plant_link(agent, new.path, log + ".new")
+        plant_link(agent, gztmp.path, log + ".gz.tmp")
+        plant_link(agent, pending.path, log + ".pending.99")
+        port = free_port()
+        for _ in range(40):  # port_listen + port_release: ~20 KB, a few rotations
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+            s.listen()
+            s.close()
+        def compressed():
+            names = os.listdir(d)
+            return ("events.jsonl.1.gz" in names and
+                    not any(".pending." in n or n.endswith(".gz.tmp") for n in names))
+
+        def done():
+            return compressed() and len(of(all_events(log), "port_release", port=port)) == 40
+        wait_until(agent, done, "the 40 port_release events, rotated and compressed")
+        for s in (new, gztmp, pending):
+            assert s.intact(), "a planted link was written through: %s" % s.path
+        for n in os.listdir(d):
+            st = os.lstat(os.path.join(d, n))
+            assert stat.S_ISREG(st.st_mode) and st.st_uid == 0, (n, st)
+            if n.endswith(".gz"):
+                with gzip.open(os.path.join(d, n), "rt") as f:
+                    assert pending.content not in f.read(), "a root-only file was compressed"
+        assert not of(all_events(log), "not an event")
+        w = of(all_events(log), "agent_warning")
+        assert any("removed %s.new" % log in e["detail"] for e in w), w
+        assert "removed %s/events.jsonl.gz.tmp" % d in agent.stderr_text(), agent.stderr_text()
+        assert agent.stop() == 0
+    finally:
+        agent.close()
+        for s in (new, gztmp, pending):
+            s.close()
+        shutil.rmtree(d, True)
+
+
+def test_planted_state_files_are_never_trusted_or_written_through():
+    """In a sticky runtime directory nobody plants state.json (claiming a live process of the
+    test, with its true start time, as a leftover service) and links state.json.tmp to a
+    root-only file: the agent neither kills that process nor writes the file."""
+    secret, run_dir = Secret(), shared_dir("sticky")
+    port = free_port()
+    agent = make_agent("stateplant", {"a": svc(port)},
+                       control={"socket": os.path.join(run_dir, "control.sock")})
+    victim = subprocess.Popen(["sleep", "600"])
+    try:
+        forged = {"agent_pid": 999999999, "services": {"a": {
+            "pid": victim.pid, "pgid": victim.pid, "start_ticks": start_ticks(victim.pid),
+            "port": port, "restarts": 0, "state": "running", "health": "ok"}}}
+        as_nobody("sh", "-c", "cat > %s/state.json" % run_dir, stdin=json.dumps(forged))
+        as_nobody("ln", "-s", secret.path, os.path.join(run_dir, "state.json.tmp"))
+        agent.start()
+        wait_healthy(agent, "a")
+        assert victim.poll() is None, "the agent killed a process a forged state file named"
+        assert not of(agent.events, "service_leftover"), agent.events
+        assert secret.intact(), "state.json.tmp was written through a link nobody planted"
+        st = os.lstat(os.path.join(run_dir, "state.json"))
+        assert stat.S_ISREG(st.st_mode) and st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o600
+        with open(os.path.join(run_dir, "state.json")) as f:
+            assert json.load(f)["services"]["a"]["pid"] == status(agent)["services"]["a"]["pid"]
+        err = agent.stderr_text()
+        assert "ignoring the state file" in err and "belongs to uid %d" % NOBODY.pw_uid in err, err
+        assert "removed %s/state.json.tmp" % run_dir in err, err
+        assert agent.stop() == 0
+    finally:
+        end(victim)
+        agent.close()
+        secret.close()
+        shutil.rmtree(run_dir, True)
+
+
+def test_planted_lock_link_is_refused():
+    secret, run_dir = Secret(), shared_dir("sticky")
+    as_nobody("ln", "-s", secret.path, os.path.join(run_dir, "agent.lock"))
+    agent = Agent({"control": {"socket": os.path.join(run_dir, "control.sock")}}, "lockplant")
+    try:
+        rc, err = run_refused(agent)
+        assert rc == 2 and "agent.lock is a symbolic link" in err, (rc, err)
+        assert secret.intact(), "the agent truncated a file through a planted lock link"
+    finally:
+        agent.close()
+        secret.close()
+        shutil.rmtree(run_dir, True)
+
+
+def test_runtime_dir_of_another_user_is_refused():
+    run_dir = shared_dir("nobody")
+    agent = Agent({"control": {"socket": os.path.join(run_dir, "control.sock")}}, "runowner")
+    try:
+        rc, err = run_refused(agent)
+        assert rc == 2 and "directory %s belongs to uid %d" % (run_dir, NOBODY.pw_uid) in err, err
+        assert "control.socket" in err, err
+    finally:
+        agent.close()
+        shutil.rmtree(run_dir, True)
+
+
+def test_control_dir_of_its_own_is_made_private():
+    """A control directory that holds nothing but the agent's files is tightened to 0700 even
+    when it existed (0755 here); one shared with other files (the test's, with the config) keeps
+    its mode, as only root can write it."""
+    run_dir = shared_dir("private")
+    agent = Agent({"control": {"socket": os.path.join(run_dir, "control.sock")}}, "runown")
+    plain = Agent(name="runshared")
+    try:
+        agent.start()
+        assert stat.S_IMODE(os.stat(run_dir).st_mode) == 0o700, oct(os.stat(run_dir).st_mode)
+        plain.start()
+        assert stat.S_IMODE(os.stat(plain.dir).st_mode) == 0o755
+        assert agent.stop() == 0 and plain.stop() == 0
+    finally:
+        agent.close()
+        plain.close()
+        shutil.rmtree(run_dir, True)
+
+
+def test_planted_service_log_link_is_not_written_through():
+    secret, d = Secret(), shared_dir("sticky")
+    port = free_port()
+    agent = make_agent("svclog", {"a": svc(port)}, log={"path": os.path.join(d, "events.jsonl")})
+    as_nobody("ln", "-s", secret.path, os.path.join(d, "a.log"))
+    try:
+        agent.start()
+        wait_healthy(agent, "a")  # it runs (it printed before it listened), output discarded
+        assert secret.intact(), "the service's output went through a link nobody planted"
+        w = of(agent.events, "service_warning", service="a")
+        assert w and "log_file refused" in w[0]["detail"] and "symbolic link" in w[0]["detail"], w
+        assert agent.stop() == 0
+    finally:
+        agent.close()
+        secret.close()
+        shutil.rmtree(d, True)
+
+
 # ---- 4. pid identity ----------------------------------------------------------------------------
 
 # A process of the test's, not a service: listens on a port and holds one zombie child.
@@ -288,5 +479,14 @@ if __name__ == "__main__":
     run_tests([
         test_dotdot_service_name_is_refused,
         test_cgroup_the_agent_did_not_make_is_never_signalled,
+        test_log_in_a_directory_of_another_user_is_refused,
+        test_world_writable_log_dir_is_refused,
+        test_symlinked_log_in_a_sticky_dir_is_refused,
+        test_planted_rotation_files_are_never_written_through,
+        test_planted_state_files_are_never_trusted_or_written_through,
+        test_planted_lock_link_is_refused,
+        test_runtime_dir_of_another_user_is_refused,
+        test_control_dir_of_its_own_is_made_private,
+        test_planted_service_log_link_is_not_written_through,
         test_reused_pid_is_not_a_managed_service,
     ])

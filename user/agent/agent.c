@@ -23,6 +23,7 @@
 #include "agent/metrics.h"
 #include "lib/ports.h"
 #include "agent/sensor.h"
+#include "lib/safefs.h"
 #include "lib/snapshot.h"
 #include "lib/state.h"
 #include "agent/supervisor.h"
@@ -486,24 +487,38 @@ static void seed(struct agent *a)
 	arm_zombie_timer(a);
 }
 
+/* Every service's log directory, checked (and created) before anything starts: one another user
+ * could write in would be refused at every start. 0, or -1 with errno and err set. */
+static int check_service_logs(const struct rev_config *cfg, char *err, size_t errlen)
+{
+	for (int i = 0; i < cfg->n_services; i++) {
+		const struct service_config *c = &cfg->services[i];
+		char dir[4096], name[256];
+		struct sdir d;
+		int rc = path_split(c->log_file, dir, sizeof(dir), name, sizeof(name));
+
+		if (!rc)
+			rc = sdir_open(&d, dir, SDIR_CREATE, 0755, err, errlen);
+		if (rc) {
+			size_t n = strlen(err);
+
+			snprintf(err + n, errlen - n, " (services.%s.log_file %s)", c->name,
+				 c->log_file);
+			errno = -rc;
+			return -1;
+		}
+		sdir_close(&d);
+	}
+	return 0;
+}
+
 /* One agent per control socket: the lock is the truth `scan` and a second `run` consult. */
 static int take_lock(struct agent *a, char *err, size_t errlen)
 {
-	char path[4200];
-	int rc;
-
-	state_runtime_path(a->cfg.control.socket, REV_LOCK_FILE, path, sizeof(path));
-	rc = mkdir_p_parent(path, 0700);
-	if (rc) {
-		snprintf(err, errlen, "cannot create the directory of %s: %s (check control.socket)",
-			 path, strerror(-rc));
-		return rc;
-	}
-	a->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (a->lockfd < 0) {
-		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-		return -errno;
-	}
+	/* The runtime directory is checked (and made 0700 when it is ours alone) first. */
+	a->lockfd = runtime_open_lock(a->cfg.control.socket, err, errlen);
+	if (a->lockfd < 0)
+		return a->lockfd;
 	if (flock(a->lockfd, LOCK_EX | LOCK_NB)) {
 		char pid[32] = "";
 		ssize_t n = pread(a->lockfd, pid, sizeof(pid) - 1, 0);
@@ -584,17 +599,23 @@ int cmd_run(int argc, char **argv)
 	rc = EXIT_FAILED;
 	sensor_set_verbose(a.verbose);
 
-	if (take_lock(&a, err, sizeof(err))) {
+	rc = take_lock(&a, err, sizeof(err));
+	if (rc) {
 		cli_err("%s", err);
+		/* another agent: failed; a directory or file refused as unsafe: config */
+		rc = rc == -EBUSY || rc == -ENOMEM ? EXIT_FAILED : EXIT_USAGE;
 		goto out;
 	}
+	rc = EXIT_FAILED;
 	lo.path = a.cfg.log.path;
 	lo.max_bytes = a.cfg.log.max_bytes;
 	lo.keep = a.cfg.log.keep;
 	lo.compress = a.cfg.log.compress;
 	lo.echo = a.verbose > 0;
 	a.log = evlog_open(&lo, err, sizeof(err));
-	if (!a.log) {
+	if (!a.log || check_service_logs(&a.cfg, err, sizeof(err))) {
+		/* a path refused as unsafe, or one that cannot be made: the config's to fix */
+		rc = errno == ENOMEM || errno == EIO ? EXIT_FAILED : EXIT_USAGE;
 		cli_err("%s", err);
 		goto out;
 	}

@@ -555,6 +555,21 @@ static void service_warning(struct service *v, const char *detail)
 	emit(v->sup, e);
 }
 
+/* The service's log file, opened as safe_open() does (no symlink, regular file or /dev/null,
+ * the agent's own in a shared directory); refused: a service_warning, and -1. */
+static int service_log_open(struct service *v)
+{
+	char why[600], d[700];
+	int fd = safe_open(v->cfg->log_file, O_WRONLY | O_APPEND, SFILE_CREATE | SFILE_DEVNULL,
+			   SDIR_CREATE, 0644, why, sizeof(why));
+
+	if (fd < 0) {
+		snprintf(d, sizeof(d), "log_file refused: %s; the output goes to /dev/null", why);
+		service_warning(v, d);
+	}
+	return fd;
+}
+
 static void make_cgroup(struct service *v)
 {
 	struct supervisor *s = v->sup;
@@ -619,9 +634,8 @@ static int spawn(struct service *v)
 		snprintf(kv, sizeof(kv), "REVENANT_SERVICE=%s", c->name);
 		env_set(&env, kv);
 	}
-	mkdir_p_parent(c->log_file, 0755);
-	logfd = open(c->log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-	devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	logfd = service_log_open(v);
+	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 	make_cgroup(v);
 
 	pid = fork();
@@ -651,9 +665,10 @@ static int spawn(struct service *v)
 		}
 		if (devnull >= 0)
 			dup2(devnull, 0);
-		if (logfd >= 0) {
-			dup2(logfd, 1);
-			dup2(logfd, 2);
+		/* No usable log file (refused, said in a service_warning): output is discarded. */
+		if (logfd >= 0 || devnull >= 0) {
+			dup2(logfd >= 0 ? logfd : devnull, 1);
+			dup2(logfd >= 0 ? logfd : devnull, 2);
 		}
 		if (chdir(c->cwd)) {
 			dprintf(2, "revenant: %s: cannot chdir to %s: %s\n", c->name, c->cwd,

@@ -26,10 +26,13 @@
 #include "lib/log.h"
 #include "agent/metrics.h"
 #include "lib/loop.h"
+#include "lib/safefs.h"
 #include "lib/util.h"
 
 struct evlog {
 	char *path;
+	char base[256]; /* the log's name in its directory */
+	struct sdir dir; /* the checked directory: every file of the log is opened relative to it */
 	int fd;
 	long long size;
 	struct evlog_opts o;
@@ -41,6 +44,7 @@ struct evlog {
 	int child_pidfd;
 	bool child_in_loop;
 	unsigned long long child_seq; /* pending segments below this SEQ existed when it started */
+	char warn[700];		  /* an agent_warning to log after the current line */
 };
 
 uint64_t ev_mono_to_real_ns(uint64_t mono)
@@ -190,9 +194,9 @@ void ev_add_bool(cJSON *o, const char *k, bool v)
 
 /* ---- segment names, shared with the reader ---- */
 
-static void seg_name(char *buf, size_t len, const char *path, int k, bool gz)
+static void seg_name(char *buf, size_t len, const char *base, int k, bool gz)
 {
-	snprintf(buf, len, "%s.%d%s", path, k, gz ? ".gz" : "");
+	snprintf(buf, len, "%s.%d%s", base, k, gz ? ".gz" : "");
 }
 
 /* A segment index: decimal, no sign, no leading zero (so one number has one name). */
@@ -240,22 +244,17 @@ void evlog_segments_free(struct evseg *segs, size_t n)
 	free(segs);
 }
 
-int evlog_segments(const char *path, struct evseg **segs, size_t *n)
+/* The segments among d's entries; d is closed. Paths are path's directory part + the name. */
+static int collect_segments(DIR *d, const char *path, struct evseg **segs, size_t *n)
 {
 	const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path, *rest, *end;
 	size_t blen = strlen(base), cap = 0;
-	char dir[PATH_MAX];
 	struct dirent *de;
 	struct evseg s;
-	DIR *d;
 	int ret = 0;
 
 	*segs = NULL;
 	*n = 0;
-	evlog_dir(path, dir, sizeof(dir));
-	d = opendir(dir);
-	if (!d)
-		return -errno;
 	while ((de = readdir(d))) {
 		if (strncmp(de->d_name, base, blen) || de->d_name[blen] != '.')
 			continue;
@@ -280,6 +279,7 @@ int evlog_segments(const char *path, struct evseg **segs, size_t *n)
 			ret = -ENOMEM;
 			break;
 		}
+		s.name = s.path + (base - path);
 		(*segs)[(*n)++] = s;
 	}
 	closedir(d);
@@ -294,14 +294,46 @@ int evlog_segments(const char *path, struct evseg **segs, size_t *n)
 	return 0;
 }
 
+int evlog_segments(const char *path, struct evseg **segs, size_t *n)
+{
+	char dir[PATH_MAX];
+	DIR *d;
+
+	*segs = NULL;
+	*n = 0;
+	evlog_dir(path, dir, sizeof(dir));
+	d = opendir(dir);
+	if (!d)
+		return -errno;
+	return collect_segments(d, path, segs, n);
+}
+
+/* The writer's listing: through its checked directory, not the path. */
+static int segments_at(int dfd, const char *path, struct evseg **segs, size_t *n)
+{
+	int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+
+	*segs = NULL;
+	*n = 0;
+	if (!d) {
+		int e = errno;
+
+		if (fd >= 0)
+			close(fd);
+		return -e;
+	}
+	return collect_segments(d, path, segs, n);
+}
+
 /* The SEQ of the oldest pending segment; 0 when there is none (or the directory cannot be read). */
-static unsigned long long oldest_pending(const char *path)
+static unsigned long long oldest_pending(int dfd, const char *path)
 {
 	unsigned long long lo = 0;
 	struct evseg *s;
 	size_t n;
 
-	if (evlog_segments(path, &s, &n))
+	if (segments_at(dfd, path, &s, &n))
 		return 0;
 	for (size_t i = 0; i < n && !lo; i++)
 		if (s[i].pending)
@@ -312,42 +344,48 @@ static unsigned long long oldest_pending(const char *path)
 
 /* ---- compression: runs in a child, or in-process when the log closes ---- */
 
-/* PATH.1 (.gz) .. PATH.keep-1 move up one; PATH.keep is replaced, so at most `keep` remain. */
-static void shift_segments(const char *path, int keep, bool gz)
+/* BASE.1 (.gz) .. BASE.keep-1 move up one; BASE.keep is replaced, so at most `keep` remain. */
+static void shift_segments(int dfd, const char *path, const char *base, int keep, bool gz)
 {
-	char from[PATH_MAX], to[PATH_MAX];
+	char from[300], to[300];
 
 	/* log.keep may be lower than on the last run: what lies beyond it goes. */
 	for (int k = keep + 1;; k++) {
-		seg_name(to, sizeof(to), path, k, gz);
-		if (unlink(to))
+		seg_name(to, sizeof(to), base, k, gz);
+		if (unlinkat(dfd, to, 0))
 			break;
 	}
 	for (int k = keep - 1; k >= 1; k--) {
-		seg_name(from, sizeof(from), path, k, gz);
-		seg_name(to, sizeof(to), path, k + 1, gz);
-		if (rename(from, to) && errno != ENOENT)
-			fprintf(stderr, "revenant: cannot rename %s to %s: %s\n", from, to,
-				strerror(errno));
+		seg_name(from, sizeof(from), base, k, gz);
+		seg_name(to, sizeof(to), base, k + 1, gz);
+		/* rename() never follows a link: a planted name is moved or replaced, not used */
+		if (renameat(dfd, from, dfd, to) && errno != ENOENT)
+			fprintf(stderr, "revenant: cannot rename %s.%d%s: %s\n", path, k,
+				gz ? ".gz" : "", strerror(errno));
 	}
 }
 
-/* gzip src into dst, fsynced, so a rename of dst publishes a complete file. 0 or -errno. */
-static int gzip_file(const char *src, const char *dst)
+/* gzip src into a fresh dst (both in d), fsynced, so a rename of dst publishes a complete file.
+ * src must be a regular file, and in a shared directory the agent's own. 0 or -errno. */
+static int gzip_file(const struct sdir *d, const char *src, const char *dst, char *err,
+		     size_t errlen)
 {
 	int in, out, sync_fd = -1, ret = 0;
 	char buf[65536];
+	bool planted;
 	gzFile gz;
 	ssize_t n;
 
-	in = open(src, O_RDONLY | O_CLOEXEC);
+	in = sdir_file(d, src, O_RDONLY, 0, 0, NULL, err, errlen);
 	if (in < 0)
-		return -errno;
-	out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		return in;
+	out = sdir_file(d, dst, O_WRONLY, SFILE_FRESH, 0644, &planted, err, errlen);
+	if (planted)
+		fprintf(stderr, "revenant: warning: removed %s/%s, which another user had put there\n",
+			d->path, dst);
 	if (out < 0) {
-		ret = -errno;
 		close(in);
-		return ret;
+		return out;
 	}
 	/* gzclose() closes out; fsync needs a descriptor of its own. */
 	sync_fd = fcntl(out, F_DUPFD_CLOEXEC, 0);
@@ -374,78 +412,93 @@ done:
 	if (sync_fd >= 0)
 		close(sync_fd);
 	close(in);
-	if (ret)
-		unlink(dst);
+	if (ret) {
+		unlinkat(d->fd, dst, 0);
+		snprintf(err, errlen, "%s", strerror(-ret));
+	}
 	return ret;
+}
+
+static bool same_file(int dfd, const char *a, const char *b)
+{
+	struct stat x, y;
+
+	return !fstatat(dfd, a, &x, AT_SYMLINK_NOFOLLOW) &&
+	       !fstatat(dfd, b, &y, AT_SYMLINK_NOFOLLOW) && x.st_ino == y.st_ino &&
+	       x.st_dev == y.st_dev;
 }
 
 /* Turns every pending segment, oldest first, into PATH.1.gz, dropping those beyond keep. A lock
  * on the directory keeps two compressors (an orphan of a killed agent and ours) from shifting the
  * same segments. 0 or -errno; the cause is printed, and the segment stays pending (tail --all
  * still reads it). */
-static int compress_pending(const char *path, int keep)
+static int compress_pending(const struct sdir *d, const char *path, const char *base, int keep)
 {
-	char dir[PATH_MAX], tmp[PATH_MAX], first[PATH_MAX];
-	struct stat live, st;
+	char tmp[300], first[300], err[600];
 	struct evseg *s = NULL;
 	size_t n = 0, i;
-	int dfd, ret = 0;
+	int lfd, ret = 0;
 
-	evlog_dir(path, dir, sizeof(dir));
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0 || flock(dfd, LOCK_EX)) {
+	/* An open file description of our own: a lock on one shared with the agent (fork) would
+	 * not keep us apart from it. */
+	lfd = openat(d->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (lfd < 0 || flock(lfd, LOCK_EX)) {
 		ret = -errno;
-		fprintf(stderr, "revenant: cannot lock %s to compress the event log: %s\n", dir,
+		fprintf(stderr, "revenant: cannot lock %s to compress the event log: %s\n", d->path,
 			strerror(-ret));
 		goto out;
 	}
-	snprintf(tmp, sizeof(tmp), "%s.gz.tmp", path);
-	seg_name(first, sizeof(first), path, 1, true);
+	snprintf(tmp, sizeof(tmp), "%s.gz.tmp", base);
+	seg_name(first, sizeof(first), base, 1, true);
 	for (;;) {
 		evlog_segments_free(s, n);
-		ret = evlog_segments(path, &s, &n);
+		ret = segments_at(d->fd, path, &s, &n);
 		if (ret)
 			break;
 		for (i = 0; i < n && !s[i].pending; i++)
 			;
 		/* Still the live file: a rotation between its link and its rename, or one a crash
 		 * cut there (the next agent undoes it). Its lines would be in two places. */
-		if (i == n || (!stat(path, &live) && !stat(s[i].path, &st) &&
-			       st.st_ino == live.st_ino && st.st_dev == live.st_dev))
+		if (i == n || same_file(d->fd, base, s[i].name))
 			break;
 		/* More queued than kept (rotations faster than compression): the oldest would be
 		 * shifted out right after its compression, so it goes now, uncompressed. */
 		if (n - i > (size_t)(keep > 0 ? keep : 0)) {
-			if (!unlink(s[i].path))
+			if (!unlinkat(d->fd, s[i].name, 0))
 				continue;
 			ret = -errno;
 			fprintf(stderr, "revenant: cannot remove %s: %s\n", s[i].path,
 				strerror(-ret));
 			break;
 		}
-		ret = gzip_file(s[i].path, tmp);
+		ret = gzip_file(d, s[i].name, tmp, err, sizeof(err));
+		if (ret == -EPERM || ret == -EINVAL || ret == -ELOOP) {
+			/* Not a segment of ours (planted in a shared directory): it goes, unread. */
+			fprintf(stderr, "revenant: warning: removing %s: %s\n", s[i].path, err);
+			if (!unlinkat(d->fd, s[i].name, 0))
+				continue;
+		}
 		if (ret) {
-			fprintf(
-			    stderr,
-			    "revenant: cannot compress %s: %s (it stays uncompressed; check the "
-			    "space and permissions of %s)\n",
-			    s[i].path, strerror(-ret), dir);
+			fprintf(stderr,
+				"revenant: cannot compress %s: %s (it stays uncompressed; check the "
+				"space and permissions of %s)\n",
+				s[i].path, err, d->path);
 			break;
 		}
-		shift_segments(path, keep, true);
-		if (rename(tmp, first)) {
+		shift_segments(d->fd, path, base, keep, true);
+		if (renameat(d->fd, tmp, d->fd, first)) {
 			ret = -errno;
-			fprintf(stderr, "revenant: cannot rename %s to %s: %s\n", tmp, first,
-				strerror(-ret));
-			unlink(tmp);
+			fprintf(stderr, "revenant: cannot rename %s.gz.tmp to %s.1.gz: %s\n", path,
+				path, strerror(-ret));
+			unlinkat(d->fd, tmp, 0);
 			break;
 		}
-		unlink(s[i].path);
+		unlinkat(d->fd, s[i].name, 0);
 	}
 	evlog_segments_free(s, n);
 out:
-	if (dfd >= 0)
-		close(dfd);
+	if (lfd >= 0)
+		close(lfd);
 	return ret;
 }
 
@@ -474,7 +527,7 @@ static void compressor_reap(struct evlog *lg, bool closing)
 	lg->child_pidfd = -1;
 	lg->child_in_loop = false;
 	lg->child = 0;
-	if (closing || !(lo = oldest_pending(lg->path)))
+	if (closing || !(lo = oldest_pending(lg->dir.fd, lg->path)))
 		return;
 	if (lo < lg->child_seq)
 		/* It said why; retrying now would fail the same way, the next rotation retries. */
@@ -499,7 +552,7 @@ static void compressor_start(struct evlog *lg)
 	sigset_t none;
 	pid_t pid;
 
-	if (lg->child || !oldest_pending(lg->path))
+	if (lg->child || !oldest_pending(lg->dir.fd, lg->path))
 		return;
 	pid = fork();
 	if (pid < 0) {
@@ -510,16 +563,22 @@ static void compressor_start(struct evlog *lg)
 		return;
 	}
 	if (pid == 0) {
+		struct sdir d = lg->dir;
+
 		/* The agent blocks SIGTERM/SIGINT/SIGCHLD into its signalfd: not ours to keep. */
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		/* Out of the agent's process group: a Ctrl-C meant for the agent must not stop
 		 * a compression half-way (the agent waits for us when it closes the log). */
 		setpgid(0, 0);
-		/* Not the agent's fds: its lock, sockets and BPF links must not outlive it here. */
-		close_range(3, ~0U, 0);
+		/* Not the agent's fds (its lock, sockets and BPF links must not outlive it here):
+		 * only the log's checked directory stays, as fd 3. */
+		if (d.fd != 3 && dup2(d.fd, 3) < 0)
+			_exit(1);
+		d.fd = 3;
+		close_range(4, ~0U, 0);
 		setpriority(PRIO_PROCESS, 0, 10);
-		_exit(compress_pending(lg->path, lg->o.keep) ? 1 : 0);
+		_exit(compress_pending(&d, lg->path, lg->base, lg->o.keep) ? 1 : 0);
 	}
 	lg->child = pid;
 	lg->child_seq = lg->next_seq;
@@ -559,16 +618,12 @@ static int cut_partial_line(struct evlog *lg)
 	char buf[4096];
 	long long end = lg->size, off;
 	ssize_t n;
-	int rfd;
 
 	if (!end)
 		return 0;
-	rfd = open(lg->path, O_RDONLY | O_CLOEXEC);
-	if (rfd < 0)
-		return -errno;
 	while (end > 0) {
 		off = end > (long long)sizeof(buf) ? end - (long long)sizeof(buf) : 0;
-		n = pread(rfd, buf, end - off, off);
+		n = pread(lg->fd, buf, end - off, off);
 		if (n <= 0)
 			break;
 		while (n > 0 && buf[n - 1] != '\n')
@@ -579,7 +634,6 @@ static int cut_partial_line(struct evlog *lg)
 		}
 		end = off;
 	}
-	close(rfd);
 	if (end == lg->size)
 		return 0;
 	fprintf(stderr, "revenant: %s ended in a partial line (%lld bytes, left by a crash): cut\n",
@@ -598,12 +652,12 @@ static void undo_half_rotation(struct evlog *lg)
 	struct evseg *s;
 	size_t n;
 
-	if (fstat(lg->fd, &live) || evlog_segments(lg->path, &s, &n))
+	if (fstat(lg->fd, &live) || segments_at(lg->dir.fd, lg->path, &s, &n))
 		return;
 	for (size_t i = 0; i < n; i++) {
-		if (!s[i].gz && !stat(s[i].path, &st) && st.st_ino == live.st_ino &&
-		    st.st_dev == live.st_dev)
-			unlink(s[i].path);
+		if (!s[i].gz && !fstatat(lg->dir.fd, s[i].name, &st, AT_SYMLINK_NOFOLLOW) &&
+		    st.st_ino == live.st_ino && st.st_dev == live.st_dev)
+			unlinkat(lg->dir.fd, s[i].name, 0);
 		if (s[i].pending && s[i].idx >= lg->next_seq)
 			lg->next_seq = s[i].idx + 1;
 	}
@@ -613,44 +667,53 @@ static void undo_half_rotation(struct evlog *lg)
 struct evlog *evlog_open(const struct evlog_opts *o, char *err, size_t errlen)
 {
 	struct evlog *lg = calloc(1, sizeof(*lg));
-	char tmp[PATH_MAX];
+	char dir[PATH_MAX], tmp[300];
 	struct stat st;
 	int rc;
 
 	if (!lg || !(lg->path = strdup(o->path))) {
 		snprintf(err, errlen, "out of memory");
 		free(lg);
+		errno = ENOMEM;
 		return NULL;
 	}
 	lg->o = *o;
 	lg->o.path = lg->path;
-	lg->fd = lg->child_pidfd = -1;
+	lg->fd = lg->child_pidfd = lg->dir.fd = -1;
 	lg->next_seq = 1;
-	rc = mkdir_p_parent(o->path, 0755);
+	rc = path_split(o->path, dir, sizeof(dir), lg->base, sizeof(lg->base));
 	if (rc) {
-		snprintf(err, errlen, "cannot create the directory of %s: %s (check log.path)",
-			 o->path, strerror(-rc));
+		snprintf(err, errlen, "log.path %s: not a path to a file (check log.path)", o->path);
 		goto fail;
 	}
-	lg->fd = open(o->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-	if (lg->fd < 0) {
-		snprintf(err, errlen, "cannot open %s: %s (check log.path)", o->path,
-			 strerror(errno));
+	/* Everything of the log lives in this directory, opened once and checked: owned by root,
+	 * and writable by others only when sticky (then only files of ours are used). */
+	rc = sdir_open(&lg->dir, dir, SDIR_CREATE, 0755, err, errlen);
+	if (rc) {
+		snprintf(err + strlen(err), errlen - strlen(err), " (check log.path)");
 		goto fail;
 	}
+	rc = sdir_file(&lg->dir, lg->base, O_RDWR | O_APPEND, SFILE_CREATE, 0644, NULL, err,
+		       errlen);
+	if (rc < 0) {
+		snprintf(err + strlen(err), errlen - strlen(err), " (check log.path)");
+		goto fail;
+	}
+	lg->fd = rc;
 	if (fstat(lg->fd, &st) == 0)
 		lg->size = st.st_size;
 	rc = cut_partial_line(lg);
 	if (rc)
 		fprintf(stderr, "revenant: cannot check the end of %s: %s\n", o->path,
 			strerror(-rc));
-	snprintf(tmp, sizeof(tmp), "%s.new", o->path);
-	unlink(tmp);
+	snprintf(tmp, sizeof(tmp), "%s.new", lg->base);
+	unlinkat(lg->dir.fd, tmp, 0);
 	undo_half_rotation(lg);
 	compressor_start(lg); /* what a previous run left pending */
 	return lg;
 fail:
 	evlog_close(lg);
+	errno = rc == -ENOMEM ? ENOMEM : -rc;
 	return NULL;
 }
 
@@ -658,29 +721,42 @@ fail:
  * (rename): readers following log.path see a new inode, while the old one is complete. */
 static int rotate(struct evlog *lg)
 {
-	char next[PATH_MAX], seg[PATH_MAX];
-	bool keep = lg->o.keep > 0;
+	char next[300], seg[300], err[600];
+	bool keep = lg->o.keep > 0, planted;
 	int fd, ret;
 
-	snprintf(next, sizeof(next), "%s.new", lg->path);
-	fd = open(next, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	/* A fresh file (O_EXCL): whatever has the name, a leftover or a link another user planted
+	 * in a shared directory, is removed, never opened. */
+	snprintf(next, sizeof(next), "%s.new", lg->base);
+	fd = sdir_file(&lg->dir, next, O_RDWR | O_APPEND, SFILE_FRESH, 0644, &planted, err,
+		       sizeof(err));
+	if (planted)
+		snprintf(lg->warn, sizeof(lg->warn),
+			 "removed %s.new, which another user had put in %s (a rotation file is "
+			 "always made fresh)",
+			 lg->path, lg->dir.path);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	if (keep && lg->o.compress) {
 		/* Unique: rotations while the compressor runs queue up instead of waiting. */
-		snprintf(seg, sizeof(seg), "%s.pending.%llu", lg->path, lg->next_seq++);
+		snprintf(seg, sizeof(seg), "%s.pending.%llu", lg->base, lg->next_seq++);
 	} else if (keep) {
-		shift_segments(lg->path, lg->o.keep, false);
-		seg_name(seg, sizeof(seg), lg->path, 1, false);
+		shift_segments(lg->dir.fd, lg->path, lg->base, lg->o.keep, false);
+		seg_name(seg, sizeof(seg), lg->base, 1, false);
 	}
-	if (keep && link(lg->path, seg)) {
+	/* linkat() makes a new name only: a planted one is in the way (EEXIST), never used */
+	if (keep && linkat(lg->dir.fd, lg->base, lg->dir.fd, seg, 0)) {
 		ret = -errno;
-		goto fail;
+		if (ret == -EEXIST && !unlinkat(lg->dir.fd, seg, 0) &&
+		    !linkat(lg->dir.fd, lg->base, lg->dir.fd, seg, 0))
+			ret = 0;
+		if (ret)
+			goto fail;
 	}
-	if (rename(next, lg->path)) {
+	if (renameat(lg->dir.fd, next, lg->dir.fd, lg->base)) {
 		ret = -errno;
 		if (keep)
-			unlink(seg);
+			unlinkat(lg->dir.fd, seg, 0);
 		goto fail;
 	}
 	close(lg->fd);
@@ -693,7 +769,7 @@ static int rotate(struct evlog *lg)
 	return 0;
 fail:
 	close(fd);
-	unlink(next);
+	unlinkat(lg->dir.fd, next, 0);
 	return ret;
 }
 
@@ -707,11 +783,45 @@ static void echo(const cJSON *obj)
 	free(s);
 }
 
+/* One whole line, or nothing: a short write is cut back to where the line began. */
+static int write_line(struct evlog *lg, const char *data, size_t len)
+{
+	ssize_t n;
+	int rc;
+
+	if (lg->o.max_bytes > 0 && lg->size > 0 && lg->size + (long long)len > lg->o.max_bytes) {
+		rc = rotate(lg);
+		/* The line still goes to the old file: better too big than lost. */
+		if (rc && rc != lg->rotate_err)
+			fprintf(stderr,
+				"revenant: cannot rotate %s: %s (it grows past log.max_bytes "
+				"until a rotation succeeds)\n",
+				lg->path, strerror(-rc));
+		lg->rotate_err = rc;
+	}
+	n = write(lg->fd, data, len);
+	if (n == (ssize_t)len) {
+		lg->size += n;
+		return 0;
+	}
+	if (n < 0)
+		return -errno;
+	return ftruncate(lg->fd, lg->size) ? -errno : -EIO; /* no half line stays behind */
+}
+
+static void emit_warning(struct evlog *lg)
+{
+	cJSON *e = ev_new("agent_warning", 0);
+
+	ev_add_str(e, "detail", lg->warn);
+	lg->warn[0] = 0;
+	evlog_emit(lg, e);
+}
+
 int evlog_emit(struct evlog *lg, cJSON *obj)
 {
 	char *line;
 	size_t len;
-	ssize_t n;
 	int rc = 0;
 
 	if (!obj)
@@ -730,31 +840,11 @@ int evlog_emit(struct evlog *lg, cJSON *obj)
 		return -ENOMEM;
 	len = strlen(line);
 	line[len] = '\n'; /* cJSON's terminator becomes the newline: one buffer, one write */
-	if (lg && lg->fd >= 0) {
-		if (lg->o.max_bytes > 0 && lg->size > 0 &&
-		    lg->size + (long long)len + 1 > lg->o.max_bytes) {
-			rc = rotate(lg);
-			/* The line still goes to the old file: better too big than lost. */
-			if (rc && rc != lg->rotate_err)
-				fprintf(
-				    stderr,
-				    "revenant: cannot rotate %s: %s (it grows past log.max_bytes "
-				    "until a rotation succeeds)\n",
-				    lg->path, strerror(-rc));
-			lg->rotate_err = rc;
-		}
-		n = write(lg->fd, line, len + 1);
-		if (n < 0) {
-			rc = -errno;
-		} else if ((size_t)n != len + 1) {
-			rc = -EIO;
-			if (ftruncate(lg->fd, lg->size)) /* no half line stays behind */
-				rc = -errno;
-		} else {
-			lg->size += n;
-		}
-	}
+	if (lg && lg->fd >= 0)
+		rc = write_line(lg, line, len + 1);
 	free(line);
+	if (lg && lg->warn[0])
+		emit_warning(lg);
 	return rc;
 }
 
@@ -765,10 +855,11 @@ void evlog_close(struct evlog *lg)
 	if (lg->child)
 		compressor_reap(lg, true);
 	/* A clean stop leaves nothing uncompressed: the rest is done here, the loop is over. */
-	if (lg->fd >= 0 && oldest_pending(lg->path))
-		compress_pending(lg->path, lg->o.keep);
+	if (lg->fd >= 0 && oldest_pending(lg->dir.fd, lg->path))
+		compress_pending(&lg->dir, lg->path, lg->base, lg->o.keep);
 	if (lg->fd >= 0)
 		close(lg->fd);
+	sdir_close(&lg->dir);
 	free(lg->path);
 	free(lg);
 }

@@ -21,9 +21,12 @@ struct evlog_opts {
 	bool echo;	     /* also print a one-line summary of each event to stderr */
 };
 
-/* Opens (creates) o->path for appending. Repairs what a crash may have left: a half line at the
- * end of the file, a rotation cut between its two steps, a partial .gz. Starts compressing
- * segments a previous run left uncompressed. NULL with a message in err on failure. */
+/* Opens (creates) o->path for appending. Its directory is opened once and checked (root's, and
+ * writable by others only when sticky); every file of the log is opened relative to it with
+ * O_NOFOLLOW, new ones with O_EXCL. Repairs what a crash may have left: a half line at the end
+ * of the file, a rotation cut between its two steps, a partial .gz. Starts compressing segments
+ * a previous run left uncompressed. NULL with errno and a message in err on failure (EPERM,
+ * ELOOP, EINVAL: the path is refused as unsafe). */
 struct evlog *evlog_open(const struct evlog_opts *o, char *err, size_t errlen);
 /* Serialises and appends obj (one line), rotating first when the line would pass max_bytes; frees
  * obj. Returns 0 or -errno; a failed rotation does not lose the line (it goes to the old file). */
@@ -34,6 +37,7 @@ int evlog_emit(struct evlog *lg, cJSON *obj);
 int evlog_attach_loop(struct evlog *lg, struct loop *l);
 /* Waits for the compressor, compresses what is still queued, closes. Never touches the loop. */
 void evlog_close(struct evlog *lg);
+
 
 /* A new event {"ts": ..., "type": type}. ts_ns is CLOCK_MONOTONIC (as the kernel stamps events);
  * 0 means now. */
@@ -54,6 +58,7 @@ void ev_add_bool(cJSON *o, const char *k, bool v);
  * for the compressor: it is newer than every numbered segment, and a higher SEQ is newer. */
 struct evseg {
 	char *path;
+	const char *name; /* the file name: the last component of path */
 	unsigned long long idx; /* N of PATH.N[.gz], or SEQ of PATH.pending.SEQ */
 	bool pending;
 	bool gz;
