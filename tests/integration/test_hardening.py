@@ -475,6 +475,138 @@ def test_reused_pid_is_not_a_managed_service():
         agent.close()
 
 
+# ---- 5. a full disk -----------------------------------------------------------------------------
+
+COLLIDER = r"""
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+print("ready", flush=True)
+sys.stdin.readline()
+for _ in range(n):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        pass
+    s.close()
+print("done", flush=True)
+"""
+
+
+def metrics(port):
+    out = {}
+    for line in http_get(port, "/metrics").split("\r\n\r\n", 1)[1].splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+def test_full_disk_loses_nothing_silently():
+    """The log on a 200 KiB tmpfs, filled; 6000 collisions while it is full; then space again.
+    Every event is either in the file or counted in the events_lost that is the first line
+    after recovery; the failures are in metrics, status and on stderr; no partial line."""
+    top = tempfile.mkdtemp(prefix="revenant-fulldisk-")
+    os.chmod(top, 0o755)
+    mnt = os.path.join(top, "log")
+    os.mkdir(mnt)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k,mode=0755", "tmpfs", mnt],
+                   check=True)
+    agent = holder = collider = None
+    n = 6000
+    try:
+        port, mport = free_port(), free_port()
+        log = os.path.join(mnt, "events.jsonl")
+        agent = Agent({"log": {"path": log}, "metrics": {"listen": "127.0.0.1:%d" % mport}},
+                      "fulldisk")
+        agent.start()
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        agent.wait_event(lambda e: e["type"] == "port_listen" and e["port"] == port,
+                         what="the holder's port_listen")
+        fd = os.open(os.path.join(mnt, "filler"), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
+        finally:
+            os.close(fd)
+        before = metrics(mport)
+        collider = spawn(COLLIDER, port, n)
+        collider.stdin.write("go\n")
+        collider.stdin.flush()
+        assert collider.stdout.readline().strip() == "done"
+        deadline = time.monotonic() + 60
+        while metrics(mport).get('revenant_events_total{type="port_collision"}', 0) < n:
+            assert time.monotonic() < deadline, "the agent did not see %d collisions" % n
+            time.sleep(0.05)
+        full = status(agent)["log"]
+        # the queue is full (4096 lines or 1 MiB), the rest counted as lost
+        assert full["write_errors"] > 0 and full["lines_queued"] > 3000, full
+        assert full["lines_lost"] > 0, full
+        assert "cannot write the event log %s: No space left on device" % log in \
+            agent.stderr_text(), agent.stderr_text()
+        m = metrics(mport)
+        assert m["revenant_log_write_errors_total"] >= full["write_errors"] > \
+            before["revenant_log_write_errors_total"], m
+        assert m["revenant_log_lines_lost_total"] == full["lines_lost"], m
+
+        # space again (more than the kept lines need): the retry timer writes them, no emit
+        os.unlink(os.path.join(mnt, "filler"))
+        subprocess.run(["mount", "-o", "remount,size=16m", mnt], check=True)
+        failed = lambda e: e["type"] == "events_lost" and e.get("reason") == "log write failed"
+        agent.wait_event(lambda e: failed(e) and e["count"] > 0, timeout=30,
+                         what="events_lost after recovery")
+        # the kept lines follow it, in the same drain: all n collisions are accounted for
+        wait_until(agent, lambda: agent.read_new() is not None and len(
+            of(agent.events, "port_collision")) + sum(
+                e["count"] for e in agent.events if failed(e)) >= n, "the kept lines")
+        after = status(agent)["log"]
+        assert after["lines_queued"] == 0, after
+        # the file and the counters at one moment: the agent writes (or keeps, or counts as
+        # lost) an event in the same loop turn it counts it, so a file read between two equal
+        # scrapes holds exactly what they count (other processes of the host make events too)
+        for _ in range(50):
+            m1 = metrics(mport)
+            with open(log, "rb") as f:
+                data = f.read()
+            if metrics(mport) == m1:
+                break
+        else:
+            raise AssertionError("the agent never stood still for a scrape")
+        assert data.endswith(b"\n"), "the log ends in a partial line"
+        lines = [json.loads(x) for x in data.split(b"\n")[:-1]]  # every line is whole JSON
+        # each episode of failures ends with its events_lost, the first line after recovery:
+        # what precedes it was written before the episode began
+        ends = [i for i, e in enumerate(lines) if failed(e)]
+        assert ends, "no events_lost"
+        for i in ends:
+            assert ts(lines[i - 1]) <= ts({"ts": lines[i]["since"]}), (lines[i - 1], lines[i])
+            assert lines[i]["error"] == "No space left on device", lines[i]
+        lost = sum(lines[i]["count"] for i in ends)
+        assert lost == after["lines_lost"] > 0, (lost, after)
+        assert sum(lines[i]["delayed"] for i in ends) > 3000, [lines[i] for i in ends]
+        counted = sum(v for k, v in m1.items() if k.startswith("revenant_events_total{"))
+        assert counted == len(lines) + lost, (counted, len(lines), lost)
+        assert len(of(lines, "port_collision")) + lost >= n, (len(lines), lost)
+        print("full disk: %d events counted, %d lines in the file, %d lost (said in %d "
+              "events_lost), %d failed writes" % (counted, len(lines), lost, len(ends),
+                                                 after["write_errors"]))
+        assert "is writable again" in agent.stderr_text(), agent.stderr_text()
+        assert agent.stop() == 0
+    finally:
+        if collider:
+            end(collider)
+        if holder:
+            holder.close()
+        if agent:
+            agent.close()
+        subprocess.run(["umount", mnt])
+        shutil.rmtree(top, True)
+
+
 if __name__ == "__main__":
     run_tests([
         test_dotdot_service_name_is_refused,
@@ -489,4 +621,5 @@ if __name__ == "__main__":
         test_control_dir_of_its_own_is_made_private,
         test_planted_service_log_link_is_not_written_through,
         test_reused_pid_is_not_a_managed_service,
+        test_full_disk_loses_nothing_silently,
     ])

@@ -21,6 +21,7 @@ static struct {
 	uint64_t count[MAX_TYPES];
 	int n;
 	uint64_t zombies;
+	uint64_t log_write_errors, log_lost, log_queued;
 } counters;
 
 struct metrics {
@@ -49,6 +50,13 @@ void metrics_count_event(const char *type)
 void metrics_set_gauge_zombies(uint64_t n)
 {
 	counters.zombies = n;
+}
+
+void metrics_set_log(uint64_t write_errors, uint64_t lost, uint64_t queued)
+{
+	counters.log_write_errors = write_errors;
+	counters.log_lost = lost;
+	counters.log_queued = queued;
 }
 
 size_t metrics_appendf(char *buf, size_t len, size_t n, const char *fmt, ...)
@@ -82,6 +90,19 @@ size_t metrics_render(struct metrics *m, char *buf, size_t len)
 		"# TYPE revenant_exited_unreaped gauge\n"
 		"revenant_exited_unreaped %llu\n",
 		(unsigned long long)counters.zombies);
+	n = metrics_appendf(
+		buf, len, n,
+		"# HELP revenant_log_write_errors_total Failed or short writes of the event log.\n"
+		"# TYPE revenant_log_write_errors_total counter\n"
+		"revenant_log_write_errors_total %llu\n"
+		"# HELP revenant_log_lines_lost_total Event log lines dropped (write queue full).\n"
+		"# TYPE revenant_log_lines_lost_total counter\n"
+		"revenant_log_lines_lost_total %llu\n"
+		"# HELP revenant_log_lines_queued Event log lines waiting for a write to succeed.\n"
+		"# TYPE revenant_log_lines_queued gauge\n"
+		"revenant_log_lines_queued %llu\n",
+		(unsigned long long)counters.log_write_errors, (unsigned long long)counters.log_lost,
+		(unsigned long long)counters.log_queued);
 	if (m && m->services && n < len)
 		n += m->services(m->services_ctx, buf + n, len - n);
 	return n < len ? n : len;

@@ -1569,6 +1569,7 @@ static cJSON *status_json(struct supervisor *s)
 
 	cJSON_AddBoolToObject(r, "ok", true);
 	cJSON_AddNumberToObject(r, "agent_pid", getpid());
+	evlog_add_status(s->h.log, r);
 	svcs = cJSON_AddObjectToObject(r, "services");
 	for (int k = 0; k < s->n; k++) {
 		const struct service *v = &s->svcs[s->order[k]];

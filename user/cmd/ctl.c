@@ -162,6 +162,22 @@ static void print_status_table(const cJSON *resp)
 	}
 }
 
+/* The event log's health, when it is not perfect: write failures are never silent. */
+static void print_log_status(const cJSON *resp)
+{
+	const cJSON *lg = cJSON_GetObjectItemCaseSensitive(resp, "log");
+	const cJSON *e = cJSON_GetObjectItemCaseSensitive(lg, "write_errors");
+	const cJSON *l = cJSON_GetObjectItemCaseSensitive(lg, "lines_lost");
+	const cJSON *q = cJSON_GetObjectItemCaseSensitive(lg, "lines_queued");
+
+	if (!cJSON_IsNumber(e) || (!e->valuedouble && !cJSON_IsNumber(q)))
+		return;
+	if (e->valuedouble || (cJSON_IsNumber(q) && q->valuedouble))
+		printf("\nevent log %s: %.0f failed writes, %.0f lines lost, %.0f waiting\n",
+		       jstr(lg, "path", "?"), e->valuedouble,
+		       cJSON_IsNumber(l) ? l->valuedouble : 0, cJSON_IsNumber(q) ? q->valuedouble : 0);
+}
+
 int cmd_status(int argc, char **argv)
 {
 	static const char usage[] =
@@ -190,10 +206,14 @@ int cmd_status(int argc, char **argv)
 
 			cJSON_AddItemReferenceToObject(
 				out, "services", cJSON_GetObjectItemCaseSensitive(resp, "services"));
+			if (cJSON_GetObjectItemCaseSensitive(resp, "log"))
+				cJSON_AddItemReferenceToObject(
+					out, "log", cJSON_GetObjectItemCaseSensitive(resp, "log"));
 			print_json(out);
 			cJSON_Delete(out);
 		} else {
 			print_status_table(resp);
+			print_log_status(resp);
 		}
 	}
 	cJSON_Delete(resp);

@@ -29,6 +29,19 @@
 #include "lib/safefs.h"
 #include "lib/util.h"
 
+/* Lines a failed write could not place wait here, oldest first, and are retried whole. */
+#define QUEUE_MAX_LINES 4096
+#define QUEUE_MAX_BYTES (1 << 20)
+#define RETRY_FIRST_MS 100u
+#define RETRY_MAX_MS 10000u
+#define REPORT_EVERY_NS (10ull * 1000000000ull) /* stderr: one message per 10 s while failing */
+
+struct qline {
+	struct qline *next;
+	size_t len;
+	char data[];
+};
+
 struct evlog {
 	char *path;
 	char base[256]; /* the log's name in its directory */
@@ -44,6 +57,19 @@ struct evlog {
 	int child_pidfd;
 	bool child_in_loop;
 	unsigned long long child_seq; /* pending segments below this SEQ existed when it started */
+	/* Writes that fail (a full disk): the queue, the retry and what is owed to the reader. */
+	struct qline *q_head, *q_tail;
+	size_t q_n, q_bytes;
+	struct loop_timer retry;
+	unsigned retry_ms;
+	bool failing;		  /* an events_lost is owed: it is the first line after recovery */
+	int fail_err;		  /* errno of the first failure of this episode */
+	uint64_t fail_since;	  /* CLOCK_REALTIME ns of that failure */
+	uint64_t write_errors;	  /* failed or short write(2)s, ever */
+	uint64_t lost;		  /* lines dropped (queue full), ever */
+	uint64_t ep_errors, ep_lost; /* the same, since the episode began */
+	uint64_t reported_ns;	  /* last stderr report (CLOCK_MONOTONIC) */
+	long long cut_to;	  /* >= 0: a short write left bytes past this; cut before writing */
 	char warn[700];		  /* an agent_warning to log after the current line */
 };
 
@@ -594,18 +620,24 @@ static void compressor_start(struct evlog *lg)
 		lg->child_in_loop = true;
 }
 
+static void on_retry(struct loop *l, void *ctx);
+
 int evlog_attach_loop(struct evlog *lg, struct loop *l)
 {
 	int ret = 0;
 
 	if (lg->child_in_loop)
 		loop_del_fd(lg->loop, lg->child_pidfd);
+	if (lg->loop)
+		loop_timer_cancel(lg->loop, &lg->retry);
 	lg->child_in_loop = false;
 	lg->loop = l;
 	if (l && lg->child) {
 		ret = loop_add_fd(l, lg->child_pidfd, EPOLLIN, on_compressor, lg);
 		lg->child_in_loop = !ret;
 	}
+	if (l && (lg->q_n || lg->failing))
+		loop_timer_after_ms(l, &lg->retry, lg->retry_ms ? lg->retry_ms : RETRY_FIRST_MS);
 	return ret;
 }
 
@@ -681,6 +713,8 @@ struct evlog *evlog_open(const struct evlog_opts *o, char *err, size_t errlen)
 	lg->o.path = lg->path;
 	lg->fd = lg->child_pidfd = lg->dir.fd = -1;
 	lg->next_seq = 1;
+	lg->cut_to = -1;
+	loop_timer_init(&lg->retry, on_retry, lg);
 	rc = path_split(o->path, dir, sizeof(dir), lg->base, sizeof(lg->base));
 	if (rc) {
 		snprintf(err, errlen, "log.path %s: not a path to a file (check log.path)", o->path);
@@ -762,6 +796,7 @@ static int rotate(struct evlog *lg)
 	close(lg->fd);
 	lg->fd = fd;
 	lg->size = 0;
+	lg->cut_to = -1;
 	if (keep && lg->o.compress) {
 		compressor_reap(lg, false);
 		compressor_start(lg);
@@ -783,12 +818,25 @@ static void echo(const cJSON *obj)
 	free(s);
 }
 
+static void publish_stats(const struct evlog *lg)
+{
+	metrics_set_log(lg->write_errors, lg->lost, lg->q_n);
+}
+
 /* One whole line, or nothing: a short write is cut back to where the line began. */
 static int write_line(struct evlog *lg, const char *data, size_t len)
 {
+	struct stat st;
+	size_t done;
 	ssize_t n;
-	int rc;
+	int rc = 0;
 
+	if (lg->cut_to >= 0) {
+		if (ftruncate(lg->fd, lg->cut_to))
+			return -errno;
+		lg->size = lg->cut_to;
+		lg->cut_to = -1;
+	}
 	if (lg->o.max_bytes > 0 && lg->size > 0 && lg->size + (long long)len > lg->o.max_bytes) {
 		rc = rotate(lg);
 		/* The line still goes to the old file: better too big than lost. */
@@ -799,14 +847,189 @@ static int write_line(struct evlog *lg, const char *data, size_t len)
 				lg->path, strerror(-rc));
 		lg->rotate_err = rc;
 	}
-	n = write(lg->fd, data, len);
-	if (n == (ssize_t)len) {
-		lg->size += n;
+	/* One write(2) per line; a short one (the disk filled mid-line) is followed by one for
+	 * the rest, whose error says why. */
+	for (done = 0; done < len;) {
+		n = write(lg->fd, data + done, len - done);
+		if (n > 0) {
+			done += n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		rc = n < 0 ? -errno : -EIO;
+		break;
+	}
+	if (done == len) {
+		lg->size += len;
 		return 0;
 	}
-	if (n < 0)
-		return -errno;
-	return ftruncate(lg->fd, lg->size) ? -errno : -EIO; /* no half line stays behind */
+	if (!done)
+		return rc;
+	/* The bytes of the half line at the end go. The end comes from the file, not from our
+	 * count, which a truncation by someone else would have made wrong. */
+	lg->cut_to = !fstat(lg->fd, &st) && st.st_size >= (off_t)done ? st.st_size - (off_t)done
+									 : lg->size;
+	if (!ftruncate(lg->fd, lg->cut_to)) {
+		lg->size = lg->cut_to;
+		lg->cut_to = -1;
+	}
+	return rc;
+}
+
+static void arm_retry(struct evlog *lg)
+{
+	if (!lg->loop || lg->retry.armed)
+		return;
+	if (!lg->retry_ms)
+		lg->retry_ms = RETRY_FIRST_MS;
+	loop_timer_after_ms(lg->loop, &lg->retry, lg->retry_ms);
+}
+
+static void write_failed(struct evlog *lg, int rc)
+{
+	uint64_t now = mono_ns();
+
+	lg->write_errors++;
+	lg->ep_errors++;
+	if (!lg->failing) {
+		lg->failing = true;
+		lg->fail_err = -rc;
+		lg->fail_since = ev_mono_to_real_ns(0);
+	}
+	if (!lg->reported_ns || now - lg->reported_ns >= REPORT_EVERY_NS) {
+		lg->reported_ns = now;
+		fprintf(stderr,
+			"revenant: cannot write the event log %s: %s (%zu lines kept in memory, "
+			"%llu lost so far; retrying)\n",
+			lg->path, strerror(-rc), lg->q_n, (unsigned long long)lg->ep_lost);
+	}
+	arm_retry(lg);
+}
+
+static void enqueue(struct evlog *lg, const char *data, size_t len)
+{
+	struct qline *q;
+
+	if (lg->q_n >= QUEUE_MAX_LINES || lg->q_bytes + len > QUEUE_MAX_BYTES ||
+	    !(q = malloc(sizeof(*q) + len))) {
+		/* Full: this line is lost, and counted; the events_lost at recovery says so. */
+		lg->lost++;
+		lg->ep_lost++;
+		lg->failing = true;
+		return;
+	}
+	q->next = NULL;
+	q->len = len;
+	memcpy(q->data, data, len);
+	if (lg->q_tail)
+		lg->q_tail->next = q;
+	else
+		lg->q_head = q;
+	lg->q_tail = q;
+	lg->q_n++;
+	lg->q_bytes += len;
+}
+
+/* The events_lost owed after a failure: how many lines were lost and why. */
+static char *lost_line(struct evlog *lg, size_t *len)
+{
+	cJSON *e = ev_new("events_lost", 0);
+	char ts[40], *line;
+
+	ev_format_ts(ts, sizeof(ts), lg->fail_since);
+	ev_add_num(e, "count", (double)lg->ep_lost);
+	ev_add_str(e, "reason", "log write failed");
+	ev_add_str(e, "error", strerror(lg->fail_err));
+	ev_add_str(e, "since", ts);
+	ev_add_num(e, "write_errors", (double)lg->ep_errors);
+	ev_add_num(e, "delayed", (double)lg->q_n);
+	line = cJSON_PrintUnformatted(e);
+	cJSON_Delete(e);
+	if (!line)
+		return NULL;
+	*len = strlen(line);
+	line[(*len)++] = '\n';
+	return line;
+}
+
+/* Writes what a failure owes, in order: the events_lost, then the kept lines. 0 when all is
+ * written, else the error of the write that failed (counted and reported). */
+static int drain(struct evlog *lg)
+{
+	int rc = 0;
+
+	if (lg->failing) {
+		size_t len;
+		char *line = lost_line(lg, &len);
+
+		if (!line)
+			return -ENOMEM;
+		rc = write_line(lg, line, len);
+		free(line);
+		if (rc) {
+			write_failed(lg, rc);
+			return rc;
+		}
+		metrics_count_event("events_lost");
+		fprintf(stderr,
+			"revenant: the event log %s is writable again: %zu lines written late, "
+			"%llu lost, %llu failed writes\n",
+			lg->path, lg->q_n, (unsigned long long)lg->ep_lost,
+			(unsigned long long)lg->ep_errors);
+		lg->failing = false;
+		lg->ep_lost = lg->ep_errors = 0;
+		lg->reported_ns = 0;
+	}
+	while (lg->q_head) {
+		struct qline *q = lg->q_head;
+
+		rc = write_line(lg, q->data, q->len);
+		if (rc) {
+			write_failed(lg, rc);
+			return rc;
+		}
+		lg->q_head = q->next;
+		if (!lg->q_head)
+			lg->q_tail = NULL;
+		lg->q_n--;
+		lg->q_bytes -= q->len;
+		free(q);
+	}
+	lg->retry_ms = 0;
+	if (lg->loop)
+		loop_timer_cancel(lg->loop, &lg->retry);
+	return 0;
+}
+
+/* While lines wait: a deadline with back-off (100 ms doubling to 10 s), disarmed once they are
+ * written. Every emit retries too. */
+static void on_retry(struct loop *l, void *ctx)
+{
+	struct evlog *lg = ctx;
+
+	(void)l;
+	lg->retry_ms = lg->retry_ms * 2 < RETRY_MAX_MS ? lg->retry_ms * 2 : RETRY_MAX_MS;
+	drain(lg);
+	publish_stats(lg);
+}
+
+/* line[len] is a whole line with its newline. */
+static int log_line(struct evlog *lg, const char *line, size_t len)
+{
+	int rc = 0;
+
+	/* Lines that wait go first: the log stays in order. */
+	if ((lg->q_n || lg->failing) && drain(lg)) {
+		enqueue(lg, line, len);
+		return -EAGAIN;
+	}
+	rc = write_line(lg, line, len);
+	if (rc) {
+		enqueue(lg, line, len);
+		write_failed(lg, rc);
+	}
+	return rc;
 }
 
 static void emit_warning(struct evlog *lg)
@@ -840,12 +1063,39 @@ int evlog_emit(struct evlog *lg, cJSON *obj)
 		return -ENOMEM;
 	len = strlen(line);
 	line[len] = '\n'; /* cJSON's terminator becomes the newline: one buffer, one write */
-	if (lg && lg->fd >= 0)
-		rc = write_line(lg, line, len + 1);
+	if (lg && lg->fd >= 0) {
+		rc = log_line(lg, line, len + 1);
+		publish_stats(lg);
+	}
 	free(line);
 	if (lg && lg->warn[0])
 		emit_warning(lg);
 	return rc;
+}
+
+void evlog_stats(const struct evlog *lg, struct evlog_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	if (!lg)
+		return;
+	st->write_errors = lg->write_errors;
+	st->lost = lg->lost;
+	st->queued = lg->q_n;
+}
+
+void evlog_add_status(const struct evlog *lg, cJSON *obj)
+{
+	struct evlog_stats st;
+	cJSON *o;
+
+	if (!lg)
+		return;
+	evlog_stats(lg, &st);
+	o = cJSON_AddObjectToObject(obj, "log");
+	cJSON_AddStringToObject(o, "path", lg->path);
+	cJSON_AddNumberToObject(o, "write_errors", (double)st.write_errors);
+	cJSON_AddNumberToObject(o, "lines_lost", (double)st.lost);
+	cJSON_AddNumberToObject(o, "lines_queued", (double)st.queued);
 }
 
 void evlog_close(struct evlog *lg)
@@ -854,6 +1104,17 @@ void evlog_close(struct evlog *lg)
 		return;
 	if (lg->child)
 		compressor_reap(lg, true);
+	/* A last try for what waits; what still cannot be written is lost, and said so. */
+	if (lg->fd >= 0 && (lg->q_n || lg->failing) && drain(lg))
+		fprintf(stderr, "revenant: %zu lines of the event log %s could not be written: "
+				"lost\n",
+			lg->q_n, lg->path);
+	while (lg->q_head) {
+		struct qline *q = lg->q_head;
+
+		lg->q_head = q->next;
+		free(q);
+	}
 	/* A clean stop leaves nothing uncompressed: the rest is done here, the loop is over. */
 	if (lg->fd >= 0 && oldest_pending(lg->dir.fd, lg->path))
 		compress_pending(&lg->dir, lg->path, lg->base, lg->o.keep);

@@ -38,6 +38,19 @@ int evlog_attach_loop(struct evlog *lg, struct loop *l);
 /* Waits for the compressor, compresses what is still queued, closes. Never touches the loop. */
 void evlog_close(struct evlog *lg);
 
+/* Writes that fail (a full disk) lose nothing silently: each failed or short write is counted
+ * and reported on stderr (at most every 10 s); the line is kept in a bounded queue (4096 lines,
+ * 1 MiB; what overflows it is counted as lost) and retried whole at the next emit and on a timer
+ * with back-off; after recovery the first line is an events_lost with reason "log write failed",
+ * then the kept lines in order. */
+struct evlog_stats {
+	uint64_t write_errors; /* failed or short write(2)s */
+	uint64_t lost;	       /* lines dropped */
+	size_t queued;	       /* lines waiting now */
+};
+void evlog_stats(const struct evlog *lg, struct evlog_stats *st);
+/* Adds "log": {path, write_errors, lines_lost, lines_queued} to a status object. */
+void evlog_add_status(const struct evlog *lg, cJSON *obj);
 
 /* A new event {"ts": ..., "type": type}. ts_ns is CLOCK_MONOTONIC (as the kernel stamps events);
  * 0 means now. */
