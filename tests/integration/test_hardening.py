@@ -607,6 +607,84 @@ def test_full_disk_loses_nothing_silently():
         shutil.rmtree(top, True)
 
 
+# ---- 6. nothing blocks the loop -----------------------------------------------------------------
+
+def test_files_that_would_block_are_refused_and_the_agent_answers():
+    """An env_file or log_file that became a FIFO, /dev/zero or a directory after the config was
+    loaded: the service starts without it, a service_warning says why, and status answers. At
+    load the same files are config errors (exit 2)."""
+    port = free_port()
+    agent = make_agent("block", {"a": svc(port, env_file="a.env")})
+    env = os.path.join(agent.dir, "a.env")
+    with open(env, "w") as f:
+        f.write("GREETING=hello\n")
+    try:
+        agent.start()
+        wait_healthy(agent, "a")
+        cases = [("fifo", lambda: os.mkfifo(env), "is a FIFO, not a regular file"),
+                 ("zero", lambda: os.symlink("/dev/zero", env), "is a character device"),
+                 ("dir", lambda: os.mkdir(env), "is a directory")]
+        for kind, make, want in cases:
+            if os.path.isdir(env) and not os.path.islink(env):
+                os.rmdir(env)
+            else:
+                os.unlink(env)
+            make()
+            n = len(agent.events)
+            r = rev("restart", "-c", agent.config_path, "a", timeout=30)
+            assert r.returncode == 0, (kind, r.stderr)
+            w = agent.wait_event(lambda e: e["type"] == "service_warning", since=n,
+                                 what="service_warning for the %s env_file" % kind)
+            assert "cannot read env_file %s" % env in w["detail"] and want in w["detail"], w
+            assert status(agent)["services"]["a"]["state"] == "running"
+        # the service's log file turned into a FIFO: opened without blocking, refused
+        os.rmdir(env)
+        with open(env, "w") as f:
+            f.write("GREETING=hello\n")
+        logf = os.path.join(agent.dir, "a.log")
+        os.unlink(logf)
+        os.mkfifo(logf)
+        n = len(agent.events)
+        r = rev("restart", "-c", agent.config_path, "a", timeout=30)
+        assert r.returncode == 0, r.stderr
+        w = agent.wait_event(lambda e: e["type"] == "service_warning", since=n,
+                             what="service_warning for the FIFO log_file")
+        assert "log_file refused" in w["detail"] and "FIFO" in w["detail"], w
+        assert status(agent)["services"]["a"]["state"] == "running"
+        # the config itself replaced by a FIFO, then SIGHUP: the reload is refused, not waited
+        os.rename(agent.config_path, agent.config_path + ".saved")
+        os.mkfifo(agent.config_path)
+        n = len(agent.events)
+        agent.proc.send_signal(signal.SIGHUP)
+        w = agent.wait_event(lambda e: e["type"] == "agent_reload", since=n, what="agent_reload")
+        assert w["ok"] is False and "not a regular file" in w["detail"], w
+        os.unlink(agent.config_path)  # (the CLI reads the config too)
+        os.rename(agent.config_path + ".saved", agent.config_path)
+        assert status(agent)["services"]["a"]["state"] == "running"
+        assert agent.stop() == 0
+        # at load: the config error names the key
+        fifo = os.path.join(agent.dir, "fifo")
+        os.mkfifo(fifo)
+        os.unlink(logf)
+        for key, target in (("env_file", "/dev/zero"), ("env_file", agent.dir),
+                            ("env_file", fifo), ("log_file", fifo)):
+            cfg = dict(agent.config)
+            cfg["services"] = {"a": dict(agent.config["services"]["a"], **{key: target})}
+            path = os.path.join(agent.dir, "bad.json")
+            with open(path, "w") as f:
+                json.dump(cfg, f)
+            r = rev("run", "-c", path, timeout=30)
+            assert r.returncode == 2 and "services.a.%s: %s is" % (key, target) in r.stderr, \
+                (key, r.returncode, r.stderr)
+        cfg = dict(agent.config, log={"path": fifo})
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        r = rev("run", "-c", path, timeout=30)
+        assert r.returncode == 2 and "log.path: %s is a FIFO" % fifo in r.stderr, r.stderr
+    finally:
+        agent.close()
+
+
 if __name__ == "__main__":
     run_tests([
         test_dotdot_service_name_is_refused,
@@ -622,4 +700,5 @@ if __name__ == "__main__":
         test_planted_service_log_link_is_not_written_through,
         test_reused_pid_is_not_a_managed_service,
         test_full_disk_loses_nothing_silently,
+        test_files_that_would_block_are_refused_and_the_agent_answers,
     ])

@@ -489,6 +489,60 @@ static void test_command(void **state)
 		   "services.backend.command: uses {port} but the service has no \"port\"");
 }
 
+/* What the agent checks at load beyond the schema: an env_file, log_file or log.path that exists
+ * must be a regular file (a FIFO would block the agent's loop, /dev/zero never end, a directory
+ * read as nothing), an env_file at most 1 MiB. Commands that only talk to the agent do not care. */
+static void expect_files_err(const char *text, const char *a, const char *b)
+{
+	struct rev_config cfg;
+
+	parse_ok(text, &cfg);
+	memset(err, 0, sizeof(err));
+	assert_int_equal(config_check_files(&cfg, err, sizeof(err)), -EINVAL);
+	if (!strstr(err, a) || (b && !strstr(err, b)))
+		fail_msg("message \"%s\" lacks \"%s\" / \"%s\"", err, a, b ? b : "");
+	assert_true(strncmp(err, PATH ": ", strlen(PATH) + 2) == 0);
+	config_free(&cfg);
+}
+
+static void test_file_kinds(void **state)
+{
+	char d[] = "/tmp/revenant-test-kinds-XXXXXX", fifo[300], big[300], text[1024];
+	struct rev_config cfg;
+	FILE *f;
+
+	(void)state;
+	assert_non_null(mkdtemp(d));
+	snprintf(fifo, sizeof(fifo), "%s/fifo", d);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	snprintf(text, sizeof(text), "{\"services\": {\"a\": {\"command\": \"x\", \"env_file\": \"%s\"}}}",
+		 fifo);
+	expect_files_err(text, "services.a.env_file: ", "is a FIFO, not a regular file");
+	expect_files_err(svc("\"env_file\": \"/dev/zero\""),
+			 "services.backend.env_file: /dev/zero is a character device", NULL);
+	expect_files_err(svc("\"env_file\": \"/tmp\""),
+			 "services.backend.env_file: /tmp is a directory", NULL);
+	snprintf(big, sizeof(big), "%s/big.env", d);
+	f = fopen(big, "w");
+	assert_non_null(f);
+	assert_int_equal(ftruncate(fileno(f), (1 << 20) + 1), 0);
+	fclose(f);
+	snprintf(text, sizeof(text), "{\"services\": {\"a\": {\"command\": \"x\", \"env_file\": \"%s\"}}}",
+		 big);
+	expect_files_err(text, "services.a.env_file: ", "more than the 1048576");
+	snprintf(text, sizeof(text), "{\"log\": {\"path\": \"%s\"}}", fifo);
+	expect_files_err(text, "log.path: ", "is a FIFO");
+	expect_files_err(svc("\"log_file\": \"/dev/zero\""), "services.backend.log_file: ",
+			 "character");
+	/* missing is fine (a warning at start), and /dev/null discards a service's output */
+	parse_ok(svc("\"env_file\": \"/nonexistent/.env\", \"log_file\": \"/dev/null\""), &cfg);
+	assert_int_equal(config_check_files(&cfg, err, sizeof(err)), 0);
+	config_free(&cfg);
+	unlink(fifo);
+	unlink(big);
+	rmdir(d);
+}
+
 /* The grammar [A-Za-z0-9_][A-Za-z0-9_-]{0,63}: a name becomes a file and a cgroup directory, so
  * ".", "..", '/', '.' at all and a leading '-' are refused, naming services.NAME. */
 static void test_service_names(void **state)
@@ -859,6 +913,7 @@ int main(void)
 	    cmocka_unit_test(test_range_edges_accepted),
 	    cmocka_unit_test(test_command),
 	    cmocka_unit_test(test_service_names),
+	    cmocka_unit_test(test_file_kinds),
 	    cmocka_unit_test(test_env),
 	    cmocka_unit_test(test_depends_on),
 	    cmocka_unit_test(test_ports),

@@ -425,7 +425,8 @@ static void reload(struct agent *a)
 	cJSON *e = ev_new("agent_reload", 0);
 
 	ev_add_str(e, "config", a->cfg.path);
-	if (config_load(a->cfg.path, &next, err, sizeof(err))) {
+	if (config_reload(a->cfg.path, &next, err, sizeof(err)) ||
+	    config_check_files(&next, err, sizeof(err))) {
 		ev_add_bool(e, "ok", false);
 		ev_add_str(e, "detail", err);
 		cli_err("reload: %s (keeping the running configuration)", err);
@@ -592,6 +593,11 @@ int cmd_run(int argc, char **argv)
 	rc = cli_load_config(cfg_path, &a.cfg);
 	if (rc)
 		return rc;
+	if (config_check_files(&a.cfg, err, sizeof(err))) {
+		cli_err("%s", err);
+		config_free(&a.cfg);
+		return EXIT_USAGE;
+	}
 	if (!is_root()) {
 		config_free(&a.cfg);
 		return cli_need_root("run");

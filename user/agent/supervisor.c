@@ -512,17 +512,25 @@ static void env_free(struct envv *e)
 	free(e->v);
 }
 
-/* KEY=VALUE lines; '#' comments, blank lines, "export " and surrounding quotes allowed. */
-static int env_file_load(struct envv *e, const char *path)
+/* KEY=VALUE lines; '#' comments, blank lines, "export " and surrounding quotes allowed. Only a
+ * regular file of at most CONFIG_ENV_FILE_MAX bytes is read (a FIFO would block the loop). */
+static int env_file_load(struct envv *e, const char *path, char *err, size_t errlen)
 {
-	FILE *f = fopen(path, "re");
+	int fd = safe_open_read(path, CONFIG_ENV_FILE_MAX, false, err, errlen);
+	FILE *f = fd >= 0 ? fdopen(fd, "re") : NULL;
 	char line[4096];
+	size_t total = 0;
 
-	if (!f)
-		return -errno;
-	while (fgets(line, sizeof(line), f)) {
+	if (!f) {
+		if (fd >= 0)
+			close(fd);
+		return fd < 0 ? fd : -ENOMEM;
+	}
+	/* The size was checked at the open; a file growing meanwhile is read up to the cap. */
+	while (total <= CONFIG_ENV_FILE_MAX && fgets(line, sizeof(line), f)) {
 		char *p = line, *eq, *val, *end;
 
+		total += strlen(line);
 		while (isspace((unsigned char)*p))
 			p++;
 		if (!*p || *p == '#')
@@ -610,13 +618,15 @@ static int spawn(struct service *v)
 	for (char **e = environ; *e; e++)
 		env_set(&env, *e);
 	if (c->env_file) {
-		err = env_file_load(&env, c->env_file);
+		char why[512];
+
+		err = env_file_load(&env, c->env_file, why, sizeof(why));
 		if (err) {
 			cJSON *e = ev_new("service_warning", 0);
-			char d[512];
+			char d[700];
 
 			snprintf(d, sizeof(d), "cannot read env_file %s: %s; starting without it",
-				 c->env_file, strerror(-err));
+				 c->env_file, why);
 			ev_add_str(e, "service", c->name);
 			ev_add_str(e, "detail", d);
 			emit(v->sup, e);

@@ -278,6 +278,31 @@ static int get_path(struct ctx *c, const cJSON *it, const char *kp, const char *
 	return *out ? 0 : -ENOMEM;
 }
 
+/* A file the agent reads or writes that already exists must be a regular file (a FIFO would
+ * block the agent, /dev/zero never end); max_bytes 0: no size limit. Missing is fine here. */
+static int check_file_kind(struct ctx *c, const char *kp, const char *path, long long max_bytes,
+			   bool devnull_ok)
+{
+	struct stat st;
+
+	if (stat(path, &st))
+		return 0;
+	if (devnull_ok && S_ISCHR(st.st_mode) && !strcmp(path, "/dev/null"))
+		return 0;
+	if (!S_ISREG(st.st_mode))
+		return fail(c, kp, "%s is %s, not a regular file (give a regular file)", path,
+			    S_ISDIR(st.st_mode)	   ? "a directory"
+			    : S_ISFIFO(st.st_mode) ? "a FIFO"
+			    : S_ISCHR(st.st_mode)  ? "a character device"
+			    : S_ISBLK(st.st_mode)  ? "a block device"
+			    : S_ISSOCK(st.st_mode) ? "a socket"
+						   : "not a regular file");
+	if (max_bytes && st.st_size > max_bytes)
+		return fail(c, kp, "%s is %lld bytes, more than the %lld an env_file may have", path,
+			    (long long)st.st_size, max_bytes);
+	return 0;
+}
+
 static int set_str(char **dst, const char *s)
 {
 	free(*dst);
@@ -1281,19 +1306,29 @@ int config_parse(const char *text, const char *path, struct rev_config *cfg, cha
 	return ret;
 }
 
-int config_load(const char *path, struct rev_config *cfg, char *err, size_t errlen)
+static int load(const char *path, bool regular_only, struct rev_config *cfg, char *err,
+		size_t errlen)
 {
 	size_t len = 0, cap = 65536;
 	char *buf = NULL, *nb;
+	struct stat st;
 	int fd, ret;
 
 	if (!cfg || !path)
 		return -EINVAL;
 	memset(cfg, 0, sizeof(*cfg));
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = open(path, O_RDONLY | O_CLOEXEC | (regular_only ? O_NONBLOCK : 0));
 	if (fd < 0) {
 		ret = -errno;
 		goto fail;
+	}
+	if (regular_only && (fstat(fd, &st) || !S_ISREG(st.st_mode))) {
+		close(fd);
+		snprintf(err, errlen,
+			 "%s: not a regular file (a reload reads only regular files: it must not "
+			 "wait on a FIFO)",
+			 path);
+		return -EINVAL;
 	}
 	/* read to EOF rather than trust st_size: the path may be a pipe or /proc file */
 	for (;;) {
@@ -1351,6 +1386,34 @@ fail:
 			 : ret == -EACCES ? " (run as root or fix its permissions)"
 					  : "");
 	return ret;
+}
+
+int config_check_files(const struct rev_config *cfg, char *err, size_t errlen)
+{
+	struct ctx c = {.path = cfg->path ? cfg->path : "<config>", .err = err, .errlen = errlen};
+	char kp[KP_LEN];
+	int ret = check_file_kind(&c, "log.path", cfg->log.path, 0, false);
+
+	for (int i = 0; i < cfg->n_services && !ret; i++) {
+		const struct service_config *sv = &cfg->services[i];
+
+		kp_fmt(kp, sizeof(kp), "services.%s.log_file", sv->name);
+		ret = check_file_kind(&c, kp, sv->log_file, 0, true);
+		kp_fmt(kp, sizeof(kp), "services.%s.env_file", sv->name);
+		if (!ret && sv->env_file)
+			ret = check_file_kind(&c, kp, sv->env_file, CONFIG_ENV_FILE_MAX, false);
+	}
+	return ret;
+}
+
+int config_load(const char *path, struct rev_config *cfg, char *err, size_t errlen)
+{
+	return load(path, false, cfg, err, errlen);
+}
+
+int config_reload(const char *path, struct rev_config *cfg, char *err, size_t errlen)
+{
+	return load(path, true, cfg, err, errlen);
 }
 
 const char *config_default_path(void)
