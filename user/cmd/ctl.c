@@ -294,8 +294,7 @@ int cmd_restart(int argc, char **argv)
 /* A managed process from the state file that still is the process it was (pid + start time). */
 static bool still_ours(const struct svc_record *r)
 {
-	return r->pid > 1 && r->start_ticks && proc_start_ticks(r->pid) == r->start_ticks &&
-	       proc_state(r->pid) != 'Z';
+	return state_record_live(r) && proc_state(r->pid) != 'Z';
 }
 
 static void reason(cJSON *why, bool json, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
