@@ -466,6 +466,29 @@ static void state_round_trip(void **state)
 		assert_int_equal(state_read(path, &back), -EINVAL);
 		state_free(&back);
 	}
+
+	/* 1000 services (~150 KB): read whole, not cut at a fixed 64 KiB buffer */
+	{
+		struct svc_record *many = calloc(1000, sizeof(*many));
+
+		assert_non_null(many);
+		for (int i = 0; i < 1000; i++) {
+			snprintf(many[i].name, sizeof(many[i].name), "service-%04d", i);
+			many[i].pid = 100000 + i;
+			many[i].start_ticks = 1234567890123ull + i;
+			snprintf(many[i].state, sizeof(many[i].state), "running");
+			snprintf(many[i].health, sizeof(many[i].health), "ok");
+		}
+		st.svcs = many;
+		st.n = 1000;
+		assert_int_equal(state_write(path, &st), 0);
+		assert_int_equal(state_read(path, &back), 0);
+		assert_int_equal(back.n, 1000);
+		assert_string_equal(back.svcs[999].name, "service-0999");
+		assert_int_equal(back.svcs[999].start_ticks, 1234567890123ull + 999);
+		state_free(&back);
+		free(many);
+	}
 	assert_int_equal(unlink(path), 0);
 	assert_int_equal(rmdir(dir), 0);
 }
