@@ -551,7 +551,8 @@ def test_full_disk_loses_nothing_silently():
         m = metrics(mport)
         assert m["revenant_log_write_errors_total"] >= full["write_errors"] > \
             before["revenant_log_write_errors_total"], m
-        assert m["revenant_log_lines_lost_total"] == full["lines_lost"], m
+        # (other processes of the host make events too: the counters only grow meanwhile)
+        assert m["revenant_log_lines_lost_total"] >= full["lines_lost"], m
 
         # space again (more than the kept lines need): the retry timer writes them, no emit
         os.unlink(os.path.join(mnt, "filler"))
