@@ -804,8 +804,10 @@ static void try_start(struct service *v)
 		if (v->leftover_pidfd >= 0) {
 			pidfd_signal(v->leftover_pidfd, v->cfg->stop_signal);
 			loop_add_fd(s->loop, v->leftover_pidfd, EPOLLIN, on_leftover_exit, v);
+			/* its group through the pidfd: by number once the leader is gone, the number
+			 * may be another group's */
+			pidfd_signal_group(v->leftover_pidfd, v->leftover_pid, v->cfg->stop_signal);
 		}
-		kill(-v->leftover_pid, v->cfg->stop_signal);
 		set_state(v, SVC_CLEARING);
 		loop_timer_after_ms(s->loop, &v->timer, v->cfg->stop_timeout_ms);
 		return;
@@ -1072,7 +1074,7 @@ static void act_clear_timer(struct service *v)
 {
 	/* The leftover ignored the stop signal. */
 	if (v->leftover_pidfd >= 0 && pidfd_signal(v->leftover_pidfd, SIGKILL) == 0) {
-		kill(-v->leftover_pid, SIGKILL);
+		pidfd_signal_group(v->leftover_pidfd, v->leftover_pid, SIGKILL);
 		loop_timer_after_ms(v->sup->loop, &v->timer, KILL_GRACE_MS);
 		return;
 	}

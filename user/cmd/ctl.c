@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 #include <cjson/cJSON.h>
 
@@ -377,10 +376,6 @@ int cmd_verify(int argc, char **argv)
 	return rc;
 }
 
-#ifndef PIDFD_SIGNAL_PROCESS_GROUP
-#define PIDFD_SIGNAL_PROCESS_GROUP (1UL << 2) /* Linux 6.9 */
-#endif
-
 /* Signal through a pidfd and wait (on the pidfd) up to ms for the exit. 1 gone, 0 still alive,
  * -1 (errno set) when it cannot be signalled. */
 static int signal_and_wait(int fd, int sig, int ms)
@@ -391,15 +386,6 @@ static int signal_and_wait(int fd, int sig, int ms)
 		return errno == ESRCH ? 1 : -1;
 	/* the pidfd is readable once the process exited (a zombie counts: it holds nothing) */
 	return poll(&p, 1, ms) > 0 ? 1 : 0;
-}
-
-/* The process group of the process behind fd, which was verified: through the pidfd where the
- * kernel can (6.9+), else by number, which cannot have been reused while its leader lives. */
-static void signal_group_of(int fd, pid_t pgid, int sig)
-{
-	if (syscall(SYS_pidfd_send_signal, fd, sig, NULL, PIDFD_SIGNAL_PROCESS_GROUP) &&
-	    errno == EINVAL && pgid > 1)
-		kill(-pgid, sig);
 }
 
 /* A pidfd on the recorded process, opened before its identity is checked: the start time read
@@ -490,11 +476,11 @@ int cmd_cleanup(int argc, char **argv)
 		if (fd < 0)
 			continue;
 		if (r->pgid == r->pid)
-			signal_group_of(fd, r->pgid, sig);
+			pidfd_signal_group(fd, r->pgid, sig);
 		gone = signal_and_wait(fd, sig, ms);
 		if (gone != 1) {
 			if (r->pgid == r->pid)
-				signal_group_of(fd, r->pgid, SIGKILL);
+				pidfd_signal_group(fd, r->pgid, SIGKILL);
 			gone = signal_and_wait(fd, SIGKILL, 5000);
 		}
 		close(fd);
