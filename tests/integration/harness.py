@@ -80,8 +80,18 @@ class Inotify:
         os.close(self.fd)
 
 
-def free_port(kind=socket.SOCK_STREAM, lo=20000, hi=60000):
-    """A random high port free for TCP and UDP on v4 and v6 loopback/wildcard right now."""
+def free_port(kind=socket.SOCK_STREAM, lo=20000, hi=None):
+    """A random high port free for TCP and UDP on v4 and v6 loopback/wildcard right now, below
+    the kernel's ephemeral range: a client socket of any other test on the host may take a port
+    of that range at any moment, and a service that binds it later would collide."""
+    if hi is None:
+        try:
+            with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+                hi = int(f.read().split()[0]) - 1
+        except (OSError, ValueError, IndexError):
+            hi = 32767
+        if hi <= lo + 1000:
+            hi = 60000
     for _ in range(200):
         port = random.randint(lo, hi)
         ok = True
