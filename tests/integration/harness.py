@@ -159,10 +159,10 @@ class Agent:
                     break
                 self._log.seek(self.offset)
             data = self._pending + self._log.read()
-            end = data.rfind(b"\n")
+            end = data.rfind(b"\n")  # -1: not one whole line yet
             self._pending = data[end + 1:]
             self.offset += end + 1
-            new += [json.loads(line) for line in data[:end].split(b"\n") if line]
+            new += [json.loads(line) for line in data[:max(end, 0)].split(b"\n") if line]
             try:
                 rotated = os.stat(self.log_path).st_ino != os.fstat(self._log.fileno()).st_ino
             except FileNotFoundError:
