@@ -409,6 +409,31 @@ def test_control_dir_of_its_own_is_made_private():
         shutil.rmtree(run_dir, True)
 
 
+def test_runtime_dir_turned_unsafe_while_running_is_said():
+    """The runtime directory made writable by others while the agent runs: the state file is
+    not written there any more, and an agent_warning says so (stderr says why)."""
+    run_dir = shared_dir("private")
+    port = free_port()
+    agent = make_agent("rununsafe", {"a": svc(port)},
+                       control={"socket": os.path.join(run_dir, "control.sock")})
+    try:
+        agent.start()
+        wait_healthy(agent, "a")
+        os.chmod(run_dir, 0o777)
+        n = len(agent.events)
+        rev("restart", "-c", agent.config_path, "a", check=0)
+        w = agent.wait_event(lambda e: e["type"] == "agent_warning", since=n,
+                             what="agent_warning about the state file")
+        assert "cannot write %s/state.json" % run_dir in w["detail"], w
+        assert "directory %s is writable by others" % run_dir in agent.stderr_text()
+        assert not os.path.exists(os.path.join(run_dir, "state.json.tmp"))
+        os.chmod(run_dir, 0o700)
+        assert agent.stop() == 0
+    finally:
+        agent.close()
+        shutil.rmtree(run_dir, True)
+
+
 def test_planted_service_log_link_is_not_written_through():
     secret, d = Secret(), shared_dir("sticky")
     port = free_port()
@@ -704,6 +729,7 @@ if __name__ == "__main__":
         test_planted_lock_link_is_refused,
         test_runtime_dir_of_another_user_is_refused,
         test_control_dir_of_its_own_is_made_private,
+        test_runtime_dir_turned_unsafe_while_running_is_said,
         test_planted_service_log_link_is_not_written_through,
         test_reused_pid_is_not_a_managed_service,
         test_full_disk_loses_nothing_silently,

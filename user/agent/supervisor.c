@@ -87,6 +87,7 @@ struct supervisor {
 	int exit_code;
 	char state_path[4200];
 	char cgroup_root[256];
+	int state_err; /* the last failure to write state_path, said once */
 };
 
 typedef void (*svc_action)(struct service *v);
@@ -256,6 +257,7 @@ const char *sup_service_of(struct supervisor *s, pid_t pid)
 static void write_state(struct supervisor *s)
 {
 	struct rt_state st = {.agent_pid = getpid(), .n = s->n};
+	int rc;
 	struct svc_record arr[s->n > 0 ? s->n : 1];
 
 	memset(arr, 0, sizeof(arr));
@@ -277,7 +279,21 @@ static void write_state(struct supervisor *s)
 			 : v->healthy		 ? "ok"
 						 : "failing");
 	}
-	state_write(s->state_path, &st);
+	rc = state_write(s->state_path, &st);
+	/* Said once per kind of failure (the runtime directory turned unsafe, a full disk): the
+	 * file is what a restarted agent and cleanup go by. */
+	if (rc && rc != s->state_err) {
+		cJSON *e = ev_new("agent_warning", 0);
+		char d[4400];
+
+		snprintf(d, sizeof(d),
+			 "cannot write %s: %s (a restarted agent or cleanup will not know the "
+			 "services' processes; stderr says why)",
+			 s->state_path, strerror(-rc));
+		ev_add_str(e, "detail", d);
+		emit(s, e);
+	}
+	s->state_err = rc;
 }
 
 /* Every process in the service's cgroup, also those that left its process group (setsid, a
