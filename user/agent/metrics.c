@@ -14,11 +14,13 @@
 #include "agent/metrics.h"
 #include "agent/zcensus.h"
 #include "lib/events.h"
+#include "lib/log.h"
 
 #define PAGE (64 * 1024)
 
 static struct {
 	uint64_t zombies;
+	const struct evlog *log;
 } counters;
 
 struct metrics {
@@ -31,6 +33,11 @@ struct metrics {
 void metrics_set_gauge_zombies(uint64_t n)
 {
 	counters.zombies = n;
+}
+
+void metrics_watch_log(const struct evlog *lg)
+{
+	counters.log = lg;
 }
 
 size_t metrics_appendf(char *buf, size_t len, size_t n, const char *fmt, ...)
@@ -50,8 +57,11 @@ size_t metrics_appendf(char *buf, size_t len, size_t n, const char *fmt, ...)
 
 size_t metrics_render(struct metrics *m, char *buf, size_t len)
 {
+	struct evlog_stats ls = {0};
 	size_t n = 0;
 
+	if (counters.log)
+		evlog_stats(counters.log, &ls);
 	n = metrics_appendf(buf, len, n,
 			    "# HELP revenant_events_total Events written to the event log, by type.\n"
 			    "# TYPE revenant_events_total counter\n");
@@ -66,6 +76,19 @@ size_t metrics_render(struct metrics *m, char *buf, size_t len)
 		"# TYPE revenant_exited_unreaped gauge\n"
 		"revenant_exited_unreaped %llu\n",
 		(unsigned long long)counters.zombies);
+	n = metrics_appendf(
+		buf, len, n,
+		"# HELP revenant_log_write_errors_total Failed or short writes of the event log.\n"
+		"# TYPE revenant_log_write_errors_total counter\n"
+		"revenant_log_write_errors_total %llu\n"
+		"# HELP revenant_log_lines_lost_total Event log lines dropped (write queue full).\n"
+		"# TYPE revenant_log_lines_lost_total counter\n"
+		"revenant_log_lines_lost_total %llu\n"
+		"# HELP revenant_log_lines_queued Event log lines waiting for a write to succeed.\n"
+		"# TYPE revenant_log_lines_queued gauge\n"
+		"revenant_log_lines_queued %llu\n",
+		(unsigned long long)ls.write_errors, (unsigned long long)ls.lost,
+		(unsigned long long)ls.queued);
 	if (n < len)
 		n += zcensus_metrics(buf + n, len - n);
 	if (m && m->services && n < len)

@@ -20,6 +20,10 @@ void metrics_set_services(struct metrics *m, metrics_services_fn fn, void *ctx);
 
 /* Counters, callable whether or not an endpoint is open (m may be NULL). */
 void metrics_set_gauge_zombies(uint64_t n);
+/* The event log's write failures: failed or short writes, lines lost, lines waiting. */
+/* The event log whose write failures the exposition reports. */
+struct evlog;
+void metrics_watch_log(const struct evlog *lg);
 
 /* Append to buf (len bytes) at offset n; returns the new offset, never past len. */
 size_t metrics_appendf(char *buf, size_t len, size_t n, const char *fmt, ...)
