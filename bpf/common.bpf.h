@@ -12,9 +12,9 @@
 #include "event.h"
 
 /* Sized by the agent before load (sensor.c): 4 MiB (~58k records before an exit storm drops any)
- * when every exit comes this way, 256 KiB when the kernel keeps the zombie grace and only
- * zombies, reaps of zombies and port events do. Its pages are mapped into the agent (twice:
- * the data area wraps), so its size is most of the agent's RSS. */
+ * when every exit comes this way, 512 KiB when the kernel keeps the zombie grace and only
+ * zombies, reaps of zombies and port events do (6,500 records: a burst of collisions). Its pages
+ * are mapped into the agent (twice: the data area wraps), so its size is most of the agent's RSS. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 22);

@@ -80,8 +80,18 @@ class Inotify:
         os.close(self.fd)
 
 
-def free_port(kind=socket.SOCK_STREAM, lo=20000, hi=60000):
-    """A random high port free for TCP and UDP on v4 and v6 loopback/wildcard right now."""
+def free_port(kind=socket.SOCK_STREAM, lo=20000, hi=None):
+    """A random high port free for TCP and UDP on v4 and v6 loopback/wildcard right now, below
+    the kernel's ephemeral range: a client socket of any other test on the host may take a port
+    of that range at any moment, and a service that binds it later would collide."""
+    if hi is None:
+        try:
+            with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+                hi = int(f.read().split()[0]) - 1
+        except (OSError, ValueError, IndexError):
+            hi = 32767
+        if hi <= lo + 1000:
+            hi = 60000
     for _ in range(200):
         port = random.randint(lo, hi)
         ok = True
@@ -122,8 +132,10 @@ class Agent:
         self.log_path = os.path.join(self.dir, cfg["log"]["path"])
         self.proc = None
         self.offset = 0
+        self._log, self._pending = None, b""
         self.events = []
-        self.ino = Inotify(self.dir)
+        log_dir = os.path.dirname(self.log_path)
+        self.ino = Inotify(log_dir if os.path.isdir(log_dir) else self.dir)
 
     def start(self, extra=(), wait=True, env=None):
         self.stderr = open(os.path.join(self.dir, "agent.stderr"), "w+")
@@ -136,17 +148,32 @@ class Agent:
         return self
 
     def read_new(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except FileNotFoundError:
-            return []
-        end = data.rfind(b"\n")
-        if end < 0:
-            return []
-        self.offset += end + 1
-        new = [json.loads(line) for line in data[:end].split(b"\n") if line]
+        """Events appended since the last call. After a rotation the file being read is
+        finished before the one now at log_path is begun; a file rotated out entirely between
+        two calls is not read (the segments have it)."""
+        new = []
+        while True:
+            if self._log is None:
+                try:
+                    self._log = open(self.log_path, "rb")
+                except FileNotFoundError:
+                    break
+                self._log.seek(self.offset)
+            data = self._pending + self._log.read()
+            end = data.rfind(b"\n")  # -1: not one whole line yet
+            self._pending = data[end + 1:]
+            self.offset += end + 1
+            new += [json.loads(line) for line in data[:max(end, 0)].split(b"\n") if line]
+            try:
+                rotated = os.stat(self.log_path).st_ino != os.fstat(self._log.fileno()).st_ino
+            except FileNotFoundError:
+                rotated = False
+            if not rotated:
+                break
+            new += [json.loads(line) for line in
+                    (self._pending + self._log.read()).split(b"\n") if line]
+            self._log.close()
+            self._log, self._pending, self.offset = None, b"", 0
         self.events.extend(new)
         return new
 
@@ -197,6 +224,9 @@ class Agent:
             self.stop()
         except AssertionError:
             pass
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         self.ino.close()
         self.remove_pins()
 

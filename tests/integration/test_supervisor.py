@@ -194,7 +194,9 @@ def test_stack_order_status_and_sigterm():
             assert "%s %d" % (n, ports[n]) in http_get(ports[n])
 
         st = status(agent)
-        assert set(st) == {"services"}, st
+        assert set(st) == {"services", "log"}, st
+        assert st["log"] == {"path": agent.log_path, "write_errors": 0, "lines_lost": 0,
+                             "lines_queued": 0}, st
         assert set(st["services"]) == {"db", "api", "web"}, st
         for n, s in st["services"].items():
             assert s["state"] == "running" and s["pid"] == pids[n], (n, s)

@@ -512,18 +512,84 @@ static void test_command(void **state)
 		   "services.backend.command: uses {port} but the service has no \"port\"");
 }
 
+/* What the agent checks at load beyond the schema: an env_file, log_file or log.path that exists
+ * must be a regular file (a FIFO would block the agent's loop, /dev/zero never end, a directory
+ * read as nothing), an env_file at most 1 MiB. Commands that only talk to the agent do not care. */
+static void expect_files_err(const char *text, const char *a, const char *b)
+{
+	struct rev_config cfg;
+
+	parse_ok(text, &cfg);
+	memset(err, 0, sizeof(err));
+	assert_int_equal(config_check_files(&cfg, err, sizeof(err)), -EINVAL);
+	if (!strstr(err, a) || (b && !strstr(err, b)))
+		fail_msg("message \"%s\" lacks \"%s\" / \"%s\"", err, a, b ? b : "");
+	assert_true(strncmp(err, PATH ": ", strlen(PATH) + 2) == 0);
+	config_free(&cfg);
+}
+
+static void test_file_kinds(void **state)
+{
+	char d[] = "/tmp/revenant-test-kinds-XXXXXX", fifo[300], big[300], text[1024];
+	struct rev_config cfg;
+	FILE *f;
+
+	(void)state;
+	assert_non_null(mkdtemp(d));
+	snprintf(fifo, sizeof(fifo), "%s/fifo", d);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	snprintf(text, sizeof(text), "{\"services\": {\"a\": {\"command\": \"x\", \"env_file\": \"%s\"}}}",
+		 fifo);
+	expect_files_err(text, "services.a.env_file: ", "is a FIFO, not a regular file");
+	expect_files_err(svc("\"env_file\": \"/dev/zero\""),
+			 "services.backend.env_file: /dev/zero is a character device", NULL);
+	expect_files_err(svc("\"env_file\": \"/tmp\""),
+			 "services.backend.env_file: /tmp is a directory", NULL);
+	snprintf(big, sizeof(big), "%s/big.env", d);
+	f = fopen(big, "w");
+	assert_non_null(f);
+	assert_int_equal(ftruncate(fileno(f), (1 << 20) + 1), 0);
+	fclose(f);
+	snprintf(text, sizeof(text), "{\"services\": {\"a\": {\"command\": \"x\", \"env_file\": \"%s\"}}}",
+		 big);
+	expect_files_err(text, "services.a.env_file: ", "more than the 1048576");
+	snprintf(text, sizeof(text), "{\"log\": {\"path\": \"%s\"}}", fifo);
+	expect_files_err(text, "log.path: ", "is a FIFO");
+	expect_files_err(svc("\"log_file\": \"/dev/zero\""), "services.backend.log_file: ",
+			 "character");
+	/* missing is fine (a warning at start), and /dev/null discards a service's output */
+	parse_ok(svc("\"env_file\": \"/nonexistent/.env\", \"log_file\": \"/dev/null\""), &cfg);
+	assert_int_equal(config_check_files(&cfg, err, sizeof(err)), 0);
+	config_free(&cfg);
+	unlink(fifo);
+	unlink(big);
+	rmdir(d);
+}
+
+/* The grammar [A-Za-z0-9_][A-Za-z0-9_-]{0,63}: a name becomes a file and a cgroup directory, so
+ * ".", "..", '/', '.' at all and a leading '-' are refused, naming services.NAME. */
 static void test_service_names(void **state)
 {
-	char big[256], name[80];
+	static const char *const bad[] = {"..", ".", "a/b", "../x", "-x", "a.b", "bad name",
+					  "tab\\tname", "é"};
+	char big[256], name[80], want[160];
 	struct rev_config cfg;
 
 	(void)state;
 	EXPECT_ERR("{\"services\": {\"bad name\": {\"command\": \"x\"}}}",
-		   PATH ": services: invalid service name \"bad name\"", "letters, digits");
+		   PATH ": services.bad name: invalid service name \"bad name\"", "letters, digits");
 	EXPECT_ERR("{\"services\": {\"\": {\"command\": \"x\"}}}",
-		   "services: invalid service name \"\"");
-	EXPECT_ERR("{\"services\": {\"a/b\": {\"command\": \"x\"}}}",
-		   "invalid service name \"a/b\"");
+		   "services.: invalid service name \"\"");
+	EXPECT_ERR("{\"services\": {\"..\": {\"command\": \"x\"}}}",
+		   PATH ": services...: invalid service name \"..\"", "not starting with '-'");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(big, sizeof(big), "{\"services\": {\"%s\": {\"command\": \"x\"}}}", bad[i]);
+		snprintf(want, sizeof(want), "invalid service name \"");
+		EXPECT_ERR(big, want, "letters, digits");
+	}
+	/* control characters are shown escaped, never raw in a message */
+	EXPECT_ERR("{\"services\": {\"a\\nb\": {\"command\": \"x\"}}}",
+		   "services.a\\x0ab: invalid service name \"a\\x0ab\"");
 	EXPECT_ERR("{\"services\": {\"a\": {\"command\": \"x\"}, \"a\": {\"command\": \"y\"}}}",
 		   "services: service \"a\" is defined twice");
 
@@ -536,10 +602,14 @@ static void test_service_names(void **state)
 	name[64] = 'n';
 	name[65] = '\0';
 	snprintf(big, sizeof(big), "{\"services\": {\"%s\": {\"command\": \"x\"}}}", name);
-	EXPECT_ERR(big, "services: invalid service name", "1 to 64");
+	EXPECT_ERR(big, "invalid service name", "1 to 64");
 
-	parse_ok("{\"services\": {\"My_svc-2.0\": {\"command\": \"x\"}}}", &cfg);
-	assert_string_equal(cfg.services[0].name, "My_svc-2.0");
+	parse_ok("{\"services\": {\"My_svc-2\": {\"command\": \"x\"}, \"_x\": {\"command\": "
+		 "\"x\"}, \"9\": {\"command\": \"x\"}}}",
+		 &cfg);
+	assert_string_equal(cfg.services[0].name, "My_svc-2");
+	/* the default log file is NAME.log beside the event log, inside its directory */
+	assert_string_equal(cfg.services[0].log_file, "/tmp/x/logs/My_svc-2.log");
 	config_free(&cfg);
 }
 
@@ -866,6 +936,7 @@ int main(void)
 	    cmocka_unit_test(test_range_edges_accepted),
 	    cmocka_unit_test(test_command),
 	    cmocka_unit_test(test_service_names),
+	    cmocka_unit_test(test_file_kinds),
 	    cmocka_unit_test(test_env),
 	    cmocka_unit_test(test_depends_on),
 	    cmocka_unit_test(test_ports),

@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -712,6 +714,81 @@ static void segment_reader(void **state)
 	assert_int_equal(c.lens[2], 48);
 }
 
+/* A full disk in miniature: RLIMIT_FSIZE fails a write past a size (a short write at the limit,
+ * then EFBIG). No half line stays; each failure is counted; lines are kept (4096 at most, the
+ * rest counted as lost) and written whole once writes work, after an events_lost. */
+static void write_failures_keep_lines_and_say_so(void **state)
+{
+	struct evlog *lg = open_log(0, 0, false);
+	void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+	struct rlimit old, lim;
+	struct evlog_stats st;
+	struct stat sb;
+	char *text, *save = NULL, *line;
+	size_t len;
+	int n = 0, next = 0;
+	cJSON *e;
+
+	(void)state;
+	emit_seq(lg, 0, 5);
+	assert_int_equal(stat(logpath, &sb), 0);
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = sb.st_size + 40; /* room for part of one line */
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	for (int i = 5; i < 5 + 4200; i++) {
+		e = test_obj("test", 0);
+		cJSON_AddNumberToObject(e, "seq", i);
+		cJSON_AddStringToObject(e, "pad", "some text to make lines longer");
+		assert_true(evlog_emit(lg, e) < 0);
+	}
+	evlog_stats(lg, &st);
+	assert_int_equal(st.queued, 4096);
+	assert_int_equal(st.lost, 4200 - 4096);
+	assert_true(st.write_errors >= 4200);
+	/* the short write at the limit was cut: the file is as it was */
+	assert_int_equal(stat(logpath, &sb), 0);
+	assert_int_equal(sb.st_size, (off_t)lim.rlim_cur - 40);
+
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	emit_seq(lg, 5 + 4200, 5 + 4201); /* the next event writes what waits, then itself */
+	evlog_stats(lg, &st);
+	assert_int_equal(st.queued, 0);
+	evlog_close(lg);
+	signal(SIGXFSZ, prev);
+
+	text = slurp(logpath, &len);
+	assert_true(len > 0 && text[len - 1] == '\n');
+	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save), n++) {
+		cJSON *o = cJSON_Parse(line);
+		const cJSON *type = cJSON_GetObjectItemCaseSensitive(o, "type");
+
+		assert_non_null(o);
+		if (n == 5) {
+			/* the first line after recovery */
+			assert_string_equal(type->valuestring, "events_lost");
+			assert_string_equal(
+			    cJSON_GetObjectItemCaseSensitive(o, "reason")->valuestring,
+			    "log write failed");
+			assert_int_equal(cJSON_GetObjectItemCaseSensitive(o, "count")->valuedouble,
+					 4200 - 4096);
+			assert_int_equal(cJSON_GetObjectItemCaseSensitive(o, "delayed")->valuedouble,
+					 4096);
+			assert_string_equal(cJSON_GetObjectItemCaseSensitive(o, "error")->valuestring,
+					    strerror(EFBIG));
+		} else {
+			/* every other line in order: 0..4, the 4096 kept, then the new one */
+			assert_string_equal(type->valuestring, "test");
+			assert_int_equal(cJSON_GetObjectItemCaseSensitive(o, "seq")->valuedouble,
+					 next);
+			next = next == 5 + 4096 - 1 ? 5 + 4200 : next + 1;
+		}
+		cJSON_Delete(o);
+	}
+	assert_int_equal(n, 5 + 1 + 4096 + 1);
+	free(text);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -733,6 +810,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(queue_beyond_keep_is_dropped_uncompressed, setup_dir,
 					    teardown_dir),
 	    cmocka_unit_test_setup_teardown(segments_order, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(write_failures_keep_lines_and_say_so, setup_dir,
+					    teardown_dir),
 	    cmocka_unit_test(line_reader_rejects_bad_input),
 	    cmocka_unit_test_setup_teardown(segment_reader, setup_dir, teardown_dir),
 	};

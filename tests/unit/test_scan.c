@@ -467,35 +467,77 @@ static void state_round_trip(void **state)
 		assert_int_equal(state_read(path, &back), -EINVAL);
 		state_free(&back);
 	}
+
+	/* 1000 services (~150 KB): read whole, not cut at a fixed 64 KiB buffer */
+	{
+		struct svc_record *many = calloc(1000, sizeof(*many));
+
+		assert_non_null(many);
+		for (int i = 0; i < 1000; i++) {
+			snprintf(many[i].name, sizeof(many[i].name), "service-%04d", i);
+			many[i].pid = 100000 + i;
+			many[i].start_ticks = 1234567890123ull + i;
+			snprintf(many[i].state, sizeof(many[i].state), "running");
+			snprintf(many[i].health, sizeof(many[i].health), "ok");
+		}
+		st.svcs = many;
+		st.n = 1000;
+		assert_int_equal(state_write(path, &st), 0);
+		assert_int_equal(state_read(path, &back), 0);
+		assert_int_equal(back.n, 1000);
+		assert_string_equal(back.svcs[999].name, "service-0999");
+		assert_int_equal(back.svcs[999].start_ticks, 1234567890123ull + 999);
+		state_free(&back);
+		free(many);
+	}
 	assert_int_equal(unlink(path), 0);
 	assert_int_equal(rmdir(dir), 0);
 }
 
+/* A record counts only while its process is the one recorded: pid and start time. */
 static void service_of_pid_and_pgid(void **state)
 {
 	struct svc_record svcs[2] = {0};
 	struct rt_state st = {0};
-	pid_t pgid = getpgid(0);
+	pid_t me = getpid(), pgid = getpgid(0);
+	uint64_t ticks = proc_start_ticks(me);
 
 	(void)state;
+	assert_true(ticks > 0);
 	snprintf(svcs[0].name, sizeof(svcs[0].name), "memory");
-	svcs[0].pid = 999999; /* no such process: matches only by its pid */
+	svcs[0].pid = me;
 	svcs[0].pgid = 999999;
-	snprintf(svcs[1].name, sizeof(svcs[1].name), "engines");
-	svcs[1].pid = 999998;
-	svcs[1].pgid = pgid;
+	svcs[0].start_ticks = ticks;
 	st.svcs = svcs;
-	st.n = 2;
-
-	assert_string_equal(state_service_of(&st, 999999), "memory");
+	st.n = 1;
+	assert_string_equal(state_service_of(&st, me), "memory");
+	/* the same pid with another start time: a reused pid, not the service's process */
+	svcs[0].start_ticks = ticks + 1;
+	assert_null(state_service_of(&st, me));
+	svcs[0].start_ticks = 0; /* no start time recorded: nothing to prove it */
+	assert_null(state_service_of(&st, me));
+	svcs[0].pid = 999999; /* gone */
+	svcs[0].start_ticks = ticks;
+	assert_null(state_service_of(&st, 999999));
 	assert_null(state_service_of(&st, 0));
 	assert_null(state_service_of(&st, -5));
-	assert_null(state_service_of(NULL, getpid()));
-	if (pgid > 1) {
-		/* this test's own process is in engines's process group */
-		assert_string_equal(state_service_of(&st, getpid()), "engines");
+	assert_null(state_service_of(NULL, me));
+
+	if (pgid > 1 && pgid != me && proc_start_ticks(pgid)) {
+		/* this test's own process is in the group of "engines", whose leader is recorded */
+		snprintf(svcs[1].name, sizeof(svcs[1].name), "engines");
+		svcs[1].pid = pgid;
+		svcs[1].pgid = pgid;
+		svcs[1].start_ticks = proc_start_ticks(pgid);
+		st.svcs = svcs + 1;
+		st.n = 1;
+		assert_string_equal(state_service_of(&st, me), "engines");
+		/* the group's number now leads another process: not the recorded group */
+		svcs[1].start_ticks++;
+		assert_null(state_service_of(&st, me));
+		svcs[1].start_ticks--;
 		svcs[1].pgid = pgid + 1;
-		assert_null(state_service_of(&st, getpid()));
+		assert_null(state_service_of(&st, me));
 	}
 }
 

@@ -33,6 +33,8 @@
 #include "lib/log.h"
 #include "lib/loop.h"
 #include "lib/ports.h"
+#include "agent/sensor.h"
+#include "lib/safefs.h"
 #include "lib/snapshot.h"
 #include "lib/state.h"
 #include "lib/util.h"
@@ -291,7 +293,9 @@ static int reload(struct agent *a, char *detail, size_t len)
 	if (!next) {
 		snprintf(detail, len, "out of memory: the running configuration is kept");
 		rc = -ENOMEM;
-	} else if ((rc = config_load(a->cfg.path, next, detail, len))) {
+	} else if ((rc = config_reload(a->cfg.path, next, detail, len)) ||
+		   (rc = config_check_files(next, detail, len))) {
+		config_free(next);
 		free(next);
 		rc = -EINVAL;
 		cli_err("reload: %s (keeping the running configuration)", detail);
@@ -392,6 +396,13 @@ static void on_sup_event(void *ctx, const struct event *e)
 	emit(ctx, e);
 }
 
+static void on_status(void *ctx, cJSON *status)
+{
+	struct agent *a = ctx;
+
+	evlog_add_status(a->log, status);
+}
+
 /* ---- start-up steps: each prints what went wrong and returns an exit code, 0 to go on ---- */
 
 static void usage(FILE *f)
@@ -454,24 +465,18 @@ static void prepare(void)
 			"with the host's PID namespace: --pid=host, hostPID: true)");
 }
 
-/* One agent per control socket: the lock is the truth `scan` and a second `run` consult. */
+/* One agent per control socket: the lock is the truth `scan` and a second `run` consult. The
+ * runtime directory is checked (and made 0700 when it is ours alone) first. */
 static int take_lock(struct agent *a)
 {
-	char path[REV_PATH_BUF], pid[32] = "";
+	char err[1024], pid[32] = "";
 	ssize_t n;
-	int rc;
 
-	state_runtime_path(a->cfg.control.socket, REV_LOCK_FILE, path, sizeof(path));
-	rc = mkdir_p_parent(path, 0700);
-	if (rc) {
-		cli_err("cannot create the directory of %s: %s (check control.socket)", path,
-			strerror(-rc));
-		return EXIT_FAILED;
-	}
-	a->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	a->lockfd = runtime_open_lock(a->cfg.control.socket, err, sizeof(err));
 	if (a->lockfd < 0) {
-		cli_err("cannot open %s: %s", path, strerror(errno));
-		return EXIT_FAILED;
+		cli_err("%s", err);
+		/* a directory or file refused as unsafe is the config's to fix */
+		return a->lockfd == -ENOMEM ? EXIT_FAILED : EXIT_USAGE;
 	}
 	if (flock(a->lockfd, LOCK_EX | LOCK_NB) == 0) {
 		if (ftruncate(a->lockfd, 0) == 0)
@@ -488,6 +493,30 @@ static int take_lock(struct agent *a)
 	return EXIT_FAILED;
 }
 
+/* Every service's log directory, checked (and created) before anything starts: one another user
+ * could write in would be refused at every start. 0, or -errno with err set. */
+static int check_service_logs(const struct rev_config *cfg, char *err, size_t errlen)
+{
+	for (int i = 0; i < cfg->n_services; i++) {
+		const struct service_config *c = &cfg->services[i];
+		char dir[4096], name[256];
+		struct sdir d;
+		int rc = path_split(c->log_file, dir, sizeof(dir), name, sizeof(name));
+
+		if (!rc)
+			rc = sdir_open(&d, dir, SDIR_CREATE, 0755, err, errlen);
+		if (rc) {
+			size_t n = strlen(err);
+
+			snprintf(err + n, errlen - n, " (services.%s.log_file %s)", c->name,
+				 c->log_file);
+			return rc;
+		}
+		sdir_close(&d);
+	}
+	return 0;
+}
+
 static int open_log(struct agent *a)
 {
 	struct evlog_opts lo = {.path = a->cfg.log.path,
@@ -496,13 +525,19 @@ static int open_log(struct agent *a)
 				.compress = a->cfg.log.compress,
 				.echo = a->verbose > 0};
 	char err[1024];
+	int rc = 0;
 
 	a->log = evlog_open(&lo, err, sizeof(err));
-	if (!a->log) {
-		cli_err("%s", err);
-		return EXIT_FAILED;
-	}
-	return 0;
+	if (!a->log)
+		rc = -errno;
+	else
+		rc = check_service_logs(&a->cfg, err, sizeof(err));
+	metrics_watch_log(a->log);
+	if (!rc)
+		return 0;
+	cli_err("%s", err);
+	/* a path refused as unsafe, or one that cannot be made: the config's to fix */
+	return rc == -ENOMEM || rc == -EIO ? EXIT_FAILED : EXIT_USAGE;
 }
 
 static int make_loop(struct agent *a)
@@ -647,6 +682,7 @@ static int start_supervisor(struct agent *a)
 	struct sup_hooks h = {.event = on_sup_event,
 			      .stack_done = on_stack_done,
 			      .reload = on_reload_request,
+			      .status = on_status,
 			      .ctx = a,
 			      .listeners_fd = sensor_listeners_fd(a->sensor),
 			      .tree_fd = sensor_tree_fd(a->sensor),
@@ -734,6 +770,7 @@ static void teardown(struct agent *a)
 	if (a->sigfd >= 0)
 		close(a->sigfd);
 	loop_free(a->loop);
+	metrics_watch_log(NULL);
 	evlog_close(a->log);
 	agentrec_release(a->recfd);
 	if (a->lockfd >= 0)
@@ -747,6 +784,7 @@ int cmd_run(int argc, char **argv)
 {
 	struct agent a = {.sigfd = -1, .lockfd = -1, .recfd = -1, .stop_reason = -1};
 	const char *cfg_path = NULL;
+	char err[1024];
 	int rc = parse_args(&a, argc, argv, &cfg_path);
 
 	if (rc >= 0)
@@ -754,6 +792,11 @@ int cmd_run(int argc, char **argv)
 	rc = cli_load_config(cfg_path, &a.cfg);
 	if (rc)
 		return rc;
+	if (config_check_files(&a.cfg, err, sizeof(err))) {
+		cli_err("%s", err);
+		config_free(&a.cfg);
+		return EXIT_USAGE;
+	}
 	if (!is_root()) {
 		config_free(&a.cfg);
 		return cli_need_root("run");

@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include "agent/control.h"
+#include "lib/safefs.h"
+#include "lib/state.h"
 #include "lib/util.h"
 
 struct client {
@@ -208,6 +210,7 @@ struct control *control_open(struct loop *l, const char *path, struct supervisor
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	struct control *c = calloc(1, sizeof(*c));
+	struct sdir d;
 	mode_t old;
 	int rc;
 
@@ -224,14 +227,17 @@ struct control *control_open(struct loop *l, const char *path, struct supervisor
 	}
 	snprintf(c->path, sizeof(c->path), "%s", path);
 	memcpy(sa.sun_path, path, strlen(path) + 1);
-	rc = mkdir_p_parent(path, 0700);
-	if (rc) {
-		snprintf(err, errlen, "cannot create the directory of %s: %s", path, strerror(-rc));
+	/* The runtime directory: root's, 0700 when it is the agent's alone, refused when others
+	 * can write it and it is not sticky (the agent's lock already checked it). */
+	rc = state_runtime_dir(path, &d, err, errlen);
+	if (rc)
 		goto fail;
-	}
 	c->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	/* We hold the agent lock for this socket, so an existing file is a dead agent's. */
-	unlink(path);
+	/* We hold the agent lock for this socket, so an existing file is a dead agent's (or a name
+	 * planted in a shared directory): it goes. unlinkat() never follows a link. */
+	unlinkat(d.fd, strrchr(path, '/') ? strrchr(path, '/') + 1 : path, 0);
+	sdir_close(&d);
+	/* Born 0600: no chmod(path) afterwards, which would follow a link put in its place. */
 	old = umask(0177);
 	rc = c->fd < 0 || bind(c->fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(c->fd, 16);
 	umask(old);
@@ -240,7 +246,6 @@ struct control *control_open(struct loop *l, const char *path, struct supervisor
 			 strerror(errno));
 		goto fail;
 	}
-	chmod(path, 0600);
 	if (loop_add_fd(l, c->fd, EPOLLIN, on_accept, c)) {
 		snprintf(err, errlen, "cannot watch %s", path);
 		goto fail;

@@ -15,6 +15,7 @@
 #include "agent/zcensus.h"
 #include "event.h"
 #include "lib/events.h"
+#include "lib/log.h"
 #include "lib/util.h"
 
 #define PAGE (64 * 1024)
@@ -24,6 +25,7 @@ static struct {
 	uint64_t (*zombies_live)(void *ctx); /* the kernel's count, when it keeps the grace */
 	void *zombies_ctx;
 	uint64_t records[REV_EV_ZOMBIE + 1]; /* ring-buffer records by type (event.h) */
+	const struct evlog *log;
 } counters;
 
 static const char *const record_names[] = {
@@ -62,6 +64,11 @@ static uint64_t gauge_zombies(void)
 	return counters.zombies_live ? counters.zombies_live(counters.zombies_ctx) : counters.zombies;
 }
 
+void metrics_watch_log(const struct evlog *lg)
+{
+	counters.log = lg;
+}
+
 size_t metrics_appendf(char *buf, size_t len, size_t n, const char *fmt, ...)
 {
 	va_list ap;
@@ -79,8 +86,11 @@ size_t metrics_appendf(char *buf, size_t len, size_t n, const char *fmt, ...)
 
 size_t metrics_render(struct metrics *m, char *buf, size_t len)
 {
+	struct evlog_stats ls = {0};
 	size_t n = 0;
 
+	if (counters.log)
+		evlog_stats(counters.log, &ls);
 	n = metrics_appendf(buf, len, n,
 			    "# HELP revenant_events_total Events written to the event log, by type.\n"
 			    "# TYPE revenant_events_total counter\n");
@@ -107,6 +117,19 @@ size_t metrics_render(struct metrics *m, char *buf, size_t len)
 			    "# TYPE revenant_loop_wakeups_total counter\n"
 			    "revenant_loop_wakeups_total %llu\n",
 			    (unsigned long long)loop_wakeups(m ? m->loop : NULL));
+	n = metrics_appendf(
+		buf, len, n,
+		"# HELP revenant_log_write_errors_total Failed or short writes of the event log.\n"
+		"# TYPE revenant_log_write_errors_total counter\n"
+		"revenant_log_write_errors_total %llu\n"
+		"# HELP revenant_log_lines_lost_total Event log lines dropped (write queue full).\n"
+		"# TYPE revenant_log_lines_lost_total counter\n"
+		"revenant_log_lines_lost_total %llu\n"
+		"# HELP revenant_log_lines_queued Event log lines waiting for a write to succeed.\n"
+		"# TYPE revenant_log_lines_queued gauge\n"
+		"revenant_log_lines_queued %llu\n",
+		(unsigned long long)ls.write_errors, (unsigned long long)ls.lost,
+		(unsigned long long)ls.queued);
 	if (n < len)
 		n += zcensus_metrics(buf + n, len - n);
 	if (m && m->services && n < len)

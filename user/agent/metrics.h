@@ -25,6 +25,10 @@ void metrics_count_record(uint32_t type);
 /* When the kernel keeps the zombie grace: read its count of exited, unreaped processes at each
  * scrape (NULL: the count above). */
 void metrics_watch_kernel_grace(uint64_t (*unreaped)(void *ctx), void *ctx);
+/* The event log's write failures: failed or short writes, lines lost, lines waiting. */
+/* The event log whose write failures the exposition reports. */
+struct evlog;
+void metrics_watch_log(const struct evlog *lg);
 
 /* Append to buf (len bytes) at offset n; returns the new offset, never past len. */
 size_t metrics_appendf(char *buf, size_t len, size_t n, const char *fmt, ...)

@@ -458,7 +458,8 @@ static int sink_open(struct outputs *o, struct sink *k, const struct service_con
 	return 0;
 }
 
-/* The files of c: opened at its first start, again when its settings changed (a reload). */
+/* The files of c: opened at its first start, again when its settings changed (a reload) or a
+ * file is no longer the one its path names (moved away, replaced: checked again as new). */
 static struct sink *sink_get(struct outputs *o, const struct service_config *c, char *err,
 			     size_t errlen)
 {
@@ -466,7 +467,8 @@ static struct sink *sink_get(struct outputs *o, const struct service_config *c, 
 
 	for (k = o->sinks; k && strcmp(k->name, c->name); k = k->next)
 		;
-	if (k && sink_matches(k, c))
+	if (k && sink_matches(k, c) && !rotlog_replaced(k->file[0]) &&
+	    !rotlog_replaced(k->file[1]))
 		return k;
 	if (!k) {
 		k = calloc(1, sizeof(*k));

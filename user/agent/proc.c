@@ -22,6 +22,7 @@
 #include "agent/output.h"
 #include "agent/proc.h"
 #include "lib/loop.h"
+#include "lib/safefs.h"
 #include "lib/state.h"
 #include "lib/util.h"
 
@@ -29,6 +30,8 @@ extern char **environ;
 
 struct procs {
 	char cgroup_root[256];
+	char **made; /* the cgroup directories this agent made (only those are ever used) */
+	size_t n_made;
 	int tree_fd;
 	int causes_fd;		/* bpf/cause's watched pids, -1: none */
 	struct outputs *output; /* reads the services' pipes; NULL: the log file is their output */
@@ -124,17 +127,29 @@ static void env_free(struct envv *e)
 	free(e->v);
 }
 
-/* KEY=VALUE lines; '#' comments, blank lines, "export " and surrounding quotes allowed. */
-static int env_file_load(struct envv *e, const char *path)
+/* KEY=VALUE lines; '#' comments, blank lines, "export " and surrounding quotes allowed. Only a
+ * regular file of at most CONFIG_ENV_FILE_MAX bytes is read (a FIFO would block the loop,
+ * /dev/zero never end). */
+static int env_file_load(struct envv *e, const char *path, char *err, size_t errlen)
 {
-	FILE *f = fopen(path, "re");
+	int fd = safe_open_read(path, CONFIG_ENV_FILE_MAX, false, err, errlen);
+	FILE *f = fd >= 0 ? fdopen(fd, "re") : NULL;
 	char line[4096];
+	size_t total = 0;
 
-	if (!f)
-		return -errno;
-	while (fgets(line, sizeof(line), f)) {
+	if (!f) {
+		if (fd >= 0)
+			close(fd);
+		else
+			return fd;
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	/* The size was checked at the open; a file growing meanwhile is read up to the cap. */
+	while (total <= CONFIG_ENV_FILE_MAX && fgets(line, sizeof(line), f)) {
 		char *p = line, *eq, *val, *end;
 
+		total += strlen(line);
 		while (isspace((unsigned char)*p))
 			p++;
 		if (!*p || *p == '#')
@@ -164,8 +179,7 @@ static int env_file_load(struct envv *e, const char *path)
 static int build_env(struct envv *env, const struct service_config *c, int port,
 		     const struct svc_port *peers, size_t n_peers, char *warn, size_t warnlen)
 {
-	char kv[256];
-	int err;
+	char kv[256], why[512];
 
 	for (char **e = environ; *e; e++)
 		env_set(env, *e);
@@ -179,9 +193,9 @@ static int build_env(struct envv *env, const struct service_config *c, int port,
 		snprintf(kv + n, sizeof(kv) - n, "=%d", peers[i].port);
 		env_set(env, kv);
 	}
-	if (c->env_file && (err = env_file_load(env, c->env_file)))
+	if (c->env_file && env_file_load(env, c->env_file, why, sizeof(why)))
 		snprintf(warn, warnlen, "cannot read env_file %s: %s; starting without it",
-			 c->env_file, strerror(-err));
+			 c->env_file, why);
 	for (int i = 0; i < c->n_env; i++) {
 		char *v = procs_expand(c->env[i], port, peers, n_peers);
 
@@ -243,14 +257,47 @@ static void drop_privileges(const struct service_config *c, const struct creds *
 	}
 }
 
-static void make_cgroup(struct procs *p, const struct service_config *c, struct svc_proc *sp)
+static bool made_here(const struct procs *p, const char *path)
 {
+	for (size_t i = 0; i < p->n_made; i++)
+		if (!strcmp(p->made[i], path))
+			return true;
+	return false;
+}
+
+/* The service's cgroup: <root>/NAME, a directory this agent made itself. One that existed before
+ * its first mkdir is someone else's: its processes are not the service's, so it is never joined,
+ * signalled or killed (said in warn). */
+static void make_cgroup(struct procs *p, const struct service_config *c, struct svc_proc *sp,
+			char *warn, size_t warnlen)
+{
+	char **made;
+
 	sp->cgroup[0] = 0;
-	if (!p || !p->cgroup_root[0])
-		return;
-	snprintf(sp->cgroup, sizeof(sp->cgroup), "%s/%s", p->cgroup_root, c->name);
-	if (mkdir(sp->cgroup, 0755) && errno != EEXIST)
+	if (!p || !p->cgroup_root[0] ||
+	    path_child(sp->cgroup, sizeof(sp->cgroup), p->cgroup_root, c->name)) {
 		sp->cgroup[0] = 0;
+		return;
+	}
+	if (mkdir(sp->cgroup, 0755) == 0) {
+		made = realloc(p->made, (p->n_made + 1) * sizeof(*made));
+		if (made && (made[p->n_made] = strdup(sp->cgroup))) {
+			p->made = made;
+			p->n_made++;
+			return;
+		}
+		if (made)
+			p->made = made;
+		rmdir(sp->cgroup);
+	} else if (errno == EEXIST && made_here(p, sp->cgroup)) {
+		return;
+	} else if (errno == EEXIST) {
+		snprintf(warn, warnlen,
+			 "cgroup %s existed before the agent made it: not used (only the process "
+			 "group is signalled)",
+			 sp->cgroup);
+	}
+	sp->cgroup[0] = 0;
 }
 
 /* In the child, between fork and exec: only async-signal-safe calls, _exit on failure. out and
@@ -343,8 +390,13 @@ static int open_output(struct procs *p, const struct service_config *c, struct o
 			    "no rotation)", why[0] ? why : "cannot make its output pipes: ",
 			    why[0] ? "" : strerror(-rc), c->log_file);
 	}
-	mkdir_p_parent(c->log_file, 0755);
-	*logfd = open(c->log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	/* as safe_open() allows: no symlink, a regular file (or /dev/null), the agent's own in a
+	 * shared directory; refused: the output is discarded, and the service is told why */
+	why[0] = 0;
+	*logfd = safe_open(c->log_file, O_WRONLY | O_APPEND, SFILE_CREATE | SFILE_DEVNULL,
+			   SDIR_CREATE, 0644, why, sizeof(why));
+	if (*logfd < 0)
+		append_warn(warn, warnlen, "log_file refused: %s; the output goes to /dev/null", why);
 	return 0;
 }
 
@@ -373,8 +425,10 @@ int procs_spawn(struct procs *p, const struct service_config *c, int port,
 		return err;
 	}
 	open_output(p, c, &op, &logfd, warn, warnlen);
-	devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	make_cgroup(p, c, out);
+	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (logfd < 0)
+		logfd = dup(devnull); /* no usable log file: the output is discarded */
+	make_cgroup(p, c, out, warn + strlen(warn), warnlen - strlen(warn));
 
 	pid = fork();
 	if (pid == 0)
@@ -613,5 +667,8 @@ void procs_free(struct procs *p)
 		closedir(d);
 	if (p->cgroup_root[0])
 		rmdir(p->cgroup_root);
+	for (size_t i = 0; i < p->n_made; i++)
+		free(p->made[i]);
+	free(p->made);
 	free(p);
 }

@@ -17,6 +17,7 @@
 #include <bpf/libbpf.h>
 
 #include "lib/ports.h"
+#include "lib/safefs.h"
 #include "agent/sensor.h"
 #include "lib/util.h"
 #include "zombie_rec.h"
@@ -28,7 +29,7 @@
 #define CGROUP2_MAGIC_ 0x63677270
 /* Ring buffer sizes (common.bpf.h says why). */
 #define RING_EVERY_EXIT (4u << 20)
-#define RING_KERNEL_GRACE (256u << 10)
+#define RING_KERNEL_GRACE (512u << 10)
 #define CLOCK_RETRY_MS 100
 
 struct sensor {
@@ -355,7 +356,18 @@ struct sensor *sensor_start(struct loop *l, const struct sensor_opts *o, char *m
 		goto fail;
 	}
 
-	rc = mkdir_p(o->pin_dir, 0700);
+	/* The pins decide who owns a port (and so who kill-port signals): their directory must
+	 * be root's alone, never one another user made first on a bpffs they can write. */
+	{
+		struct sdir d;
+
+		rc = sdir_open(&d, o->pin_dir, SDIR_CREATE, 0700, err, errlen);
+		sdir_close(&d);
+		if (rc) {
+			errno = -rc;
+			goto fail;
+		}
+	}
 	snprintf(s->pin_path, sizeof(s->pin_path), "%s/%s", o->pin_dir, REV_LISTENERS_PIN);
 	unlink(s->pin_path); /* a pin left by a crashed agent describes a past nobody updates */
 	if (!rc)

@@ -18,6 +18,7 @@
 #include "agent/health.h"
 #include "agent/metrics.h"
 #include "agent/output.h"
+#include "lib/safefs.h"
 #include "agent/supervisor.h"
 #include "lib/state.h"
 #include "lib/util.h"
@@ -106,6 +107,7 @@ struct supervisor {
 	/* configurations applied by reloads (the first is the agent's): services point into them */
 	struct rev_config **owned;
 	int n_owned;
+	int state_err; /* the last failure to write state_path, said once */
 };
 
 typedef enum svc_state (*svc_action)(struct service *v);
@@ -360,6 +362,7 @@ static const char *health_name(const struct service *v)
 static void write_state(struct supervisor *s)
 {
 	struct rt_state st = {.agent_pid = getpid(), .n = s->n};
+	int rc;
 	struct svc_record arr[s->n > 0 ? s->n : 1];
 
 	memset(arr, 0, sizeof(arr));
@@ -378,10 +381,23 @@ static void write_state(struct supervisor *s)
 		snprintf(arr[i].state, sizeof(arr[i].state), "%s", svc_state_name(v->state));
 		snprintf(arr[i].health, sizeof(arr[i].health), "%s", health_name(v));
 	}
-	/* The crash-recovery record: a failure is counted (status, metrics), and the next change
-	 * tries again. */
-	if (state_write(s->state_path, &st))
+	/* The crash-recovery record: a failure is counted (status, metrics) and said once per kind
+	 * (the runtime directory turned unsafe, a full disk); the next change tries again. */
+	rc = state_write(s->state_path, &st);
+	if (rc)
 		s->state_write_errors++;
+	if (rc && rc != s->state_err) {
+		struct event e = {.type = EV_AGENT_WARNING};
+		char d[4400];
+
+		snprintf(d, sizeof(d),
+			 "cannot write %s: %s (a restarted agent or cleanup will not know the "
+			 "services' processes; stderr says why)",
+			 s->state_path, strerror(-rc));
+		e.agent_warning.detail = d;
+		emit(s, &e);
+	}
+	s->state_err = rc;
 }
 
 static void reply_pending(struct service *v, bool stopped)
@@ -668,7 +684,10 @@ static enum svc_state try_start(struct service *v)
 		/* Ours from a previous agent: replace it, never migrate away from it. */
 		if (v->leftover.pidfd >= 0)
 			loop_add_fd(s->loop, v->leftover.pidfd, EPOLLIN, on_leftover_exit, v);
-		s->ops.signal(s->ops.ctx, &v->leftover, v->cfg->stop_signal, SCOPE_ALL);
+		/* Its group only while it lives: by number once the leader is gone, the number may
+		 * be another group's. */
+		if (v->leftover.pidfd >= 0 && pidfd_signal(v->leftover.pidfd, 0) == 0)
+			s->ops.signal(s->ops.ctx, &v->leftover, v->cfg->stop_signal, SCOPE_ALL);
 		loop_timer_after_ms(s->loop, &v->timer, v->cfg->stop_timeout_ms);
 		return SVC_CLEARING;
 	}
@@ -1712,6 +1731,8 @@ static cJSON *status_json(struct supervisor *s)
 	cJSON_AddBoolToObject(r, "ok", true);
 	cJSON_AddNumberToObject(r, "agent_pid", getpid());
 	cJSON_AddNumberToObject(r, "state_write_errors", (double)s->state_write_errors);
+	if (s->h.status)
+		s->h.status(s->h.ctx, r);
 	svcs = cJSON_AddObjectToObject(r, "services");
 	for (int k = 0; k < s->n; k++) {
 		const struct service *v = s->svcs[s->order[k]];

@@ -97,6 +97,8 @@ struct sup_hooks {
 	/* `revenant reload`: read and apply the config file again. 0, or -EINVAL when the file is
 	 * bad (nothing changed); what happened in detail. */
 	int (*reload)(void *ctx, char *detail, size_t len);
+	/* Adds what the agent knows to a status answer (the event log's health). */
+	void (*status)(void *ctx, cJSON *status);
 	void *ctx;
 	int listeners_fd;
 	int tree_fd; /* the sensor's process-tree map, -1: none */

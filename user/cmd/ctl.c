@@ -227,6 +227,22 @@ static int get_status(int argc, char **argv, const char *usage, int nargs, struc
 	return -1;
 }
 
+/* The event log's health, when it is not perfect: write failures are never silent. */
+static void print_log_status(const cJSON *resp)
+{
+	const cJSON *lg = cJSON_GetObjectItemCaseSensitive(resp, "log");
+	const cJSON *e = cJSON_GetObjectItemCaseSensitive(lg, "write_errors");
+	const cJSON *l = cJSON_GetObjectItemCaseSensitive(lg, "lines_lost");
+	const cJSON *q = cJSON_GetObjectItemCaseSensitive(lg, "lines_queued");
+
+	if (!cJSON_IsNumber(e) || (!e->valuedouble && !cJSON_IsNumber(q)))
+		return;
+	if (e->valuedouble || (cJSON_IsNumber(q) && q->valuedouble))
+		printf("\nevent log %s: %.0f failed writes, %.0f lines lost, %.0f waiting\n",
+		       jstr(lg, "path", "?"), e->valuedouble,
+		       cJSON_IsNumber(l) ? l->valuedouble : 0, cJSON_IsNumber(q) ? q->valuedouble : 0);
+}
+
 int cmd_status(int argc, char **argv)
 {
 	static const char usage[] =
@@ -248,10 +264,14 @@ int cmd_status(int argc, char **argv)
 
 			cJSON_AddItemReferenceToObject(
 				out, "services", cJSON_GetObjectItemCaseSensitive(resp, "services"));
+			if (cJSON_GetObjectItemCaseSensitive(resp, "log"))
+				cJSON_AddItemReferenceToObject(
+					out, "log", cJSON_GetObjectItemCaseSensitive(resp, "log"));
 			print_json(out);
 			cJSON_Delete(out);
 		} else {
 			print_status_table(resp);
+			print_log_status(resp);
 		}
 	}
 	cJSON_Delete(resp);
@@ -421,8 +441,7 @@ int cmd_port(int argc, char **argv)
 /* A managed process from the state file that still is the process it was (pid + start time). */
 static bool still_ours(const struct svc_record *r)
 {
-	return r->pid > 1 && r->start_ticks && proc_start_ticks(r->pid) == r->start_ticks &&
-	       proc_state(r->pid) != 'Z';
+	return state_record_live(r) && proc_state(r->pid) != 'Z';
 }
 
 static void reason(cJSON *why, bool json, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -505,23 +524,32 @@ int cmd_verify(int argc, char **argv)
 	return rc;
 }
 
-/* Signal through a pidfd and wait (on the pidfd) up to ms for the exit. 1 gone, 0 still alive. */
-static int signal_and_wait(pid_t pid, int sig, int ms)
+/* Signal through a pidfd and wait (on the pidfd) up to ms for the exit. 1 gone, 0 still alive,
+ * -1 (errno set) when it cannot be signalled. */
+static int signal_and_wait(int fd, int sig, int ms)
 {
-	int fd = pidfd_open_pid(pid), rc;
-	struct pollfd p;
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+
+	if (pidfd_signal(fd, sig))
+		return errno == ESRCH ? 1 : -1;
+	/* the pidfd is readable once the process exited (a zombie counts: it holds nothing) */
+	return poll(&p, 1, ms) > 0 ? 1 : 0;
+}
+
+/* A pidfd on the recorded process, opened before its identity is checked: the start time read
+ * after the open, and the process still alive after the read, make it the recorded one. -1 when
+ * it is not (gone, or its pid now belongs to another process). */
+static int open_recorded(const struct svc_record *r)
+{
+	int fd = r->pid > 1 ? pidfd_open_pid(r->pid) : -1;
 
 	if (fd < 0)
-		return 1;
-	if (pidfd_signal(fd, sig)) {
+		return -1;
+	if (!still_ours(r) || pidfd_signal(fd, 0)) {
 		close(fd);
-		return errno == ESRCH ? 1 : -1;
+		return -1;
 	}
-	p = (struct pollfd){.fd = fd, .events = POLLIN};
-	rc = poll(&p, 1, ms);
-	close(fd);
-	/* the pidfd is readable once the process exited (a zombie counts: it holds nothing) */
-	return rc > 0 ? 1 : 0;
+	return fd;
 }
 
 int cmd_cleanup(int argc, char **argv)
@@ -556,11 +584,15 @@ int cmd_cleanup(int argc, char **argv)
 	if (snapshot_take(&s, SNAP_ZOMBIES, NULL, err, sizeof(err)) == 0) {
 		for (size_t i = 0; i < s.n_zombies; i++) {
 			const struct snap_zombie *z = &s.zombies[i];
-			const char *svc = state_service_of(&st, z->ppid);
+			int zfd = pidfd_open_pid(z->ppid);
+			const char *svc = zfd >= 0 ? state_service_of(&st, z->ppid) : NULL;
 			const struct service_config *c = svc ? config_service(&cfg, svc) : NULL;
 
-			if (!c)
+			if (!c) {
+				if (zfd >= 0)
+					close(zfd);
 				continue;
+			}
 			if (c->zombie_policy == ZOMBIE_RESTART_PARENT && agent) {
 				cJSON *req = cJSON_CreateObject(), *resp = NULL;
 
@@ -571,15 +603,15 @@ int cmd_cleanup(int argc, char **argv)
 					       c->name, z->pid, z->comm, z->ppid);
 				cJSON_Delete(resp);
 			} else {
-				int fd = pidfd_open_pid(z->ppid);
-
-				if (fd >= 0 && pidfd_signal(fd, SIGCHLD) == 0)
+				/* The pidfd first: the parent was matched (pid and start time) after
+				 * it was opened, and the nudge goes only if it is still alive. */
+				if (zfd >= 0 && pidfd_signal(zfd, SIGCHLD) == 0)
 					reason(done, o.json,
 					       "nudged pid %d (%s, service %s) to reap zombie %d",
 					       z->ppid, z->parent_comm, c->name, z->pid);
-				if (fd >= 0)
-					close(fd);
 			}
+			if (zfd >= 0)
+				close(zfd);
 		}
 	}
 	for (size_t i = 0; !agent && i < st.n; i++) {
@@ -587,18 +619,19 @@ int cmd_cleanup(int argc, char **argv)
 		const struct service_config *c = config_service(&cfg, r->name);
 		int sig = c ? c->stop_signal : SIGTERM;
 		int ms = c ? c->stop_timeout_ms : 5000;
-		int gone;
+		int gone, fd = open_recorded(r);
 
-		if (!still_ours(r))
+		if (fd < 0)
 			continue;
-		if (r->pgid > 1)
-			kill(-r->pgid, sig);
-		gone = signal_and_wait(r->pid, sig, ms);
+		if (r->pgid == r->pid)
+			pidfd_signal_group(fd, r->pgid, sig);
+		gone = signal_and_wait(fd, sig, ms);
 		if (gone != 1) {
-			if (r->pgid > 1)
-				kill(-r->pgid, SIGKILL);
-			gone = signal_and_wait(r->pid, SIGKILL, 5000);
+			if (r->pgid == r->pid)
+				pidfd_signal_group(fd, r->pgid, SIGKILL);
+			gone = signal_and_wait(fd, SIGKILL, 5000);
 		}
+		close(fd);
 		reason(done, o.json, "%s leftover %s (pid %d, port %d)",
 		       gone == 1 ? "stopped" : "could not stop", r->name, r->pid, r->port);
 	}
@@ -621,6 +654,28 @@ int cmd_cleanup(int argc, char **argv)
 	return EXIT_OK;
 }
 
+/* Whether the process behind pidfd (pid) holds port: a scan made after the pidfd was opened
+ * names it, and the pidfd's process is still alive after that scan. */
+static bool holds_port(int pidfd, pid_t pid, long port, const char *control_socket)
+{
+	struct scan_rows rows = {0};
+	bool found = false;
+
+	if (scan_collect(control_socket, true, 0, &rows))
+		return false;
+	for (size_t i = 0; i < rows.n && !found; i++) {
+		const struct scan_row *r = &rows.rows[i];
+
+		if (r->port != port)
+			continue;
+		found = r->pid == pid;
+		for (size_t k = 0; k < r->n_holders && !found; k++)
+			found = r->holders[k] == pid;
+	}
+	scan_rows_free(&rows);
+	return found && pidfd_signal(pidfd, 0) == 0;
+}
+
 int cmd_kill_port(int argc, char **argv)
 {
 	static const char usage[] =
@@ -636,7 +691,7 @@ int cmd_kill_port(int argc, char **argv)
 	const char *svc;
 	char path[REV_PATH_BUF], *end;
 	long port;
-	int rc = parse(argc, argv, &o, usage, true);
+	int pidfd = -1, rc = parse(argc, argv, &o, usage, true);
 
 	if (rc >= 0)
 		return rc;
@@ -671,9 +726,23 @@ int cmd_kill_port(int argc, char **argv)
 		cli_err("kill-port: port %ld belongs to PID 1 (%s): refusing, always", port, r->comm);
 		goto out;
 	}
+	/* The pidfd first, then who it is: the start time (against the state file) and the port
+	 * (a fresh scan) are read after it was opened, and the process is alive after both, so
+	 * they describe the process this pidfd holds, not a later owner of its pid. */
+	pidfd = pidfd_open_pid(r->pid);
+	if (pidfd < 0) {
+		cli_err("kill-port: pid %d, which held port %ld, is gone", r->pid, port);
+		goto out;
+	}
 	state_runtime_path(cfg.control.socket, REV_STATE_FILE, path, sizeof(path));
 	state_read(path, &st);
 	svc = state_service_of(&st, r->pid);
+	if (!holds_port(pidfd, r->pid, port, cfg.control.socket)) {
+		cli_err("kill-port: pid %d no longer holds port %ld (it exited, or its pid now "
+			"belongs to another process): nothing signalled",
+			r->pid, port);
+		goto out;
+	}
 	if (svc && scan_agent_running(cfg.control.socket)) {
 		cJSON *req = cJSON_CreateObject(), *resp = NULL;
 
@@ -694,7 +763,7 @@ int cmd_kill_port(int argc, char **argv)
 	}
 	{
 		char sbuf[16];
-		int gone = signal_and_wait(r->pid, o.sig, 10000);
+		int gone = signal_and_wait(pidfd, o.sig, 10000);
 
 		if (gone < 0) {
 			cli_err("kill-port: cannot signal pid %d: %s", r->pid, strerror(errno));
@@ -706,6 +775,8 @@ int cmd_kill_port(int argc, char **argv)
 		rc = gone ? EXIT_OK : EXIT_FAILED;
 	}
 out:
+	if (pidfd >= 0)
+		close(pidfd);
 	scan_rows_free(&rows);
 	state_free(&st);
 	config_free(&cfg);

@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 
 #include "lib/agentrec.h"
+#include "lib/safefs.h"
 
 #define RECORD_MAX 65536
 
@@ -55,17 +56,16 @@ int agentrec_claim(const struct agent_rec *r, pid_t *owner)
 	const char *path = agentrec_path();
 	struct flock fl = whole(F_WRLCK);
 	struct agent_rec other;
-	char *text;
+	char *text, err[512];
 	size_t len;
 	int fd, rc;
 
 	*owner = 0;
-	rc = mkdir_p_parent(path, 0700);
-	if (rc)
-		return rc;
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	/* Opened as every file the agent writes: never through a link or a file planted by
+	 * another user (lib/safefs). */
+	fd = safe_open(path, O_RDWR, SFILE_CREATE, SDIR_CREATE, 0644, err, sizeof(err));
 	if (fd < 0)
-		return -errno;
+		return fd;
 	if (fcntl(fd, F_OFD_SETLK, &fl)) {
 		rc = errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
 		close(fd);

@@ -8,7 +8,8 @@
 
 #include "lib/util.h"
 
-#define REV_AGENT_RECORD "/run/revenant/agent"
+#define REV_AGENT_RECORD_NAME "agent"
+#define REV_AGENT_RECORD "/run/revenant/" REV_AGENT_RECORD_NAME
 /* Where the record lives instead (tests, several agents on one host for development). */
 #define REV_AGENT_RECORD_ENV "REVENANT_AGENT_RECORD"
 

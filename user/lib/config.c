@@ -21,6 +21,7 @@
 #include <cjson/cJSON.h>
 
 #include "lib/config.h"
+#include "lib/safefs.h"
 #include "lib/util.h"
 
 #define CONFIG_MAX_BYTES (16 << 20)
@@ -278,6 +279,31 @@ static int get_path(struct ctx *c, const cJSON *it, const char *kp, const char *
 	free(*out);
 	*out = path_resolve(dir, s);
 	return *out ? 0 : -ENOMEM;
+}
+
+/* A file the agent reads or writes that already exists must be a regular file (a FIFO would
+ * block the agent, /dev/zero never end); max_bytes 0: no size limit. Missing is fine here. */
+static int check_file_kind(struct ctx *c, const char *kp, const char *path, long long max_bytes,
+			   bool devnull_ok)
+{
+	struct stat st;
+
+	if (stat(path, &st))
+		return 0;
+	if (devnull_ok && S_ISCHR(st.st_mode) && !strcmp(path, "/dev/null"))
+		return 0;
+	if (!S_ISREG(st.st_mode))
+		return fail(c, kp, "%s is %s, not a regular file (give a regular file)", path,
+			    S_ISDIR(st.st_mode)	   ? "a directory"
+			    : S_ISFIFO(st.st_mode) ? "a FIFO"
+			    : S_ISCHR(st.st_mode)  ? "a character device"
+			    : S_ISBLK(st.st_mode)  ? "a block device"
+			    : S_ISSOCK(st.st_mode) ? "a socket"
+						   : "not a regular file");
+	if (max_bytes && st.st_size > max_bytes)
+		return fail(c, kp, "%s is %lld bytes, more than the %lld an env_file may have", path,
+			    (long long)st.st_size, max_bytes);
+	return 0;
 }
 
 static int set_str(char **dst, const char *s)
@@ -735,13 +761,30 @@ static int parse_names(struct ctx *c, const cJSON *arr, const char *parent, char
 	return 0;
 }
 
+/* A service name becomes a file name (its log), a cgroup directory and an environment variable's
+ * value: [A-Za-z0-9_][A-Za-z0-9_-]{0,63}. No '.', so never "." or ".."; no '/'; no leading '-'
+ * (it would read as an option to the tools that get it). */
 static bool valid_name(const char *s)
 {
+	static const char ok[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
 	size_t n = strlen(s);
 
-	if (n == 0 || n > NAME_MAX_LEN)
+	if (n == 0 || n > NAME_MAX_LEN || s[0] == '-')
 		return false;
-	return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") == n;
+	return strspn(s, ok) == n;
+}
+
+/* The name as a message may show it: printable ASCII, the rest as \xNN, at most 64 characters. */
+static void printable_name(const char *s, char *buf, size_t len)
+{
+	size_t o = 0;
+
+	buf[0] = 0;
+	for (int i = 0; s[i] && i < 64 && o + 5 < len; i++) {
+		unsigned char c = s[i];
+
+		o += snprintf(buf + o, len - o, c >= ' ' && c < 0x7f ? "%c" : "\\x%02x", c);
+	}
 }
 
 enum {
@@ -1058,16 +1101,22 @@ static int service_finish(struct rev_config *cfg, struct service_config *sv)
 	if (!sv->cwd && !(sv->cwd = strdup(cfg->dir)))
 		return -ENOMEM;
 	if (!sv->log_file) {
-		char *d = path_dirname(cfg->log.path);
-		int n;
+		char *d = path_dirname(cfg->log.path), file[NAME_MAX_LEN + 8];
+		size_t len = d ? strlen(d) + sizeof(file) + 2 : 0;
+		int rc;
 
-		if (!d)
+		if (!d || !(sv->log_file = malloc(len))) {
+			free(d);
 			return -ENOMEM;
-		n = asprintf(&sv->log_file, "%s/%s.log", strcmp(d, "/") ? d : "", sv->name);
+		}
+		/* The name is an identifier already; the join still proves it stays in d. */
+		snprintf(file, sizeof(file), "%s.log", sv->name);
+		rc = path_child(sv->log_file, len, d, file);
 		free(d);
-		if (n < 0) {
+		if (rc) {
+			free(sv->log_file);
 			sv->log_file = NULL;
-			return -ENOMEM;
+			return rc;
 		}
 	}
 	if (!sv->stderr_file && !(sv->stderr_file = strdup(sv->log_file)))
@@ -1292,11 +1341,17 @@ static int parse_services(struct ctx *c, const cJSON *obj, struct rev_config *cf
 		struct service_config *sv = &cfg->services[cfg->n_services];
 		const char *name = it->string ? it->string : "";
 
-		if (!valid_name(name))
-			return fail(c, "services",
-				    "invalid service name \"%.80s\" (use 1 to %d letters, digits, "
-				    "'_', '.' or '-')",
-				    name, NAME_MAX_LEN);
+		if (!valid_name(name)) {
+			char shown[5 * 64 + 1], kp[KP_LEN];
+
+			printable_name(name, shown, sizeof(shown));
+			kp_fmt(kp, sizeof(kp), "services.%s", shown);
+			return fail(c, kp,
+				    "invalid service name \"%s\" (a name is 1 to %d letters, "
+				    "digits, '_' or '-', not starting with '-'; it becomes a file "
+				    "and cgroup name)",
+				    shown, NAME_MAX_LEN);
+		}
 		for (o = obj->child; o != it; o = o->next)
 			if (!strcmp(o->string, name))
 				return fail(
@@ -1518,19 +1573,29 @@ char *config_control_socket(const char *path)
 	return out;
 }
 
-int config_load(const char *path, struct rev_config *cfg, char *err, size_t errlen)
+static int load(const char *path, bool regular_only, struct rev_config *cfg, char *err,
+		size_t errlen)
 {
 	size_t len = 0, cap = 65536;
 	char *buf = NULL, *nb;
+	struct stat st;
 	int fd, ret;
 
 	if (!cfg || !path)
 		return -EINVAL;
 	memset(cfg, 0, sizeof(*cfg));
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = open(path, O_RDONLY | O_CLOEXEC | (regular_only ? O_NONBLOCK : 0));
 	if (fd < 0) {
 		ret = -errno;
 		goto fail;
+	}
+	if (regular_only && (fstat(fd, &st) || !S_ISREG(st.st_mode))) {
+		close(fd);
+		snprintf(err, errlen,
+			 "%s: not a regular file (a reload reads only regular files: it must not "
+			 "wait on a FIFO)",
+			 path);
+		return -EINVAL;
 	}
 	/* read to EOF rather than trust st_size: the path may be a pipe or /proc file */
 	for (;;) {
@@ -1588,6 +1653,34 @@ fail:
 			 : ret == -EACCES ? " (run as root or fix its permissions)"
 					  : "");
 	return ret;
+}
+
+int config_check_files(const struct rev_config *cfg, char *err, size_t errlen)
+{
+	struct ctx c = {.path = cfg->path ? cfg->path : "<config>", .err = err, .errlen = errlen};
+	char kp[KP_LEN];
+	int ret = check_file_kind(&c, "log.path", cfg->log.path, 0, false);
+
+	for (int i = 0; i < cfg->n_services && !ret; i++) {
+		const struct service_config *sv = &cfg->services[i];
+
+		kp_fmt(kp, sizeof(kp), "services.%s.log_file", sv->name);
+		ret = check_file_kind(&c, kp, sv->log_file, 0, true);
+		kp_fmt(kp, sizeof(kp), "services.%s.env_file", sv->name);
+		if (!ret && sv->env_file)
+			ret = check_file_kind(&c, kp, sv->env_file, CONFIG_ENV_FILE_MAX, false);
+	}
+	return ret;
+}
+
+int config_load(const char *path, struct rev_config *cfg, char *err, size_t errlen)
+{
+	return load(path, false, cfg, err, errlen);
+}
+
+int config_reload(const char *path, struct rev_config *cfg, char *err, size_t errlen)
+{
+	return load(path, true, cfg, err, errlen);
 }
 
 const char *config_default_path(void)

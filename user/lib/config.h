@@ -11,6 +11,7 @@
 #define CONFIG_DEFAULT_PATH "/etc/revenant/revenant.json"
 #define CONFIG_FALLBACK_PATH "config/revenant.json"
 #define CONFIG_DEFAULT_CONTROL_SOCKET "/run/revenant/control.sock"
+#define CONFIG_ENV_FILE_MAX (1 << 20) /* an env_file larger than this is refused */
 
 /* What belongs to a service when its main process exits or it is stopped (systemd's KillMode). */
 enum kill_mode {
@@ -110,6 +111,15 @@ int config_parse(const char *text, const char *path, struct rev_config *cfg, cha
 
 /* Read the file then config_parse(); -ENOENT etc. with a message when it cannot be read. */
 int config_load(const char *path, struct rev_config *cfg, char *err, size_t errlen);
+/* The same for the agent's loop (SIGHUP): opened O_NONBLOCK, and only a regular file is read,
+ * so a config replaced by a FIFO cannot block the agent. */
+int config_reload(const char *path, struct rev_config *cfg, char *err, size_t errlen);
+
+/* What the agent checks when it loads a config (start and reload), beyond the schema: log.path
+ * and each service's log_file and env_file, where they exist, are regular files (a FIFO would
+ * block the agent, /dev/zero never end), an env_file at most CONFIG_ENV_FILE_MAX bytes. Missing
+ * files are fine here. 0, or -EINVAL with "PATH: KEY: ..." in err. */
+int config_check_files(const struct rev_config *cfg, char *err, size_t errlen);
 
 /* control.socket of a file that may not be valid (as resolved by config_parse, or the default
  * when the file is JSON without one); NULL when it is not even JSON. For `revenant reload`,

@@ -185,6 +185,14 @@ static const struct ev_field health_f[] = {
 static const struct ev_field events_lost_f[] = {
 	F(ev_events_lost, "count", count, EVF_INT, 0),
 	F(ev_events_lost, "reason", reason, EVF_STR, 0),
+	F(ev_events_lost, "error", error, EVF_STR, EVF_OMIT),
+	F(ev_events_lost, "since", since, EVF_STR, EVF_OMIT),
+	F(ev_events_lost, "write_errors", write_errors, EVF_INT, EVF_OMIT),
+	F(ev_events_lost, "delayed", delayed, EVF_INT, EVF_OMIT),
+};
+
+static const struct ev_field agent_warning_f[] = {
+	F(ev_agent_warning, "detail", detail, EVF_STR, 0),
 };
 
 #define T(name, fields) {name, fields, ARRAY_SIZE(fields)}
@@ -206,6 +214,7 @@ static const struct ev_schema schemas[EV_NTYPES] = {
 	[EV_SERVICE_WARNING] = T("service_warning", service_warning_f),
 	[EV_HEALTH] = T("health", health_f),
 	[EV_EVENTS_LOST] = T("events_lost", events_lost_f),
+	[EV_AGENT_WARNING] = T("agent_warning", agent_warning_f),
 };
 
 static uint64_t counts[EV_NTYPES];

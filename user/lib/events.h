@@ -30,6 +30,7 @@ enum ev_type {
 	EV_SERVICE_WARNING,
 	EV_HEALTH,
 	EV_EVENTS_LOST,
+	EV_AGENT_WARNING,
 	EV_NTYPES,
 };
 
@@ -190,9 +191,16 @@ struct ev_health {
 	const char *detail;
 };
 
+struct ev_agent_warning {
+	const char *detail;
+};
+
 struct ev_events_lost {
 	int64_t count;
 	const char *reason;
+	/* a failed event log: why, since when, how many writes failed, lines kept and written after */
+	const char *error, *since;
+	int64_t write_errors, delayed;
 };
 
 struct event {
@@ -215,6 +223,7 @@ struct event {
 		struct ev_service_warning service_warning;
 		struct ev_health health;
 		struct ev_events_lost events_lost;
+		struct ev_agent_warning agent_warning;
 	};
 };
 

@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: MIT
-/* Rotating line files and the event log on top of one. A rotlog owns a file's fd, its rotation
- * and its compressor child; it serves the event log (log.path) and every service's output file.
- * Lines are appended with one write(2) per file on an O_APPEND fd, so concurrent readers see
- * whole lines only. A rotation never renames the file being written: the old inode gets a second
- * name (a hard link), then a fresh file is renamed over the path, so the path always exists and
- * every line is in exactly one file. Each event is serialised by cJSON into one such line. */
+/* Rotating line files and the event log on top of one. A rotlog owns a file's fd, its checked
+ * directory, its rotation and its compressor child; it serves the event log (log.path) and every
+ * service's output file. Everything is opened relative to the directory's fd, opened once and
+ * checked (lib/safefs), never through a symlink, new files with O_EXCL: in a directory other
+ * users share, a name they planted is refused or removed, never written through. Lines are
+ * appended with one write(2) per file on an O_APPEND fd, so concurrent readers see whole lines
+ * only. A rotation never renames the file being written: the old inode gets a second name (a hard
+ * link), then a fresh file is renamed over the path, so the path always exists and every line is
+ * in exactly one file. Each event is serialised by cJSON into one such line; a line the event
+ * log cannot write (a full disk) waits in a bounded queue and is retried, never lost silently. */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -26,18 +30,34 @@
 #include <zlib.h>
 
 #include "lib/log.h"
+#include "lib/events.h"
 #include "lib/loop.h"
+#include "lib/safefs.h"
 #include "lib/util.h"
+
+/* Lines a failed write could not place wait here, oldest first, and are retried whole. */
+#define QUEUE_MAX_LINES 4096
+#define QUEUE_MAX_BYTES (1 << 20)
+#define RETRY_FIRST_MS	100u
+#define RETRY_MAX_MS	10000u
+#define REPORT_EVERY_NS (10ull * 1000000000ull) /* stderr: one message per 10 s while failing */
+
+/* A file name in the directory and the names made from it (BASE.new, BASE.pending.SEQ, ...). */
+#define NAME_MAX_LEN 300
 
 struct rotlog {
 	char *path;
-	char *key; /* the config key that names path, for messages */
+	char *key;	    /* the config key that names path, for messages */
+	char base[256];	    /* the file's name in its directory */
+	struct sdir dir;    /* the checked directory: every file is opened relative to it */
 	int fd;
 	long long size;
+	long long cut_to;   /* >= 0: a short write left bytes past this; cut before writing */
 	struct rotlog_opts o;
 	unsigned long long next_seq; /* SEQ of the next pending segment */
 	int rotate_err;		     /* last rotation error reported, so it is said once */
 	bool no_reserve;	     /* the filesystem cannot preallocate (fallocate) */
+	bool devnull;		     /* /dev/null: written to, never repaired or rotated */
 	struct loop *loop;
 	/* The compressor: one child at a time, watched through its pidfd. */
 	pid_t child;
@@ -46,9 +66,29 @@ struct rotlog {
 	unsigned long long child_seq; /* pending segments below this SEQ existed when it started */
 };
 
+struct qline {
+	struct qline *next;
+	size_t len;
+	char data[];
+};
+
 struct evlog {
 	struct rotlog *rl;
 	bool echo;
+	struct loop *loop;
+	/* Writes that fail (a full disk): the queue, the retry and what is owed to the reader. */
+	struct qline *q_head, *q_tail;
+	size_t q_n, q_bytes;
+	struct loop_timer retry;
+	unsigned retry_ms;
+	bool failing;		     /* an events_lost is owed: it is the first line after recovery */
+	int fail_err;		     /* errno of the first failure of this episode */
+	uint64_t fail_since;	     /* CLOCK_REALTIME ns of that failure */
+	uint64_t write_errors;	     /* failed or short write(2)s, ever */
+	uint64_t lost;		     /* lines dropped (queue full), ever */
+	uint64_t ep_errors, ep_lost; /* the same, since the episode began */
+	uint64_t reported_ns;	     /* last stderr report (CLOCK_MONOTONIC) */
+	char warn[700];		     /* an agent_warning to log after the current line */
 };
 
 uint64_t ev_mono_to_real_ns(uint64_t mono)
@@ -167,9 +207,9 @@ int ev_parse_ts(const char *s, uint64_t *real_ns)
 
 /* ---- segment names, shared with the reader ---- */
 
-static void seg_name(char *buf, size_t len, const char *path, int k, bool gz)
+static void seg_name(char *buf, size_t len, const char *base, int k, bool gz)
 {
-	snprintf(buf, len, "%s.%d%s", path, k, gz ? ".gz" : "");
+	snprintf(buf, len, "%s.%d%s", base, k, gz ? ".gz" : "");
 }
 
 /* A segment index: decimal, no sign, no leading zero (so one number has one name). */
@@ -217,22 +257,17 @@ void evlog_segments_free(struct evseg *segs, size_t n)
 	free(segs);
 }
 
-int evlog_segments(const char *path, struct evseg **segs, size_t *n)
+/* The segments among d's entries; d is closed. Paths are path's directory part + the name. */
+static int collect_segments(DIR *d, const char *path, struct evseg **segs, size_t *n)
 {
 	const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path, *rest, *end;
 	size_t blen = strlen(base), cap = 0;
-	char dir[PATH_MAX];
 	struct dirent *de;
 	struct evseg s;
-	DIR *d;
 	int ret = 0;
 
 	*segs = NULL;
 	*n = 0;
-	evlog_dir(path, dir, sizeof(dir));
-	d = opendir(dir);
-	if (!d)
-		return -errno;
 	while ((de = readdir(d))) {
 		if (strncmp(de->d_name, base, blen) || de->d_name[blen] != '.')
 			continue;
@@ -257,6 +292,7 @@ int evlog_segments(const char *path, struct evseg **segs, size_t *n)
 			ret = -ENOMEM;
 			break;
 		}
+		s.name = s.path + (base - path);
 		(*segs)[(*n)++] = s;
 	}
 	closedir(d);
@@ -271,14 +307,46 @@ int evlog_segments(const char *path, struct evseg **segs, size_t *n)
 	return 0;
 }
 
+int evlog_segments(const char *path, struct evseg **segs, size_t *n)
+{
+	char dir[PATH_MAX];
+	DIR *d;
+
+	*segs = NULL;
+	*n = 0;
+	evlog_dir(path, dir, sizeof(dir));
+	d = opendir(dir);
+	if (!d)
+		return -errno;
+	return collect_segments(d, path, segs, n);
+}
+
+/* The writer's listing: through its checked directory, not the path. */
+static int segments_at(int dfd, const char *path, struct evseg **segs, size_t *n)
+{
+	int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+
+	*segs = NULL;
+	*n = 0;
+	if (!d) {
+		int e = errno;
+
+		if (fd >= 0)
+			close(fd);
+		return -e;
+	}
+	return collect_segments(d, path, segs, n);
+}
+
 /* The SEQ of the oldest pending segment; 0 when there is none (or the directory cannot be read). */
-static unsigned long long oldest_pending(const char *path)
+static unsigned long long oldest_pending(int dfd, const char *path)
 {
 	unsigned long long lo = 0;
 	struct evseg *s;
 	size_t n;
 
-	if (evlog_segments(path, &s, &n))
+	if (segments_at(dfd, path, &s, &n))
 		return 0;
 	for (size_t i = 0; i < n && !lo; i++)
 		if (s[i].pending)
@@ -289,42 +357,48 @@ static unsigned long long oldest_pending(const char *path)
 
 /* ---- compression: runs in a child, or in-process when the log closes ---- */
 
-/* PATH.1 (.gz) .. PATH.keep-1 move up one; PATH.keep is replaced, so at most `keep` remain. */
-static void shift_segments(const char *path, int keep, bool gz)
+/* BASE.1 (.gz) .. BASE.keep-1 move up one; BASE.keep is replaced, so at most `keep` remain. */
+static void shift_segments(int dfd, const char *path, const char *base, int keep, bool gz)
 {
-	char from[PATH_MAX], to[PATH_MAX];
+	char from[NAME_MAX_LEN], to[NAME_MAX_LEN];
 
 	/* log.keep may be lower than on the last run: what lies beyond it goes. */
 	for (int k = keep + 1;; k++) {
-		seg_name(to, sizeof(to), path, k, gz);
-		if (unlink(to))
+		seg_name(to, sizeof(to), base, k, gz);
+		if (unlinkat(dfd, to, 0))
 			break;
 	}
 	for (int k = keep - 1; k >= 1; k--) {
-		seg_name(from, sizeof(from), path, k, gz);
-		seg_name(to, sizeof(to), path, k + 1, gz);
-		if (rename(from, to) && errno != ENOENT)
-			fprintf(stderr, "revenant: cannot rename %s to %s: %s\n", from, to,
-				strerror(errno));
+		seg_name(from, sizeof(from), base, k, gz);
+		seg_name(to, sizeof(to), base, k + 1, gz);
+		/* rename() never follows a link: a planted name is moved or replaced, not used */
+		if (renameat(dfd, from, dfd, to) && errno != ENOENT)
+			fprintf(stderr, "revenant: cannot rename %s.%d%s: %s\n", path, k,
+				gz ? ".gz" : "", strerror(errno));
 	}
 }
 
-/* gzip src into dst, fsynced, so a rename of dst publishes a complete file. 0 or -errno. */
-static int gzip_file(const char *src, const char *dst)
+/* gzip src into a fresh dst (both in d), fsynced, so a rename of dst publishes a complete file.
+ * src must be a regular file, and in a shared directory the agent's own. 0 or -errno. */
+static int gzip_file(const struct sdir *d, const char *src, const char *dst, char *err,
+		     size_t errlen)
 {
 	int in, out, sync_fd = -1, ret = 0;
 	char buf[65536];
+	bool planted;
 	gzFile gz;
 	ssize_t n;
 
-	in = open(src, O_RDONLY | O_CLOEXEC);
+	in = sdir_file(d, src, O_RDONLY, 0, 0, NULL, err, errlen);
 	if (in < 0)
-		return -errno;
-	out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		return in;
+	out = sdir_file(d, dst, O_WRONLY, SFILE_FRESH, 0644, &planted, err, errlen);
+	if (planted)
+		fprintf(stderr, "revenant: warning: removed %s/%s, which another user had put there\n",
+			d->path, dst);
 	if (out < 0) {
-		ret = -errno;
 		close(in);
-		return ret;
+		return out;
 	}
 	/* gzclose() closes out; fsync needs a descriptor of its own. */
 	sync_fd = fcntl(out, F_DUPFD_CLOEXEC, 0);
@@ -351,80 +425,96 @@ done:
 	if (sync_fd >= 0)
 		close(sync_fd);
 	close(in);
-	if (ret)
-		unlink(dst);
+	if (ret) {
+		unlinkat(d->fd, dst, 0);
+		snprintf(err, errlen, "%s", strerror(-ret));
+	}
 	return ret;
+}
+
+static bool same_file(int dfd, const char *a, const char *b)
+{
+	struct stat x, y;
+
+	return !fstatat(dfd, a, &x, AT_SYMLINK_NOFOLLOW) &&
+	       !fstatat(dfd, b, &y, AT_SYMLINK_NOFOLLOW) && x.st_ino == y.st_ino &&
+	       x.st_dev == y.st_dev;
 }
 
 /* Turns every pending segment, oldest first, into PATH.1.gz, dropping those beyond keep. A lock
  * on the directory keeps two compressors (an orphan of a killed agent and ours) from shifting the
  * same segments. 0 or -errno; the cause is printed, and the segment stays pending (tail --all
  * still reads it). */
-static int compress_pending(const char *path, int keep)
+static int compress_pending(const struct sdir *d, const char *path, const char *base, int keep)
 {
-	char dir[PATH_MAX], tmp[PATH_MAX], first[PATH_MAX];
-	struct stat live, st;
+	char tmp[NAME_MAX_LEN], first[NAME_MAX_LEN], err[600];
 	struct evseg *s = NULL;
 	size_t n = 0, i;
-	int dfd, ret = 0;
+	int lfd, ret = 0;
 
-	evlog_dir(path, dir, sizeof(dir));
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0 || flock(dfd, LOCK_EX)) {
+	/* An open file description of our own: a lock on one shared with the agent (fork) would
+	 * not keep us apart from it. */
+	lfd = openat(d->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (lfd < 0 || flock(lfd, LOCK_EX)) {
 		ret = -errno;
-		fprintf(stderr, "revenant: cannot lock %s to compress %s: %s\n", dir, path,
+		fprintf(stderr, "revenant: cannot lock %s to compress %s: %s\n", d->path, path,
 			strerror(-ret));
 		goto out;
 	}
-	snprintf(tmp, sizeof(tmp), "%s.gz.tmp", path);
-	seg_name(first, sizeof(first), path, 1, true);
+	snprintf(tmp, sizeof(tmp), "%s.gz.tmp", base);
+	seg_name(first, sizeof(first), base, 1, true);
 	for (;;) {
 		evlog_segments_free(s, n);
-		ret = evlog_segments(path, &s, &n);
+		ret = segments_at(d->fd, path, &s, &n);
 		if (ret)
 			break;
 		for (i = 0; i < n && !s[i].pending; i++)
 			;
 		/* Still the live file: a rotation between its link and its rename, or one a crash
 		 * cut there (the next agent undoes it). Its lines would be in two places. */
-		if (i == n || (!stat(path, &live) && !stat(s[i].path, &st) &&
-			       st.st_ino == live.st_ino && st.st_dev == live.st_dev))
+		if (i == n || same_file(d->fd, base, s[i].name))
 			break;
 		/* More queued than kept (rotations faster than compression): the oldest would be
 		 * shifted out right after its compression, so it goes now, uncompressed. */
 		if (n - i > (size_t)(keep > 0 ? keep : 0)) {
-			if (!unlink(s[i].path))
+			if (!unlinkat(d->fd, s[i].name, 0))
 				continue;
 			ret = -errno;
 			fprintf(stderr, "revenant: cannot remove %s: %s\n", s[i].path,
 				strerror(-ret));
 			break;
 		}
-		ret = gzip_file(s[i].path, tmp);
+		ret = gzip_file(d, s[i].name, tmp, err, sizeof(err));
+		if (ret == -EPERM || ret == -EINVAL || ret == -ELOOP) {
+			/* Not a segment of ours (planted in a shared directory): it goes, unread. */
+			fprintf(stderr, "revenant: warning: removing %s: %s\n", s[i].path, err);
+			if (!unlinkat(d->fd, s[i].name, 0))
+				continue;
+		}
 		if (ret) {
-			fprintf(
-			    stderr,
-			    "revenant: cannot compress %s: %s (it stays uncompressed; check the "
-			    "space and permissions of %s)\n",
-			    s[i].path, strerror(-ret), dir);
+			fprintf(stderr,
+				"revenant: cannot compress %s: %s (it stays uncompressed; check the "
+				"space and permissions of %s)\n",
+				s[i].path, err, d->path);
 			break;
 		}
-		shift_segments(path, keep, true);
-		if (rename(tmp, first)) {
+		shift_segments(d->fd, path, base, keep, true);
+		if (renameat(d->fd, tmp, d->fd, first)) {
 			ret = -errno;
-			fprintf(stderr, "revenant: cannot rename %s to %s: %s\n", tmp, first,
-				strerror(-ret));
-			unlink(tmp);
+			fprintf(stderr, "revenant: cannot rename %s.gz.tmp to %s.1.gz: %s\n", path,
+				path, strerror(-ret));
+			unlinkat(d->fd, tmp, 0);
 			break;
 		}
-		unlink(s[i].path);
+		unlinkat(d->fd, s[i].name, 0);
 	}
 	evlog_segments_free(s, n);
 out:
-	if (dfd >= 0)
-		close(dfd);
+	if (lfd >= 0)
+		close(lfd);
 	return ret;
 }
+
 
 static void compressor_start(struct rotlog *lg);
 
@@ -451,7 +541,7 @@ static void compressor_reap(struct rotlog *lg, bool closing)
 	lg->child_pidfd = -1;
 	lg->child_in_loop = false;
 	lg->child = 0;
-	if (closing || !(lo = oldest_pending(lg->path)))
+	if (closing || !(lo = oldest_pending(lg->dir.fd, lg->path)))
 		return;
 	if (lo < lg->child_seq)
 		/* It said why; retrying now would fail the same way, the next rotation retries. */
@@ -476,7 +566,7 @@ static void compressor_start(struct rotlog *lg)
 	sigset_t none;
 	pid_t pid;
 
-	if (lg->child || !oldest_pending(lg->path))
+	if (lg->child || !oldest_pending(lg->dir.fd, lg->path))
 		return;
 	pid = fork();
 	if (pid < 0) {
@@ -487,16 +577,22 @@ static void compressor_start(struct rotlog *lg)
 		return;
 	}
 	if (pid == 0) {
+		struct sdir d = lg->dir;
+
 		/* The agent blocks SIGTERM/SIGINT/SIGCHLD into its signalfd: not ours to keep. */
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		/* Out of the agent's process group: a Ctrl-C meant for the agent must not stop
 		 * a compression half-way (the agent waits for us when it closes the log). */
 		setpgid(0, 0);
-		/* Not the agent's fds: its lock, sockets and BPF links must not outlive it here. */
-		close_range(3, ~0U, 0);
+		/* Not the agent's fds (its lock, sockets and BPF links must not outlive it here):
+		 * only the file's checked directory stays, as fd 3. */
+		if (d.fd != 3 && dup2(d.fd, 3) < 0)
+			_exit(1);
+		d.fd = 3;
+		close_range(4, ~0U, 0);
 		setpriority(PRIO_PROCESS, 0, 10);
-		_exit(compress_pending(lg->path, lg->o.keep) ? 1 : 0);
+		_exit(compress_pending(&d, lg->path, lg->base, lg->o.keep) ? 1 : 0);
 	}
 	lg->child = pid;
 	lg->child_seq = lg->next_seq;
@@ -530,22 +626,19 @@ int rotlog_attach_loop(struct rotlog *lg, struct loop *l)
 /* ---- the writer ---- */
 
 /* The file must end in a newline: a write cut short (disk full, or a fatal signal between pages
- * of a long line) leaves a half line, which goes rather than merge with the next line. */
+ * of a long line) leaves a half line, which goes rather than merge with the next line. Read
+ * through the fd already open: the name is not looked up again. */
 static int cut_partial_line(struct rotlog *lg)
 {
 	char buf[4096];
 	long long end = lg->size, off;
 	ssize_t n;
-	int rfd;
 
 	if (!end)
 		return 0;
-	rfd = open(lg->path, O_RDONLY | O_CLOEXEC);
-	if (rfd < 0)
-		return -errno;
 	while (end > 0) {
 		off = end > (long long)sizeof(buf) ? end - (long long)sizeof(buf) : 0;
-		n = pread(rfd, buf, end - off, off);
+		n = pread(lg->fd, buf, end - off, off);
 		if (n <= 0)
 			break;
 		while (n > 0 && buf[n - 1] != '\n')
@@ -556,7 +649,6 @@ static int cut_partial_line(struct rotlog *lg)
 		}
 		end = off;
 	}
-	close(rfd);
 	if (end == lg->size)
 		return 0;
 	fprintf(stderr, "revenant: %s ended in a partial line (%lld bytes, left by a crash): cut\n",
@@ -575,23 +667,32 @@ static void undo_half_rotation(struct rotlog *lg)
 	struct evseg *s;
 	size_t n;
 
-	if (fstat(lg->fd, &live) || evlog_segments(lg->path, &s, &n))
+	if (fstat(lg->fd, &live) || segments_at(lg->dir.fd, lg->path, &s, &n))
 		return;
 	for (size_t i = 0; i < n; i++) {
-		if (!s[i].gz && !stat(s[i].path, &st) && st.st_ino == live.st_ino &&
-		    st.st_dev == live.st_dev)
-			unlink(s[i].path);
+		if (!s[i].gz && !fstatat(lg->dir.fd, s[i].name, &st, AT_SYMLINK_NOFOLLOW) &&
+		    st.st_ino == live.st_ino && st.st_dev == live.st_dev)
+			unlinkat(lg->dir.fd, s[i].name, 0);
 		if (s[i].pending && s[i].idx >= lg->next_seq)
 			lg->next_seq = s[i].idx + 1;
 	}
 	evlog_segments_free(s, n);
 }
 
+/* err gets " (check KEY)" appended, so the message names the setting to fix. */
+static void say_key(char *err, size_t errlen, const char *key)
+{
+	size_t n = strlen(err);
+
+	if (n < errlen)
+		snprintf(err + n, errlen - n, " (check %s)", key);
+}
+
 struct rotlog *rotlog_open(const struct rotlog_opts *o, char *err, size_t errlen)
 {
 	struct rotlog *lg = calloc(1, sizeof(*lg));
 	const char *key = o->key ? o->key : "log.path";
-	char tmp[PATH_MAX];
+	char dir[PATH_MAX], tmp[NAME_MAX_LEN];
 	struct stat st;
 	int rc;
 
@@ -600,37 +701,56 @@ struct rotlog *rotlog_open(const struct rotlog_opts *o, char *err, size_t errlen
 		if (lg)
 			free(lg->path);
 		free(lg);
+		errno = ENOMEM;
 		return NULL;
 	}
 	lg->o = *o;
 	lg->o.path = lg->path;
 	lg->o.key = lg->key;
-	lg->fd = lg->child_pidfd = -1;
+	lg->fd = lg->child_pidfd = lg->dir.fd = -1;
 	lg->next_seq = 1;
-	rc = mkdir_p_parent(o->path, 0755);
+	lg->cut_to = -1;
+	rc = path_split(o->path, dir, sizeof(dir), lg->base, sizeof(lg->base));
 	if (rc) {
-		snprintf(err, errlen, "cannot create the directory of %s: %s (check %s)", o->path,
-			 strerror(-rc), key);
+		snprintf(err, errlen, "%s: not a path to a file (check %s)", o->path, key);
 		goto fail;
 	}
-	lg->fd = open(o->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-	if (lg->fd < 0) {
-		snprintf(err, errlen, "cannot open %s: %s (check %s)", o->path, strerror(errno), key);
+	/* Everything of the file lives in this directory, opened once and checked: owned by root,
+	 * and writable by others only when sticky (then only files of ours are used). */
+	rc = sdir_open(&lg->dir, dir, SDIR_CREATE, 0755, err, errlen);
+	if (rc) {
+		say_key(err, errlen, key);
 		goto fail;
 	}
-	if (fstat(lg->fd, &st) == 0)
+	/* Read too: the check of the file's end reads through this fd, not the name. */
+	rc = sdir_file(&lg->dir, lg->base, O_RDWR | O_APPEND, SFILE_CREATE | SFILE_DEVNULL, 0644,
+		       NULL, err, errlen);
+	if (rc < 0) {
+		say_key(err, errlen, key);
+		goto fail;
+	}
+	lg->fd = rc;
+	if (fstat(lg->fd, &st) == 0) {
 		lg->size = st.st_size;
+		lg->devnull = !S_ISREG(st.st_mode);
+	}
+	if (lg->devnull) {
+		/* output discarded on purpose: no end to check, nothing to rotate or reserve */
+		lg->no_reserve = true;
+		return lg;
+	}
 	rc = cut_partial_line(lg);
 	if (rc)
 		fprintf(stderr, "revenant: cannot check the end of %s: %s\n", o->path,
 			strerror(-rc));
-	snprintf(tmp, sizeof(tmp), "%s.new", o->path);
-	unlink(tmp);
+	snprintf(tmp, sizeof(tmp), "%s.new", lg->base);
+	unlinkat(lg->dir.fd, tmp, 0);
 	undo_half_rotation(lg);
 	compressor_start(lg); /* what a previous run left pending */
 	return lg;
 fail:
 	rotlog_close(lg);
+	errno = -rc;
 	return NULL;
 }
 
@@ -639,38 +759,73 @@ const char *rotlog_path(const struct rotlog *lg)
 	return lg->path;
 }
 
+bool rotlog_replaced(const struct rotlog *lg)
+{
+	struct stat path, open;
+
+	if (lg->devnull || lg->fd < 0 || fstat(lg->fd, &open))
+		return false;
+	/* the name in the checked directory, not the path again: never through a link */
+	return fstatat(lg->dir.fd, lg->base, &path, AT_SYMLINK_NOFOLLOW) ||
+	       path.st_ino != open.st_ino || path.st_dev != open.st_dev;
+}
+
+static void rotlog_warn(struct rotlog *lg, const char *detail)
+{
+	if (lg->o.warn)
+		lg->o.warn(lg->o.warn_ctx, detail);
+	else
+		fprintf(stderr, "revenant: warning: %s\n", detail);
+}
+
 /* The old file keeps its inode under the segment name (link), and a fresh file replaces the path
  * (rename): readers following the path see a new inode, while the old one is complete. */
 static int rotate(struct rotlog *lg)
 {
-	char next[PATH_MAX], seg[PATH_MAX];
-	bool keep = lg->o.keep > 0;
+	char next[NAME_MAX_LEN], seg[NAME_MAX_LEN], err[600], detail[700];
+	bool keep = lg->o.keep > 0, planted;
 	int fd, ret;
 
-	snprintf(next, sizeof(next), "%s.new", lg->path);
-	fd = open(next, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	/* A fresh file (O_EXCL): whatever has the name, a leftover or a link another user planted
+	 * in a shared directory, is removed, never opened. */
+	snprintf(next, sizeof(next), "%s.new", lg->base);
+	fd = sdir_file(&lg->dir, next, O_RDWR | O_APPEND, SFILE_FRESH, 0644, &planted, err,
+		       sizeof(err));
+	if (planted) {
+		snprintf(detail, sizeof(detail),
+			 "removed %s.new, which another user had put in %s (a rotation file is "
+			 "always made fresh)",
+			 lg->path, lg->dir.path);
+		rotlog_warn(lg, detail);
+	}
 	if (fd < 0)
-		return -errno;
+		return fd;
 	if (keep && lg->o.compress) {
 		/* Unique: rotations while the compressor runs queue up instead of waiting. */
-		snprintf(seg, sizeof(seg), "%s.pending.%llu", lg->path, lg->next_seq++);
+		snprintf(seg, sizeof(seg), "%s.pending.%llu", lg->base, lg->next_seq++);
 	} else if (keep) {
-		shift_segments(lg->path, lg->o.keep, false);
-		seg_name(seg, sizeof(seg), lg->path, 1, false);
+		shift_segments(lg->dir.fd, lg->path, lg->base, lg->o.keep, false);
+		seg_name(seg, sizeof(seg), lg->base, 1, false);
 	}
-	if (keep && link(lg->path, seg)) {
+	/* linkat() makes a new name only: a planted one is in the way (EEXIST), never used */
+	if (keep && linkat(lg->dir.fd, lg->base, lg->dir.fd, seg, 0)) {
 		ret = -errno;
-		goto fail;
+		if (ret == -EEXIST && !unlinkat(lg->dir.fd, seg, 0) &&
+		    !linkat(lg->dir.fd, lg->base, lg->dir.fd, seg, 0))
+			ret = 0;
+		if (ret)
+			goto fail;
 	}
-	if (rename(next, lg->path)) {
+	if (renameat(lg->dir.fd, next, lg->dir.fd, lg->base)) {
 		ret = -errno;
 		if (keep)
-			unlink(seg);
+			unlinkat(lg->dir.fd, seg, 0);
 		goto fail;
 	}
 	close(lg->fd);
 	lg->fd = fd;
 	lg->size = 0;
+	lg->cut_to = -1;
 	if (keep && lg->o.compress) {
 		compressor_reap(lg, false);
 		compressor_start(lg);
@@ -678,7 +833,7 @@ static int rotate(struct rotlog *lg)
 	return 0;
 fail:
 	close(fd);
-	unlink(next);
+	unlinkat(lg->dir.fd, next, 0);
 	return ret;
 }
 
@@ -720,35 +875,62 @@ static int reserve(struct rotlog *lg, size_t len)
 	return 0;
 }
 
-/* One write(2), reserved first. A short one all the same keeps the whole lines it wrote and
- * cuts the rest, so no half line stays behind. */
+/* One write(2), reserved first. A short one all the same (the disk filled mid-batch) is
+ * followed by one for the rest, whose error says why; then the whole lines written stay and
+ * the rest is cut, so no half line stays behind. */
 static int append(struct rotlog *lg, const char *buf, size_t len, size_t *written)
 {
+	size_t done = 0, keep;
+	struct stat st;
 	ssize_t n;
-	size_t keep;
-	int rc = reserve(lg, len);
+	int rc;
 
+	/* A cut that failed last time comes first: the next line must not follow half a one. */
+	if (lg->cut_to >= 0) {
+		if (ftruncate(lg->fd, lg->cut_to))
+			return -errno;
+		lg->size = lg->cut_to;
+		lg->cut_to = -1;
+	}
+	rc = reserve(lg, len);
 	if (rc)
 		return rc;
-	n = write(lg->fd, buf, len);
-
-	if (n == (ssize_t)len) {
-		lg->size += n;
-		*written += n;
+	while (done < len) {
+		n = write(lg->fd, buf + done, len - done);
+		if (n > 0) {
+			done += n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		rc = n < 0 ? -errno : -ENOSPC;
+		break;
+	}
+	if (done == len) {
+		lg->size += len;
+		*written += len;
 		return 0;
 	}
-	rc = n < 0 ? -errno : -ENOSPC; /* a short write is the disk filling up */
-	keep = n > 0 ? lines_within(buf, n, n) : 0;
-	if (n > 0 && (size_t)n != keep && ftruncate(lg->fd, lg->size + keep))
-		rc = -errno;
-	lg->size += keep;
+	keep = lines_within(buf, done, done);
 	*written += keep;
+	if (done == keep) {
+		lg->size += keep;
+		return rc;
+	}
+	/* The half line at the end goes. The end comes from the file, not from our count, which a
+	 * truncation by someone else would have made wrong. */
+	lg->cut_to = !fstat(lg->fd, &st) && st.st_size >= (off_t)done
+			 ? st.st_size - (off_t)(done - keep)
+			 : lg->size + (long long)keep;
+	lg->size = lg->cut_to;
+	if (!ftruncate(lg->fd, lg->cut_to))
+		lg->cut_to = -1;
 	return rc;
 }
 
 int rotlog_write(struct rotlog *lg, const char *buf, size_t len, size_t *written)
 {
-	long long max = lg->o.max_bytes;
+	long long max = lg->devnull ? 0 : lg->o.max_bytes;
 	size_t dummy = 0, n;
 	int rc;
 
@@ -786,10 +968,11 @@ void rotlog_close(struct rotlog *lg)
 	if (lg->child)
 		compressor_reap(lg, true);
 	/* A clean stop leaves nothing uncompressed: the rest is done here, the loop is over. */
-	if (lg->fd >= 0 && oldest_pending(lg->path))
-		compress_pending(lg->path, lg->o.keep);
+	if (lg->fd >= 0 && !lg->devnull && oldest_pending(lg->dir.fd, lg->path))
+		compress_pending(&lg->dir, lg->path, lg->base, lg->o.keep);
 	if (lg->fd >= 0)
 		close(lg->fd);
+	sdir_close(&lg->dir);
 	free(lg->path);
 	free(lg->key);
 	free(lg);
@@ -797,23 +980,40 @@ void rotlog_close(struct rotlog *lg)
 
 /* ---- the event log: one JSON object per line of a rotlog ---- */
 
+static void on_retry(struct loop *l, void *ctx);
+
+/* Called from inside a write: the agent_warning is logged after the line being written. */
+static void keep_warning(void *ctx, const char *detail)
+{
+	struct evlog *lg = ctx;
+
+	snprintf(lg->warn, sizeof(lg->warn), "%s", detail);
+}
+
 struct evlog *evlog_open(const struct evlog_opts *o, char *err, size_t errlen)
 {
+	struct evlog *lg = calloc(1, sizeof(*lg));
 	struct rotlog_opts ro = {.path = o->path,
 				 .key = "log.path",
 				 .max_bytes = o->max_bytes,
 				 .keep = o->keep,
-				 .compress = o->compress};
-	struct evlog *lg = calloc(1, sizeof(*lg));
+				 .compress = o->compress,
+				 .warn = keep_warning,
+				 .warn_ctx = lg};
 
 	if (!lg) {
 		snprintf(err, errlen, "out of memory");
+		errno = ENOMEM;
 		return NULL;
 	}
 	lg->echo = o->echo;
+	loop_timer_init(&lg->retry, on_retry, lg);
 	lg->rl = rotlog_open(&ro, err, errlen);
 	if (!lg->rl) {
+		int e = errno;
+
 		free(lg);
+		errno = e;
 		return NULL;
 	}
 	return lg;
@@ -821,6 +1021,11 @@ struct evlog *evlog_open(const struct evlog_opts *o, char *err, size_t errlen)
 
 int evlog_attach_loop(struct evlog *lg, struct loop *l)
 {
+	if (lg->loop)
+		loop_timer_cancel(lg->loop, &lg->retry);
+	lg->loop = l;
+	if (l && (lg->q_n || lg->failing))
+		loop_timer_after_ms(l, &lg->retry, lg->retry_ms ? lg->retry_ms : RETRY_FIRST_MS);
 	return rotlog_attach_loop(lg->rl, l);
 }
 
@@ -834,32 +1039,268 @@ static void echo(const cJSON *obj)
 	free(s);
 }
 
+/* One whole line, or nothing: rotlog_write() keeps whole lines only. */
+static int write_line(struct evlog *lg, const char *data, size_t len)
+{
+	return rotlog_write(lg->rl, data, len, NULL);
+}
+
+static void arm_retry(struct evlog *lg)
+{
+	if (!lg->loop || lg->retry.armed)
+		return;
+	if (!lg->retry_ms)
+		lg->retry_ms = RETRY_FIRST_MS;
+	loop_timer_after_ms(lg->loop, &lg->retry, lg->retry_ms);
+}
+
+static void write_failed(struct evlog *lg, int rc)
+{
+	uint64_t now = mono_ns();
+
+	lg->write_errors++;
+	lg->ep_errors++;
+	if (!lg->failing) {
+		lg->failing = true;
+		lg->fail_err = -rc;
+		lg->fail_since = ev_mono_to_real_ns(0);
+	}
+	if (!lg->reported_ns || now - lg->reported_ns >= REPORT_EVERY_NS) {
+		lg->reported_ns = now;
+		fprintf(stderr,
+			"revenant: cannot write the event log %s: %s (%zu lines kept in memory, "
+			"%llu lost so far; retrying)\n",
+			rotlog_path(lg->rl), strerror(-rc), lg->q_n,
+			(unsigned long long)lg->ep_lost);
+	}
+	arm_retry(lg);
+}
+
+static void enqueue(struct evlog *lg, const char *data, size_t len)
+{
+	struct qline *q;
+
+	if (lg->q_n >= QUEUE_MAX_LINES || lg->q_bytes + len > QUEUE_MAX_BYTES ||
+	    !(q = malloc(sizeof(*q) + len))) {
+		/* Full: this line is lost, and counted; the events_lost at recovery says so. */
+		lg->lost++;
+		lg->ep_lost++;
+		lg->failing = true;
+		return;
+	}
+	q->next = NULL;
+	q->len = len;
+	memcpy(q->data, data, len);
+	if (lg->q_tail)
+		lg->q_tail->next = q;
+	else
+		lg->q_head = q;
+	lg->q_tail = q;
+	lg->q_n++;
+	lg->q_bytes += len;
+}
+
+/* The events_lost owed after a failure, encoded by lib/events.c like every event. NULL when out
+ * of memory. */
+static char *lost_line(const struct event *e, size_t *len)
+{
+	cJSON *o = ev_encode(e);
+	char *line;
+
+	if (!o)
+		return NULL;
+	line = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	if (!line)
+		return NULL;
+	*len = strlen(line);
+	line[(*len)++] = '\n'; /* cJSON's terminator becomes the newline */
+	return line;
+}
+
+/* Writes what a failure owes, in order: the events_lost, then the kept lines. 0 when all is
+ * written, else the error of the write that failed (counted and reported). */
+static int drain(struct evlog *lg)
+{
+	int rc = 0;
+
+	if (lg->failing) {
+		char since[40];
+		struct event e = {.type = EV_EVENTS_LOST,
+				  .events_lost = {.count = (int64_t)lg->ep_lost,
+						  .reason = "log write failed",
+						  .error = strerror(lg->fail_err),
+						  .since = since,
+						  .write_errors = (int64_t)lg->ep_errors,
+						  .delayed = (int64_t)lg->q_n}};
+		size_t len;
+		char *line;
+
+		ev_format_ts(since, sizeof(since), lg->fail_since);
+		line = lost_line(&e, &len);
+
+		if (!line)
+			return -ENOMEM;
+		rc = write_line(lg, line, len);
+		/* echoed once, when written: a retry that fails again says nothing new */
+		if (!rc && lg->echo)
+			fprintf(stderr, "revenant: %.*s\n", (int)len - 1, line);
+		free(line);
+		if (rc) {
+			write_failed(lg, rc);
+			return rc;
+		}
+		/* Counted once it is in the file, with the other events (lg NULL: counted only),
+		 * so the per-type counters match the lines written plus those lost. */
+		ev_emit(NULL, &e);
+		fprintf(stderr,
+			"revenant: the event log %s is writable again: %zu lines written late, "
+			"%llu lost, %llu failed writes\n",
+			rotlog_path(lg->rl), lg->q_n, (unsigned long long)lg->ep_lost,
+			(unsigned long long)lg->ep_errors);
+		lg->failing = false;
+		lg->ep_lost = lg->ep_errors = 0;
+		lg->reported_ns = 0;
+	}
+	while (lg->q_head) {
+		struct qline *q = lg->q_head;
+
+		rc = write_line(lg, q->data, q->len);
+		if (rc) {
+			write_failed(lg, rc);
+			return rc;
+		}
+		lg->q_head = q->next;
+		if (!lg->q_head)
+			lg->q_tail = NULL;
+		lg->q_n--;
+		lg->q_bytes -= q->len;
+		free(q);
+	}
+	lg->retry_ms = 0;
+	if (lg->loop)
+		loop_timer_cancel(lg->loop, &lg->retry);
+	return 0;
+}
+
+/* A rotation removed a file another user had planted: said in the log, after the line whose
+ * write found it. Copied first: writing the warning may rotate (and warn) again. */
+static void emit_warning(struct evlog *lg)
+{
+	char detail[sizeof(lg->warn)];
+	struct event e = {.type = EV_AGENT_WARNING, .agent_warning = {.detail = detail}};
+
+	memcpy(detail, lg->warn, sizeof(detail));
+	lg->warn[0] = 0;
+	ev_emit(lg, &e);
+}
+
+/* While lines wait: a deadline with back-off (100 ms doubling to 10 s), disarmed once they are
+ * written. Every emit retries too. */
+static void on_retry(struct loop *l, void *ctx)
+{
+	struct evlog *lg = ctx;
+
+	(void)l;
+	lg->retry_ms = lg->retry_ms * 2 < RETRY_MAX_MS ? lg->retry_ms * 2 : RETRY_MAX_MS;
+	drain(lg);
+	if (lg->warn[0])
+		emit_warning(lg);
+}
+
+/* line[len] is a whole line with its newline. */
+static int log_line(struct evlog *lg, const char *line, size_t len)
+{
+	int rc;
+
+	/* Lines that wait go first: the log stays in order. */
+	if ((lg->q_n || lg->failing) && drain(lg)) {
+		enqueue(lg, line, len);
+		return -EAGAIN;
+	}
+	rc = write_line(lg, line, len);
+	if (rc) {
+		enqueue(lg, line, len);
+		write_failed(lg, rc);
+	}
+	return rc;
+}
+
 int evlog_emit(struct evlog *lg, cJSON *obj)
 {
 	char *line;
 	size_t len;
-	int rc = 0;
+	int rc;
 
 	if (!obj)
 		return -ENOMEM;
+	if (!lg) {
+		cJSON_Delete(obj);
+		return 0;
+	}
 	line = cJSON_PrintUnformatted(obj);
-	if (lg && lg->echo)
+	if (lg->echo)
 		echo(obj);
 	cJSON_Delete(obj);
 	if (!line)
 		return -ENOMEM;
 	len = strlen(line);
 	line[len] = '\n'; /* cJSON's terminator becomes the newline: one buffer, one write */
-	if (lg)
-		rc = rotlog_write(lg->rl, line, len + 1, NULL);
+	rc = log_line(lg, line, len + 1);
 	free(line);
+	if (lg->warn[0])
+		emit_warning(lg);
 	return rc;
+}
+
+void evlog_stats(const struct evlog *lg, struct evlog_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	if (!lg)
+		return;
+	st->write_errors = lg->write_errors;
+	st->lost = lg->lost;
+	st->queued = lg->q_n;
+}
+
+void evlog_add_status(const struct evlog *lg, cJSON *obj)
+{
+	struct evlog_stats st;
+	cJSON *o;
+
+	if (!lg)
+		return;
+	evlog_stats(lg, &st);
+	o = cJSON_AddObjectToObject(obj, "log");
+	if (!o)
+		return;
+	cJSON_AddStringToObject(o, "path", rotlog_path(lg->rl));
+	cJSON_AddNumberToObject(o, "write_errors", (double)st.write_errors);
+	cJSON_AddNumberToObject(o, "lines_lost", (double)st.lost);
+	cJSON_AddNumberToObject(o, "lines_queued", (double)st.queued);
 }
 
 void evlog_close(struct evlog *lg)
 {
+	struct qline *q;
+
 	if (!lg)
 		return;
+	/* The timer lives in lg: out of a loop that is still attached before lg goes. */
+	if (lg->loop)
+		loop_timer_cancel(lg->loop, &lg->retry);
+	lg->loop = NULL;
+	/* A last try for what waits; what still cannot be written is lost, and said so. */
+	if ((lg->q_n || lg->failing) && drain(lg))
+		fprintf(stderr,
+			"revenant: %zu lines of the event log %s could not be written: lost\n",
+			lg->q_n, rotlog_path(lg->rl));
+	if (lg->warn[0])
+		fprintf(stderr, "revenant: warning: %s\n", lg->warn);
+	while ((q = lg->q_head)) {
+		lg->q_head = q->next;
+		free(q);
+	}
 	rotlog_close(lg->rl);
 	free(lg);
 }

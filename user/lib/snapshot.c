@@ -208,6 +208,7 @@ static bool pinned(const char *pin_dir, unsigned what)
 static bool cache_dir(char *buf, size_t len)
 {
 	struct statfs sf;
+	struct stat st;
 	size_t sz = 0;
 	const unsigned char *elf = snapshot_bpf__elf_bytes(&sz);
 	uint32_t h;
@@ -218,8 +219,9 @@ static bool cache_dir(char *buf, size_t len)
 		return false;
 	h = fnv1a(FNV_SEED, elf, sz);
 	snprintf(buf, len, "%s/revenant-iter-%08x", REV_PIN_ROOT, h);
-	if (access(buf, F_OK) == 0)
-		return true;
+	if (lstat(buf, &st) == 0)
+		/* Only a directory of root's that no one else can write: its pins run as root. */
+		return S_ISDIR(st.st_mode) && st.st_uid == 0 && !(st.st_mode & 022);
 	d = opendir(REV_PIN_ROOT);
 	while (d && (de = readdir(d))) {
 		char old[512];
@@ -237,7 +239,9 @@ static bool cache_dir(char *buf, size_t len)
 	}
 	if (d)
 		closedir(d);
-	return mkdir(buf, 0700) == 0 || errno == EEXIST;
+	if (mkdir(buf, 0700) && errno != EEXIST)
+		return false;
+	return lstat(buf, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0 && !(st.st_mode & 022);
 }
 
 int snapshot_take(struct snap *s, unsigned what, const char *pin_dir, char *err, size_t errlen)
@@ -267,7 +271,7 @@ int snapshot_take(struct snap *s, unsigned what, const char *pin_dir, char *err,
 			if (!(what & specs[i].what))
 				continue;
 			snprintf(path, sizeof(path), "%s/%s", pin_dir, specs[i].pin);
-			fd = open(path, O_RDONLY | O_CLOEXEC);
+			fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 			rc = fd < 0 ? -errno : read_fd_all(fd, &b);
 			if (fd >= 0)
 				close(fd);

@@ -77,6 +77,22 @@ int pidfd_signal(int pidfd, int sig)
 	return syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) ? -errno : 0;
 }
 
+#ifndef PIDFD_SIGNAL_PROCESS_GROUP
+#define PIDFD_SIGNAL_PROCESS_GROUP (1UL << 2)
+#endif
+
+int pidfd_signal_group(int pidfd, pid_t pgid, int sig)
+{
+	if (!syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, PIDFD_SIGNAL_PROCESS_GROUP))
+		return 0;
+	if (errno != EINVAL || pgid <= 1)
+		return -errno;
+	/* An older kernel: the number is the group's while its leader lives. */
+	if (pidfd_signal(pidfd, 0))
+		return -errno;
+	return kill(-pgid, sig) ? -errno : 0;
+}
+
 static int read_small(const char *path, char *buf, size_t len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);

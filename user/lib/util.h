@@ -38,6 +38,11 @@ const char *family_name(int family);
 
 int pidfd_open_pid(pid_t pid);
 int pidfd_signal(int pidfd, int sig);
+/* The process group led by the process behind pidfd (its pgid is pgid): through the pidfd
+ * (PIDFD_SIGNAL_PROCESS_GROUP, Linux 6.9+), else by number, and then only while the leader is
+ * alive (a pgid is not reused while its leader lives). 0 or -errno (-ESRCH: the leader is gone,
+ * nothing was signalled). */
+int pidfd_signal_group(int pidfd, pid_t pgid, int sig);
 
 /* The process's state letter from /proc/PID/stat ('Z' for a zombie) or 0 when gone. */
 char proc_state(pid_t pid);
