@@ -610,6 +610,7 @@ static int spawn(struct service *v)
 			signal(sig, SIG_DFL);
 		setpgid(0, 0);
 		prctl(PR_SET_PDEATHSIG, 0);
+		nofile_restore(); /* the agent's raised fd limit is not the service's */
 		if (v->cgroup[0]) {
 			char path[300];
 			int fd;
