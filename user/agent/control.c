@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /* The control socket, both ends. The server accepts in the loop (at most CONTROL_MAX_CLIENTS at
- * once, surviving fd exhaustion), checks the peer is root, reads one bounded message within a
+ * once, the others wait in the backlog; surviving fd exhaustion), checks the peer is root, reads one bounded message within a
  * deadline, and answers now or when the supervisor finishes (stop, start, restart); a large answer
  * goes out in chunks as the client reads them. One loop timer covers every client's deadline. */
 #include <errno.h>
@@ -42,7 +42,8 @@ struct control {
 	int n_clients;
 	struct loop_timer timer;
 	uint64_t armed; /* the timer's deadline, 0 = not armed; later deadlines are found when it fires */
-	bool paused;
+	bool paused;	/* no fd even to shed a connection: the listener rests */
+	bool accepting; /* the listener is watched */
 	uint64_t resume;
 };
 
@@ -110,6 +111,16 @@ static void send_json(int fd, cJSON *resp)
 	free(s);
 }
 
+/* The listener is watched unless it rests (no fd left) or the cap is reached: then clients wait
+ * in the backlog (and connect() fails at once when that is full too). */
+static void listen_update(struct control *c)
+{
+	bool want = !c->paused && c->n_clients < CONTROL_MAX_CLIENTS;
+
+	if (want != c->accepting && loop_mod_fd(c->loop, c->fd, want ? EPOLLIN : 0) == 0)
+		c->accepting = want;
+}
+
 static void drop_client(struct control *c, struct client *cl)
 {
 	struct client **pp = &c->clients;
@@ -125,6 +136,7 @@ static void drop_client(struct control *c, struct client *cl)
 	free(cl->out);
 	free(cl);
 	c->n_clients--;
+	listen_update(c);
 }
 
 /* One message of the reply: all of it when it fits, else the next chunk with its marker. */
@@ -286,19 +298,14 @@ static void on_accept(struct loop *l, int fd, uint32_t events, void *ctx)
 		if (cfd == -ECONNABORTED)
 			continue; /* shed: no fd to spare for it */
 		if (cfd == -EMFILE) {
-			loop_mod_fd(l, fd, 0);
 			c->paused = true;
 			c->resume = ms_from_now(PAUSE_MS);
 			arm(c, c->resume);
+			listen_update(c);
 			return;
 		}
 		if (cfd < 0)
 			return;
-		if (c->n_clients >= CONTROL_MAX_CLIENTS) {
-			send_json(cfd, error_resp("busy: too many control clients at once; retry"));
-			close(cfd);
-			continue;
-		}
 		/* The socket's mode already keeps others out; the peer's credentials are the
 		 * check that does not depend on the file system. */
 		if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len))
@@ -320,6 +327,10 @@ static void on_accept(struct loop *l, int fd, uint32_t events, void *ctx)
 		c->clients = cl;
 		c->n_clients++;
 		set_deadline(cl, ms_from_now(CONTROL_REQUEST_MS));
+		if (c->n_clients >= CONTROL_MAX_CLIENTS) {
+			listen_update(c);
+			return;
+		}
 	}
 }
 
@@ -330,9 +341,10 @@ static void on_timer(struct loop *l, void *ctx)
 	struct client *cl, *nx;
 
 	c->armed = 0;
+	(void)l;
 	if (c->paused && c->resume <= now) {
 		c->paused = false;
-		loop_mod_fd(l, c->fd, EPOLLIN);
+		listen_update(c);
 	} else if (c->paused) {
 		next = c->resume;
 	}
@@ -390,6 +402,7 @@ struct control *control_open(struct loop *l, const char *path, struct supervisor
 		snprintf(err, errlen, "cannot watch %s", path);
 		goto fail;
 	}
+	c->accepting = true;
 	return c;
 fail:
 	if (c->fd >= 0)

@@ -17,7 +17,7 @@
 #define CONTROL_CHUNK_MORE '+'
 #define CONTROL_CHUNK_LAST '.'
 #define CONTROL_MAX_REPLY (64 * 1024 * 1024) /* what a client joins at most */
-#define CONTROL_MAX_CLIENTS 64		     /* at once; more are answered "busy" */
+#define CONTROL_MAX_CLIENTS 64		     /* at once; more wait in the backlog */
 #define CONTROL_REQUEST_MS 5000		     /* a request must come within this of the connect */
 #define CONTROL_WRITE_MS 10000		     /* a client must take its answer this fast */
 

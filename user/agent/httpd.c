@@ -2,7 +2,8 @@
 /* The in-loop HTTP server. Owns the listening socket, every connection, their buffers and one
  * loop timer armed for the earliest deadline of any connection (lazily: a deadline that moves
  * later is found when the timer fires; one that moves earlier re-arms it). One request per
- * connection; the connection closes after the answer, or stays open as a stream. */
+ * connection; the connection closes after the answer, or stays open as a stream. At the cap the
+ * listener is not watched: new clients wait in the kernel's backlog at no cost to the agent. */
 #include <errno.h>
 #include <netdb.h>
 #include <stdarg.h>
@@ -68,7 +69,8 @@ struct httpd {
 	struct http_conn *conns;
 	struct loop_timer timer;
 	uint64_t armed; /* deadline the timer is armed for; 0 = not armed */
-	bool paused;	/* the listener is not watched (no fd to shed with) */
+	bool paused;	/* the listener rests: not even the spare fd was left */
+	bool accepting; /* the listener is watched */
 	uint64_t resume;
 	struct httpd_stats st;
 };
@@ -98,6 +100,8 @@ static void watch(struct http_conn *c, uint32_t events)
 		c->events = events;
 }
 
+static void listen_update(struct httpd *h);
+
 static void conn_free(struct http_conn *c)
 {
 	struct httpd *h = c->h;
@@ -118,6 +122,7 @@ static void conn_free(struct http_conn *c)
 	free(c->in);
 	free(c->out.data);
 	free(c);
+	listen_update(h);
 }
 
 /* Closed from the timer, soon: callers may be iterating over their own lists of connections. */
@@ -468,17 +473,17 @@ static void on_conn(struct loop *l, int fd, uint32_t events, void *ctx)
 	}
 }
 
-static void refuse_full(int fd)
+/* Watch the listener unless it rests (no fd) or the cap is reached: then further connections
+ * wait in the kernel's backlog, costing the agent nothing, until a slot frees. */
+static void listen_update(struct httpd *h)
 {
-	static const char busy[] =
-	    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 19\r\n"
-	    "Connection: close\r\nRetry-After: 1\r\n\r\ntoo many clients\r\n";
+	bool want = !h->paused && h->st.conns < h->o.max_conns;
 
-	/* A fresh socket's buffer is empty: this one send cannot block or be short. */
-	if (send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
-		/* the client is already gone */
+	if (want != h->accepting && loop_mod_fd(h->loop, h->fd, want ? EPOLLIN : 0) == 0) {
+		h->accepting = want;
+		if (!want && !h->paused)
+			h->st.full++;
 	}
-	close(fd);
 }
 
 static void on_accept(struct loop *l, int lfd, uint32_t events, void *ctx)
@@ -496,19 +501,14 @@ static void on_accept(struct loop *l, int lfd, uint32_t events, void *ctx)
 		}
 		if (fd == -EMFILE) {
 			/* Not even the spare fd: rest the listener instead of spinning on it. */
-			loop_mod_fd(l, lfd, 0);
 			h->paused = true;
 			h->resume = ms_from_now(PAUSE_MS);
 			arm(h, h->resume);
+			listen_update(h);
 			return;
 		}
 		if (fd < 0)
 			return;
-		if (h->st.conns >= h->o.max_conns) {
-			h->st.refused++;
-			refuse_full(fd);
-			continue;
-		}
 		c = calloc(1, sizeof(*c));
 		if (!c || loop_add_fd(l, fd, EPOLLIN | EPOLLRDHUP, on_conn, c)) {
 			free(c);
@@ -526,6 +526,10 @@ static void on_accept(struct loop *l, int lfd, uint32_t events, void *ctx)
 		/* The whole request within request_ms of the accept: a client sending a byte at a
 		 * time gains nothing. */
 		set_deadline(c, ms_from_now(h->o.request_ms));
+		if (h->st.conns >= h->o.max_conns) {
+			listen_update(h);
+			return;
+		}
 	}
 }
 
@@ -536,9 +540,10 @@ static void on_timer(struct loop *l, void *ctx)
 	struct http_conn *c, *nx;
 
 	h->armed = 0;
+	(void)l;
 	if (h->paused && h->resume <= now) {
 		h->paused = false;
-		loop_mod_fd(l, h->fd, EPOLLIN);
+		listen_update(h);
 	} else if (h->paused) {
 		next = h->resume;
 	}
@@ -628,6 +633,8 @@ struct httpd *httpd_open(struct loop *l, const char *listen_at, const struct htt
 		free(h);
 		h = NULL;
 	}
+	if (h)
+		h->accepting = true;
 	freeaddrinfo(ai);
 	return h;
 }

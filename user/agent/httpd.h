@@ -21,7 +21,8 @@ struct httpd;
 struct http_conn;
 
 struct httpd_opts {
-	int max_conns;	     /* 0: HTTPD_MAX_CONNS, or a quarter of RLIMIT_NOFILE if lower */
+	int max_conns;	     /* 0: HTTPD_MAX_CONNS, or a quarter of RLIMIT_NOFILE if lower; more
+			      * clients wait in the kernel's backlog until one leaves */
 	unsigned request_ms; /* 0: HTTPD_REQUEST_MS */
 	unsigned write_ms;   /* 0: HTTPD_WRITE_MS */
 	int max_streams;     /* 0: HTTPD_MAX_STREAMS */
@@ -60,11 +61,11 @@ int httpd_stream_write(struct http_conn *c, const char *data, size_t len);
 /* Called once when c closes, whatever the reason; c is invalid afterwards. */
 void httpd_on_close(struct http_conn *c, void (*fn)(void *ctx, struct http_conn *c), void *ctx);
 
-/* For tests and the exposition: connections open now, and refused or shed since the start. */
+/* For tests and the exposition: connections open now, and what the limits did since the start. */
 struct httpd_stats {
 	int conns, streams, max_conns;
-	unsigned long long refused; /* at the connection cap: answered 503 */
-	unsigned long long shed;    /* accepted and closed at once because fds ran out */
+	unsigned long long full; /* times the cap was reached (new clients then wait) */
+	unsigned long long shed; /* accepted and closed at once because fds ran out */
 	unsigned long long timeouts;
 	unsigned long long dropped; /* streams dropped for falling behind */
 };

@@ -92,16 +92,16 @@ size_t metrics_render(struct metrics *m, char *buf, size_t len)
 			"# HELP revenant_http_connections_max The cap on those connections.\n"
 			"# TYPE revenant_http_connections_max gauge\n"
 			"revenant_http_connections_max %d\n"
-			"# HELP revenant_http_refused_total Connections refused at the cap (503).\n"
-			"# TYPE revenant_http_refused_total counter\n"
-			"revenant_http_refused_total %llu\n"
+			"# HELP revenant_http_full_total Times the cap was reached (clients wait).\n"
+			"# TYPE revenant_http_full_total counter\n"
+			"revenant_http_full_total %llu\n"
 			"# HELP revenant_http_shed_total Connections closed at once: no fd left.\n"
 			"# TYPE revenant_http_shed_total counter\n"
 			"revenant_http_shed_total %llu\n"
 			"# HELP revenant_http_timeouts_total Connections closed at their deadline.\n"
 			"# TYPE revenant_http_timeouts_total counter\n"
 			"revenant_http_timeouts_total %llu\n",
-			st.conns, st.max_conns, st.refused, st.shed, st.timeouts);
+			st.conns, st.max_conns, st.full, st.shed, st.timeouts);
 	}
 	if (m && m->services && n < len)
 		n += m->services(m->services_ctx, buf + n, len - n);
