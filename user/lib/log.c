@@ -41,7 +41,15 @@ struct evlog {
 	int child_pidfd;
 	bool child_in_loop;
 	unsigned long long child_seq; /* pending segments below this SEQ existed when it started */
+	evlog_tap_fn tap;
+	void *tap_ctx;
 };
+
+void evlog_set_tap(struct evlog *lg, evlog_tap_fn fn, void *ctx)
+{
+	lg->tap = fn;
+	lg->tap_ctx = ctx;
+}
 
 uint64_t ev_mono_to_real_ns(uint64_t mono)
 {
@@ -754,6 +762,8 @@ int evlog_emit(struct evlog *lg, cJSON *obj)
 			lg->size += n;
 		}
 	}
+	if (lg && lg->tap)
+		lg->tap(lg->tap_ctx, line, len);
 	free(line);
 	return rc;
 }
