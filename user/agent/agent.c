@@ -27,6 +27,7 @@
 #include "lib/state.h"
 #include "agent/supervisor.h"
 #include "lib/util.h"
+#include "agent/web.h"
 #include "agent/zombie.h"
 
 /* sched_process_free runs an RCU grace period after the reap: a reap record this much later than
@@ -46,6 +47,7 @@ struct agent {
 	struct supervisor *sup;
 	struct control *ctl;
 	struct metrics *metrics;
+	struct web *web;
 	uint32_t host_netns;
 	bool stopping;
 	char pin_dir[256];
@@ -522,6 +524,23 @@ static int take_lock(struct agent *a, char *err, size_t errlen)
 	return 0;
 }
 
+/* The status page on the metrics listener; without it the agent runs on, metrics included. */
+static void open_web(struct agent *a)
+{
+	struct web_opts wo = {.sup = a->sup,
+			      .cfg = &a->cfg,
+			      .log = a->log,
+			      .listeners_fd = sensor_listeners_fd(a->sensor),
+			      .pin_dir = a->pin_dir};
+	char err[1024], warn[5000];
+
+	a->web = web_open(metrics_httpd(a->metrics), &wo, warn, sizeof(warn), err, sizeof(err));
+	if (!a->web)
+		cli_err("warning: %s; no status page", err);
+	else if (warn[0])
+		cli_err("warning: %s", warn);
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: revenant run [-c FILE] [-v]\n"
@@ -688,6 +707,8 @@ int cmd_run(int argc, char **argv)
 				metrics_set_services(a.metrics, sup_metrics, a.sup);
 			else
 				cli_err("warning: %s; running without metrics", err);
+			if (a.metrics)
+				open_web(&a);
 		}
 		sup_start_all(a.sup);
 	}
@@ -702,6 +723,8 @@ int cmd_run(int argc, char **argv)
 	}
 	control_close(a.ctl);
 	a.ctl = NULL;
+	web_close(a.web);
+	a.web = NULL;
 	metrics_close(a.metrics);
 	a.metrics = NULL;
 	snapshot_unpin(a.pins);
@@ -716,6 +739,7 @@ int cmd_run(int argc, char **argv)
 	}
 out:
 	snapshot_free(&a.owner_snap);
+	web_close(a.web);
 	metrics_close(a.metrics);
 	control_close(a.ctl);
 	sup_free(a.sup);

@@ -291,15 +291,20 @@ int httpd_stream_start(struct http_conn *c, const char *ctype, const char *extra
 
 int httpd_stream_write(struct http_conn *c, const char *data, size_t len)
 {
+	bool blocked;
+
 	if (c->state != C_STREAMING)
 		return -EPIPE;
+	/* Bytes still queued: the socket was full and EPOLLOUT will say when it drains; trying
+	 * send() now would only cost a syscall per event for a stuck reader. */
+	blocked = c->out.off < c->out.len;
 	if (obuf_add(&c->out, data, len, c->h->o.stream_buf)) {
 		/* Too far behind: never let one reader hold memory or the loop hostage. */
 		c->h->st.dropped++;
 		conn_kill(c);
 		return -EPIPE;
 	}
-	if (flush(c)) {
+	if (!blocked && flush(c)) {
 		conn_kill(c);
 		return -EPIPE;
 	}
@@ -330,6 +335,17 @@ int httpd_route(struct httpd *h, const char *path, unsigned methods, httpd_handl
 	r->fn = fn;
 	r->ctx = ctx;
 	return 0;
+}
+
+void httpd_unroute(struct httpd *h, void *ctx)
+{
+	int w = 0;
+
+	for (int i = 0; h && i < h->n_routes; i++)
+		if (h->routes[i].ctx != ctx)
+			h->routes[w++] = h->routes[i];
+	if (h)
+		h->n_routes = w;
 }
 
 static void dispatch(struct http_conn *c, const struct http_req *req)

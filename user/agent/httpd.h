@@ -43,6 +43,9 @@ void httpd_close(struct httpd *h);
  * served wherever GET is). 0 or -errno. */
 int httpd_route(struct httpd *h, const char *path, unsigned methods, httpd_handler fn, void *ctx);
 
+/* Forget every route registered with ctx (its owner is going away). */
+void httpd_unroute(struct httpd *h, void *ctx);
+
 /* The answer, sent as soon as the socket takes it; then the connection closes. ctype NULL: no
  * Content-Type. extra: more header lines, each ending in "\r\n", or NULL. The body is copied. */
 void httpd_respond(struct http_conn *c, int status, const char *ctype, const char *extra,

@@ -1556,6 +1556,11 @@ static cJSON *status_json(struct supervisor *s)
 	return r;
 }
 
+cJSON *sup_status(struct supervisor *s)
+{
+	return status_json(s);
+}
+
 static cJSON *error_json(const char *fmt, const char *arg)
 {
 	cJSON *r = cJSON_CreateObject();

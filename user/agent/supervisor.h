@@ -90,6 +90,8 @@ const char *sup_service_of(struct supervisor *s, pid_t pid);
  * resp) is called later (the supervisor keeps ctx until then). */
 typedef void (*sup_reply_fn)(void *ctx, cJSON *resp);
 cJSON *sup_control(struct supervisor *s, const cJSON *req, sup_reply_fn reply, void *ctx);
+/* The status reply, as `status` gets it: {"ok", "agent_pid", "services": {NAME: {...}}}. */
+cJSON *sup_status(struct supervisor *s);
 /* The services' part of the metrics exposition (a metrics_services_fn). */
 size_t sup_metrics(void *ctx, char *buf, size_t len);
 
