@@ -527,7 +527,8 @@ static int take_lock(struct agent *a, char *err, size_t errlen)
 /* The status page on the metrics listener; without it the agent runs on, metrics included. */
 static void open_web(struct agent *a)
 {
-	struct web_opts wo = {.sup = a->sup,
+	struct web_opts wo = {.loop = a->loop,
+			      .sup = a->sup,
 			      .cfg = &a->cfg,
 			      .log = a->log,
 			      .listeners_fd = sensor_listeners_fd(a->sensor),

@@ -43,6 +43,7 @@ struct history {
 struct sse {
 	struct web *w;
 	struct http_conn *c;
+	uint64_t sent_to; /* the next event id it needs */
 	struct sse *prev, *next;
 };
 
@@ -59,6 +60,8 @@ struct web {
 	uint64_t next_id;     /* the id the next event gets; ids start at 1 */
 	struct history *hist; /* one per configured service, in config order */
 	struct sse *streams;
+	struct loop *loop;
+	struct loop_timer fanout; /* armed while a stream client is behind */
 };
 
 /* ---- the ring and the histories, fed by the log's tap ---- */
@@ -132,34 +135,107 @@ static bool sse_format(char *buf, size_t cap, size_t *n, uint64_t id, const char
 	return true;
 }
 
+/* The stream clients get new events in turns of at most FANOUT_CHUNK clients, each turn its own
+ * pass of the loop; a turn also ends as soon as anything else is ready in the loop (a kernel
+ * record: a collision, an exit), so the agent's reactions wait for one send at most, never for
+ * the sends to every client. Events since a client's last turn go out in one send. */
+#define FANOUT_CHUNK 8
+
+static void arm_fanout(struct web *w)
+{
+	/* "now", not "past": the loop runs timers due before its pass began, so this one waits
+	 * for the next pass and what is ready meanwhile goes first. */
+	if (!w->fanout.armed)
+		loop_timer_at(w->loop, &w->fanout, mono_ns());
+}
+
+static void on_fanout(struct loop *l, void *ctx)
+{
+	struct web *w = ctx;
+	uint64_t oldest = oldest_id(w), base = w->next_id;
+	struct sse *turn[FANOUT_CHUNK];
+	size_t offs[WEB_RING + 1], cap = 16384, n = 0;
+	int k = 0;
+	bool behind = false;
+	char *buf;
+
+	(void)l;
+	for (struct sse *s = w->streams; s; s = s->next) {
+		if (s->sent_to >= w->next_id)
+			continue;
+		if (k == FANOUT_CHUNK) {
+			behind = true;
+			break;
+		}
+		turn[k++] = s;
+		if (s->sent_to < base)
+			base = s->sent_to;
+	}
+	if (base < oldest)
+		base = oldest;
+	buf = k ? malloc(cap) : NULL;
+	for (uint64_t id = base; buf && id < w->next_id; id++) {
+		const struct ring_ent *r = &w->ring[id % WEB_RING];
+
+		offs[id - base] = n;
+		while (r->line && !sse_format(buf, cap, &n, id, r->line, r->len)) {
+			char *p = realloc(buf, cap * 2);
+
+			if (!p) {
+				free(buf);
+				buf = NULL;
+				break;
+			}
+			buf = p;
+			cap *= 2;
+		}
+	}
+	for (int i = 0; buf && i < k; i++) {
+		struct sse *s = turn[i];
+
+		if (i && loop_busy(w->loop)) {
+			behind = true; /* the rest in the next turn, after what is ready now */
+			break;
+		}
+
+		if (s->sent_to < oldest) {
+			/* More events came since its last turn than the ring holds: say so, as a
+			 * resume from too far back does. */
+			char gap[128];
+			int g =
+			    snprintf(gap, sizeof(gap),
+				     "event: agent\ndata: {\"agent_pid\":%d,\"next_event_id\":%llu,"
+				     "\"missed\":%llu}\n\n",
+				     getpid(), (unsigned long long)w->next_id,
+				     (unsigned long long)(oldest - s->sent_to));
+
+			httpd_stream_write(s->c, gap, g);
+			s->sent_to = oldest;
+		}
+		/* A client too far behind is dropped by httpd; it leaves our list from its close
+		 * callback, from the loop, later. */
+		httpd_stream_write(s->c, buf + offs[s->sent_to - base],
+				   n - offs[s->sent_to - base]);
+		s->sent_to = w->next_id;
+	}
+	free(buf);
+	if (behind)
+		arm_fanout(w);
+}
+
 static void on_line(void *ctx, const char *line, size_t len)
 {
 	struct web *w = ctx;
 	uint64_t id = w->next_id++;
 	struct ring_ent *r = &w->ring[id % WEB_RING];
-	char small[4096], *msg = small;
-	size_t cap = sizeof(small), n = 0;
 
 	free(r->line);
 	r->line = strndup(line, len);
 	r->len = r->line ? len : 0;
 	if (lifecycle(line, len))
 		remember(w, line, len);
-	if (!w->streams)
-		return;
-	if (len + 64 > cap) {
-		cap = len + 64;
-		msg = malloc(cap);
-		if (!msg)
-			return;
-	}
-	sse_format(msg, cap, &n, id, line, len);
-	/* One formatted copy for every client; a client too far behind is dropped by httpd, and
-	 * leaves our list from its close callback, later, from the loop. */
-	for (struct sse *s = w->streams; s; s = s->next)
-		httpd_stream_write(s->c, msg, n);
-	if (msg != small)
-		free(msg);
+	if (w->streams)
+		arm_fanout(w);
 }
 
 /* ---- helpers ---- */
@@ -440,6 +516,7 @@ static void on_events(void *ctx, struct http_conn *c, const struct http_req *req
 	}
 	s->w = w;
 	s->c = c;
+	s->sent_to = w->next_id;
 	s->next = w->streams;
 	if (w->streams)
 		w->streams->prev = s;
@@ -623,6 +700,8 @@ struct web *web_open(struct httpd *h, const struct web_opts *o, char *warn, size
 		return NULL;
 	}
 	w->h = h;
+	w->loop = o->loop;
+	loop_timer_init(&w->fanout, on_fanout, w);
 	w->sup = o->sup;
 	w->cfg = o->cfg;
 	w->log = o->log;
@@ -664,6 +743,7 @@ void web_close(struct web *w)
 	if (!w)
 		return;
 	evlog_set_tap(w->log, NULL, NULL);
+	loop_timer_cancel(w->loop, &w->fanout);
 	httpd_unroute(w->h, w);
 	sup_cancel_reply(w->sup, w);
 	/* Streams outlive nothing: httpd closes their connections, but not their callbacks' ctx. */

@@ -30,6 +30,7 @@ extern const struct web_asset web_assets[];
 extern const size_t web_n_assets;
 
 struct web_opts {
+	struct loop *loop;
 	struct supervisor *sup;
 	const struct rev_config *cfg; /* control.socket (state file), metrics.control, token_file */
 	struct evlog *log;	      /* tapped for the event stream */
