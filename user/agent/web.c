@@ -459,6 +459,10 @@ static void on_events(void *ctx, struct http_conn *c, const struct http_req *req
 	(void)body;
 	if (!host_ok(c, req))
 		return;
+	if (req->method == HTTP_HEAD) {
+		httpd_respond(c, 200, "text/event-stream; charset=utf-8", SECURITY_HEADERS, NULL, 0);
+		return;
+	}
 	if (query_param(req->query, "replay", v, sizeof(v)))
 		replay = strtoul(v, NULL, 10);
 	if (replay > WEB_RING)
