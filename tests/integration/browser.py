@@ -49,6 +49,7 @@ class Browser:
         self.session = None
         targets = self.call("Target.getTargets")["targetInfos"]
         page = next(t for t in targets if t["type"] == "page")
+        self.target = page["targetId"]
         self.session = self.call("Target.attachToTarget",
                                  {"targetId": page["targetId"], "flatten": True},
                                  session=False)["sessionId"]
@@ -118,16 +119,19 @@ class Browser:
         return self.eval(js, timeout=timeout)
 
     def screenshot(self, full_page=False):
-        if not full_page:
-            return base64.b64decode(self.call("Page.captureScreenshot", {"format": "png"})["data"])
-        size = self.call("Page.getLayoutMetrics")["cssContentSize"]
-        self.call("Emulation.setDeviceMetricsOverride", {
-            "width": int(size["width"]), "height": int(size["height"]), "deviceScaleFactor": 1,
-            "mobile": False})
-        try:
-            return base64.b64decode(self.call("Page.captureScreenshot", {"format": "png"})["data"])
-        finally:
-            self.call("Emulation.clearDeviceMetricsOverride")
+        """A PNG of the viewport; full_page: the window is first made as tall as the page."""
+        if full_page:
+            height = int(self.call("Page.getLayoutMetrics")["cssContentSize"]["height"])
+            inner = self.eval("innerHeight")
+            win = self.call("Browser.getWindowForTarget", {"targetId": self.target},
+                            session=False)["windowId"]
+            bounds = self.call("Browser.getWindowBounds", {"windowId": win},
+                               session=False)["bounds"]
+            if height > inner:
+                self.call("Browser.setWindowBounds", {"windowId": win, "bounds": {
+                    "height": bounds["height"] + height - inner}}, session=False)
+                self.wait_for("innerHeight >= %d" % height, timeout=5, what="the taller window")
+        return base64.b64decode(self.call("Page.captureScreenshot", {"format": "png"})["data"])
 
     def log_text(self):
         try:

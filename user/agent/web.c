@@ -140,13 +140,17 @@ static bool sse_format(char *buf, size_t cap, size_t *n, uint64_t id, const char
  * record: a collision, an exit), so the agent's reactions wait for one send at most, never for
  * the sends to every client. Events since a client's last turn go out in one send. */
 #define FANOUT_CHUNK 8
+/* The first turn waits this long after an event: what a burst brings (a collision right after
+ * the listen it collides with, an exit and the restart) goes out in one send per client, after
+ * the agent has reacted to all of it. The page is still live to a human eye. */
+#define FANOUT_DELAY_NS (10 * 1000000ull)
 
-static void arm_fanout(struct web *w)
+static void arm_fanout(struct web *w, uint64_t delay_ns)
 {
-	/* "now", not "past": the loop runs timers due before its pass began, so this one waits
+	/* Never "past": the loop runs timers due before its pass began, so this one waits at least
 	 * for the next pass and what is ready meanwhile goes first. */
 	if (!w->fanout.armed)
-		loop_timer_at(w->loop, &w->fanout, mono_ns());
+		loop_timer_at(w->loop, &w->fanout, mono_ns() + delay_ns);
 }
 
 static void on_fanout(struct loop *l, void *ctx)
@@ -220,7 +224,7 @@ static void on_fanout(struct loop *l, void *ctx)
 	}
 	free(buf);
 	if (behind)
-		arm_fanout(w);
+		arm_fanout(w, 0);
 }
 
 static void on_line(void *ctx, const char *line, size_t len)
@@ -235,7 +239,7 @@ static void on_line(void *ctx, const char *line, size_t len)
 	if (lifecycle(line, len))
 		remember(w, line, len);
 	if (w->streams)
-		arm_fanout(w);
+		arm_fanout(w, FANOUT_DELAY_NS);
 }
 
 /* ---- helpers ---- */
@@ -460,7 +464,8 @@ static void on_events(void *ctx, struct http_conn *c, const struct http_req *req
 	if (!host_ok(c, req))
 		return;
 	if (req->method == HTTP_HEAD) {
-		httpd_respond(c, 200, "text/event-stream; charset=utf-8", SECURITY_HEADERS, NULL, 0);
+		httpd_respond(c, 200, "text/event-stream; charset=utf-8", SECURITY_HEADERS, NULL,
+			      0);
 		return;
 	}
 	if (query_param(req->query, "replay", v, sizeof(v)))
