@@ -360,6 +360,8 @@ def test_status_with_1000_services():
             assert time.monotonic() < deadline, "only %d services started" % started
             agent.ino.wait(min(1.0, deadline - time.monotonic()))
         times = []
+        r = run_as(["status", "--json", "-c", agent.config_path])
+        print("status --json with %d services: %d bytes" % (n, len(r.stdout)))
         for _ in range(10):
             t0 = time.monotonic()
             st = status_json(agent)
