@@ -387,30 +387,46 @@ static void on_zombies(void *ctx, struct http_conn *c, const struct http_req *re
 	snapshot_free(&s);
 }
 
-/* Each service's recent lifecycle events (oldest first) and its last exit, for the timelines. */
+/* Each service's recent lifecycle events (oldest first) and its last exit, for the timelines. The
+ * items are kept as JSON text and written out as they are: no parsing on the loop per request. */
 static void on_timeline(void *ctx, struct http_conn *c, const struct http_req *req,
 			const char *body)
 {
 	struct web *w = ctx;
-	cJSON *out = cJSON_CreateObject(), *svcs = cJSON_AddObjectToObject(out, "services");
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f;
 
 	(void)body;
-	if (!host_ok(c, req)) {
-		cJSON_Delete(out);
+	if (!host_ok(c, req))
+		return;
+	f = open_memstream(&out, &len);
+	if (!f) {
+		respond_error(c, 500, "out of memory");
 		return;
 	}
-	for (int i = 0; svcs && i < w->cfg->n_services; i++) {
+	fputs("{\"services\":{", f);
+	for (int i = 0; i < w->cfg->n_services; i++) {
 		const struct history *h = &w->hist[i];
-		cJSON *o = cJSON_AddObjectToObject(svcs, w->cfg->services[i].name);
-		cJSON *ev = cJSON_AddArrayToObject(o, "events");
+		cJSON *name = cJSON_CreateString(w->cfg->services[i].name);
+		char *key = name ? cJSON_PrintUnformatted(name) : NULL;
 
-		cJSON_AddItemToObject(
-		    o, "last_exit", h->last_exit ? cJSON_Parse(h->last_exit) : cJSON_CreateNull());
-		for (int k = 0; ev && k < h->n; k++)
-			cJSON_AddItemToArray(ev,
-					     cJSON_Parse(h->items[(h->head + k) % WEB_TIMELINE]));
+		cJSON_Delete(name);
+		fprintf(f, "%s%s:{\"last_exit\":%s,\"events\":[", i ? "," : "", key ? key : "\"?\"",
+			h->last_exit ? h->last_exit : "null");
+		free(key);
+		for (int k = 0; k < h->n; k++)
+			fprintf(f, "%s%s", k ? "," : "", h->items[(h->head + k) % WEB_TIMELINE]);
+		fputs("]}", f);
 	}
-	respond_json(c, 200, out);
+	fputs("}}", f);
+	if (fclose(f) || !out) {
+		free(out);
+		respond_error(c, 500, "out of memory");
+		return;
+	}
+	httpd_respond(c, 200, JSON, SECURITY_HEADERS, out, len);
+	free(out);
 }
 
 static void on_info(void *ctx, struct http_conn *c, const struct http_req *req, const char *body)
