@@ -604,9 +604,8 @@ int cmd_run(int argc, char **argv)
 	rc = EXIT_FAILED;
 	sensor_set_verbose(a.verbose);
 	/* Before any fd is opened: every client, probe and service holds one. */
-	if ((rc = (int)nofile_raise()) < 0)
-		cli_err("warning: cannot raise RLIMIT_NOFILE to its hard limit: %s", strerror(-rc));
-	rc = EXIT_FAILED;
+	if (nofile_raise() < 0)
+		cli_err("warning: cannot raise RLIMIT_NOFILE to its hard limit: %m");
 
 	if (take_lock(&a, err, sizeof(err))) {
 		cli_err("%s", err);
