@@ -399,6 +399,57 @@ def test_event_stream_and_resume():
         agent.close()
 
 
+def http_connections(agent):
+    _, _, body = request(agent.mport, "GET", "/metrics")
+    for line in body.decode().split("\n"):
+        if line.startswith("revenant_http_connections "):
+            return int(line.split()[1])
+    raise AssertionError("no revenant_http_connections in /metrics")
+
+
+def test_stuck_stream_client_is_dropped():
+    """A stream client that never reads is dropped once more than 512 KiB is queued for it — well
+    before the 10 s write deadline — while a reading client keeps every event."""
+    agent = stack_agent("stuck", n=1)
+    streams = []
+    try:
+        start(agent)
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        stuck.connect(("127.0.0.1", agent.mport))
+        stuck.sendall(b"GET /api/events?replay=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        streams.append(stuck)
+        reader = Stream(agent.mport, "?replay=0")
+        streams.append(reader.sock)
+        reader.until(lambda r: r.events, what="the reader's first event")
+        assert http_connections(agent) == 3  # the two streams and this request
+        t0 = time.monotonic()
+        n = 0
+        while http_connections(agent) > 2 and time.monotonic() - t0 < 8:
+            for _ in range(200):  # 400 events of ~250 bytes: port_listen, port_release
+                l = socket.socket()
+                l.bind(("127.0.0.1", 0))
+                l.listen()
+                l.close()
+            n += 400
+            while reader.pump(0):  # this one keeps up
+                pass
+        took = time.monotonic() - t0
+        assert http_connections(agent) == 2, "the stuck client was kept (%d events)" % n
+        assert took < 8, "dropped after %.1f s: by the write deadline, not by its backlog" % took
+        last = agent.wait_event(lambda e: e["type"] == "port_release", since=len(agent.events))
+        lines = log_lines(agent)
+        reader.until(lambda r: r.messages() and r.messages()[-1]["data"] == lines[-1] or
+                     len(r.messages()) >= n, timeout=20, what="the reader catching up")
+        ids = [e["id"] for e in reader.messages()]
+        assert ids == list(range(ids[0], ids[0] + len(ids))), "the reader lost events"
+        assert len(ids) >= n, (len(ids), n, last)
+    finally:
+        for s in streams:
+            s.close()
+        agent.close()
+
+
 # ---- control and the listener's rules ---------------------------------------------------------
 
 def test_control_needs_the_token():
@@ -484,6 +535,7 @@ if __name__ == "__main__":
         test_control_needs_the_token,
         test_token_file_planted_as_symlink_is_refused,
         test_event_stream_and_resume,
+        test_stuck_stream_client_is_dropped,
         test_page_shows_services_and_a_crash_live,
         test_page_control_buttons_with_token,
     ])
