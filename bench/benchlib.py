@@ -177,10 +177,12 @@ class Agent:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, timeout=30):
+    def start(self, timeout=30, env=None):
+        """env: variables added to ours for the agent (e.g. REVENANT_NO_EXIT_CAUSE=1)."""
         self.stderr = open(os.path.join(self.dir, "agent.stderr"), "w+")
         self.proc = subprocess.Popen([self.bin, "run", "-c", self.config_path],
-                                     stdout=self.stderr, stderr=self.stderr)
+                                     stdout=self.stderr, stderr=self.stderr,
+                                     env=dict(os.environ, **env) if env else None)
         try:
             self.log.wait_for(lambda e: e["type"] == "agent_start" and e.get("pid") == self.proc.pid,
                               timeout, "agent_start", self.alive)

@@ -17,4 +17,13 @@ static __always_inline bool exit_tp_has_group_dead(void)
 	return bpf_core_field_exists(struct trace_event_raw_sched_process_exit___gd, group_dead);
 }
 
+/* In a tp_btf/sched_process_exit program (ctx its arguments): did the last thread of p's group
+ * exit? Older kernels say so through signal->live. */
+static __always_inline bool exit_group_dead(struct task_struct *p, unsigned long long *ctx)
+{
+	if (exit_tp_has_group_dead())
+		return (bool)ctx[1];
+	return BPF_CORE_READ(p, signal, live.counter) == 0;
+}
+
 #endif

@@ -8,7 +8,6 @@
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
-#define TCP_LISTEN_STATE 10
 #define MAX_FDS_SCAN 1048576
 
 struct {
@@ -44,6 +43,17 @@ static __always_inline void owner_add(__u32 tgid, int delta)
 	}
 }
 
+/* The services' process trees, for hosts where the agent can make no cgroup: a service's main
+ * process puts itself in (before exec), every process it forks joins the tree with its tag (the
+ * fork hook below), an exit leaves it. The supervisor finds what escaped a service's process
+ * group (setsid, a daemon) here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, REV_MAX_TREE);
+	__type(key, __u32);   /* tgid */
+	__type(value, __u32); /* the service's tag */
+} service_tree SEC(".maps");
+
 /* A bind()/listen() between syscall entry and exit, per thread. The kernel clears a socket's port
  * when bind fails, so the requested address must be captured at entry. */
 struct pending_call {
@@ -61,7 +71,7 @@ struct {
 	__type(value, struct pending_call);
 } calls SEC(".maps");
 
-static __always_inline struct sock *sock_of_fd(int fd, struct file **filep)
+static __always_inline struct sock *sock_of_fd(int fd)
 {
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
@@ -72,7 +82,6 @@ static __always_inline struct sock *sock_of_fd(int fd, struct file **filep)
 	fds = BPF_CORE_READ(fdt, fd);
 	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
 		return NULL;
-	*filep = f;
 	return sock_of_file(f);
 }
 
@@ -88,27 +97,37 @@ static __always_inline void key_of(struct listener_key *k, const struct sock *sk
 	k->proto = id->proto;
 }
 
-static __always_inline void emit_port(__u32 type, const struct sock_id *id, __u8 syscall)
+/* Reserves and fills a port_event for the socket id; the caller sets who and submits. */
+static __always_inline struct port_event *new_port_event(__u32 type, const struct sock_id *id)
 {
-	struct task_struct *t = bpf_get_current_task_btf();
 	struct port_event *e = reserve_event(sizeof(*e));
-	__u64 id64 = bpf_get_current_pid_tgid();
 
 	if (!e)
-		return;
+		return NULL;
 	__builtin_memset(e, 0, sizeof(*e));
 	e->type = type;
-	e->pid = id64 >> 32;
 	e->ts_ns = bpf_ktime_get_ns();
 	__builtin_memcpy(e->addr, id->addr, sizeof(e->addr));
 	e->netns = id->netns;
-	e->uid = (__u32)bpf_get_current_uid_gid();
-	e->ppid = BPF_CORE_READ(t, real_parent, tgid);
 	e->port = id->port;
 	e->family = id->family;
 	e->proto = id->proto;
-	e->syscall = syscall;
 	e->v6only = id->v6only;
+	return e;
+}
+
+/* An event about the current task's own call. */
+static __always_inline void emit_port(__u32 type, const struct sock_id *id, __u8 syscall)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct port_event *e = new_port_event(type, id);
+
+	if (!e)
+		return;
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->ppid = BPF_CORE_READ(t, real_parent, tgid);
+	e->syscall = syscall;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	bpf_ringbuf_submit(e, 0);
 }
@@ -122,17 +141,17 @@ int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int
 	struct listener_val v, *old;
 	struct sock_id id;
 
-	if (newstate != TCP_LISTEN_STATE && oldstate != TCP_LISTEN_STATE)
+	if (newstate != REV_TCP_LISTEN && oldstate != REV_TCP_LISTEN)
 		return 0;
 	if (read_sock_id(sk, &id) || id.proto != REV_PROTO_TCP)
 		return 0;
 	/* Leaving LISTEN, tcp_set_state() has already released a port the kernel chose (bind to
 	 * port 0 or none: no SOCK_BINDPORT_LOCK), so inet_num reads 0; inet_sport still holds it. */
-	if (newstate != TCP_LISTEN_STATE && !id.port)
+	if (newstate != REV_TCP_LISTEN && !id.port)
 		id.port = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
 	key_of(&k, sk, &id);
 
-	if (newstate == TCP_LISTEN_STATE) {
+	if (newstate == REV_TCP_LISTEN) {
 		__builtin_memset(&v, 0, sizeof(v));
 		v.ts_ns = bpf_ktime_get_ns();
 		v.pid = bpf_get_current_pid_tgid() >> 32;
@@ -149,20 +168,11 @@ int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int
 	if (old->confirmed) {
 		owner_add(old->pid, -1);
 		/* Report the owner that listened, not whoever closes (an exiting child, say). */
-		struct port_event *e = reserve_event(sizeof(*e));
+		struct port_event *e = new_port_event(REV_EV_RELEASE, &id);
 
 		if (e) {
-			__builtin_memset(e, 0, sizeof(*e));
-			e->type = REV_EV_RELEASE;
 			e->pid = old->pid;
-			e->ts_ns = bpf_ktime_get_ns();
-			__builtin_memcpy(e->addr, id.addr, sizeof(e->addr));
-			e->netns = id.netns;
 			e->uid = old->uid;
-			e->port = id.port;
-			e->family = id.family;
-			e->proto = id.proto;
-			e->v6only = id.v6only;
 			__builtin_memcpy(e->comm, old->comm, sizeof(e->comm));
 			bpf_ringbuf_submit(e, 0);
 		}
@@ -226,7 +236,6 @@ static __always_inline int finish_call(long ret)
 	struct listener_key k;
 	struct listener_val *v;
 	struct sock_id id;
-	struct file *file = NULL;
 	struct sock *sk;
 	__u8 syscall;
 	int fd;
@@ -239,7 +248,7 @@ static __always_inline int finish_call(long ret)
 		bpf_map_delete_elem(&calls, &tid);
 		return 0;
 	}
-	sk = sock_of_fd(fd, &file);
+	sk = sock_of_fd(fd);
 	if (!sk || read_sock_id(sk, &id)) {
 		bpf_map_delete_elem(&calls, &tid);
 		return 0;
@@ -268,7 +277,6 @@ static __always_inline int finish_call(long ret)
 		if (v && !v->confirmed) {
 			owner_add(v->pid, 1);
 			v->confirmed = 1;
-			v->file = (__u64)file;
 			emit_port(REV_EV_LISTEN, &id, 0);
 		}
 	} else {
@@ -311,8 +319,13 @@ static long mark_shared(struct bpf_map *map, struct listener_key *k, struct list
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 {
-	__u32 tgid = parent->tgid;
+	__u32 tgid = parent->tgid, child_tgid = child->tgid, *tag;
 
+	if (child_tgid != tgid && (tag = bpf_map_lookup_elem(&service_tree, &tgid))) {
+		__u32 t = *tag;
+
+		bpf_map_update_elem(&service_tree, &child_tgid, &t, BPF_ANY);
+	}
 	if (child->files == parent->files || !bpf_map_lookup_elem(&owners, &tgid))
 		return 0;
 	bpf_for_each_map_elem(&listeners, mark_shared, &tgid, 0);
@@ -320,18 +333,17 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 }
 
 /* An owner that dies may leave its listeners to processes it passed them to (fork, SCM_RIGHTS):
- * they are marked so `scan` finds the holders that remain, instead of naming the dead. */
+ * they are marked so `scan` finds the holders that remain, instead of naming the dead. A dead
+ * process also leaves its service's tree. */
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(on_owner_exit, struct task_struct *p)
 {
 	__u32 tgid = p->tgid;
-	bool group_dead;
 
-	if (exit_tp_has_group_dead())
-		group_dead = (bool)ctx[1];
-	else
-		group_dead = BPF_CORE_READ(p, signal, live.counter) == 0;
-	if (!group_dead || !bpf_map_lookup_elem(&owners, &tgid))
+	if (!exit_group_dead(p, ctx))
+		return 0;
+	bpf_map_delete_elem(&service_tree, &tgid);
+	if (!bpf_map_lookup_elem(&owners, &tgid))
 		return 0;
 	bpf_for_each_map_elem(&listeners, mark_shared, &tgid, 0);
 	bpf_map_delete_elem(&owners, &tgid);

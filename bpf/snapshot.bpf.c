@@ -11,8 +11,6 @@
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
-#define TCP_LISTEN_STATE 10
-#define TCP_CLOSE_STATE 7
 #define EXIT_ZOMBIE_STATE 32 /* EXIT_DEAD is 16 */
 
 /* A socket matters for port ownership when it holds a port: TCP listening or bound, UDP bound. */
@@ -21,7 +19,7 @@ static __always_inline bool holds_port(const struct sock_id *id)
 	if (!id->port)
 		return false;
 	if (id->proto == REV_PROTO_TCP)
-		return id->state == TCP_LISTEN_STATE || id->state == TCP_CLOSE_STATE;
+		return id->state == REV_TCP_LISTEN || id->state == REV_TCP_CLOSE;
 	return id->proto == REV_PROTO_UDP;
 }
 
@@ -59,7 +57,6 @@ int dump_socket_fds(struct bpf_iter__task_file *ctx)
 	r.uid = BPF_CORE_READ(task, cred, uid.val);
 	r.fd = ctx->fd;
 	r.ino = BPF_CORE_READ(file, f_inode, i_ino);
-	r.file = (__u64)file;
 	bpf_probe_read_kernel_str(r.comm, sizeof(r.comm), task->group_leader->comm);
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;
@@ -83,7 +80,7 @@ int dump_tcp(struct bpf_iter__tcp *ctx)
 {
 	struct sock_common *skc = ctx->sk_common;
 
-	if (!skc || BPF_CORE_READ(skc, skc_state) != TCP_LISTEN_STATE)
+	if (!skc || BPF_CORE_READ(skc, skc_state) != REV_TCP_LISTEN)
 		return 0; /* established, time-wait and request sockets hold no port of their own */
 	dump_table_sock(ctx->meta->seq, (const struct sock *)skc, ctx->uid);
 	return 0;

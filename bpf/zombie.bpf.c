@@ -20,13 +20,8 @@ int BPF_PROG(on_exit, struct task_struct *p)
 {
 	struct task_struct *leader;
 	struct exit_event *e;
-	bool group_dead;
 
-	if (exit_tp_has_group_dead())
-		group_dead = (bool)ctx[1];
-	else
-		group_dead = BPF_CORE_READ(p, signal, live.counter) == 0;
-	if (!group_dead)
+	if (!exit_group_dead(p, ctx))
 		return 0;
 
 	e = reserve_event(sizeof(*e));

@@ -16,6 +16,9 @@
 #define REV_PROTO_TCP 6
 #define REV_PROTO_UDP 17
 #define REV_EADDRINUSE 98
+/* TCP states as the kernel numbers them (include/net/tcp_states.h); UDP sockets report CLOSE. */
+#define REV_TCP_CLOSE 7
+#define REV_TCP_LISTEN 10
 
 /* Every ring-buffer record starts with `__u32 type` so the consumer can dispatch on it. */
 enum rev_event_type {

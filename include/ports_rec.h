@@ -7,6 +7,7 @@
 
 #define REV_MAX_LISTENERS 65536
 #define REV_MAX_OWNERS 16384
+#define REV_MAX_TREE 65536 /* processes in the services' trees (no-cgroup hosts) */
 #define REV_LISTENERS_PIN "listeners" /* under the pin directory, /sys/fs/bpf/revenant */
 
 
@@ -24,7 +25,6 @@ _Static_assert(sizeof(struct listener_key) == 32, "listener_key layout");
 
 struct listener_val {
 	__u64 ts_ns;
-	__u64 file; /* struct file * of the socket: its reference count tells whether it is shared */
 	__u32 pid;
 	__u32 uid;
 	char comm[REV_COMM_LEN];
@@ -33,7 +33,7 @@ struct listener_val {
 	__u8 shared; /* its owner forked (a new fd table) or died: others may hold it */
 	__u8 pad[5];
 };
-_Static_assert(sizeof(struct listener_val) == 48, "listener_val layout");
+_Static_assert(sizeof(struct listener_val) == 40, "listener_val layout");
 
 struct port_event {
 	__u32 type; /* REV_EV_LISTEN, REV_EV_RELEASE or REV_EV_COLLISION */

@@ -23,7 +23,6 @@ struct snap_sock {
 	__u32 pid;
 	__u64 sk;
 	__u64 ino; /* socket inode: what /proc/PID/fd and ss call socket:[ino] */
-	__u64 file; /* struct file *, for the listeners map */
 	__u8 addr[REV_ADDR_LEN];
 	__u32 netns;
 	__u32 uid;
@@ -31,12 +30,12 @@ struct snap_sock {
 	__u16 port;
 	__u8 family;
 	__u8 proto;
-	__u8 state; /* TCP state (10 = LISTEN, 7 = CLOSE); UDP sockets report 7 */
+	__u8 state; /* REV_TCP_LISTEN, REV_TCP_CLOSE...; UDP sockets report REV_TCP_CLOSE */
 	__u8 v6only;
 	__u8 pad[6];
 	char comm[REV_COMM_LEN];
 };
-_Static_assert(sizeof(struct snap_sock) == 88, "snap_sock layout");
+_Static_assert(sizeof(struct snap_sock) == 80, "snap_sock layout");
 
 struct snap_zombie {
 	__u32 type; /* REV_SNAP_ZOMBIE */

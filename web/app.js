@@ -179,7 +179,8 @@ function renderServices() {
     st.appendChild(el("span", "badge " + s.state, s.state));
     tr.appendChild(st);
     tr.appendChild(el("td", "num c-pid", s.pid === null ? "–" : s.pid));
-    tr.appendChild(el("td", "c-user", (s.pid && userOf(name, s.pid)) || "–"));
+    // The kernel's word (a socket's owner) first, else the configured user (status says it).
+    tr.appendChild(el("td", "c-user", (s.pid && userOf(name, s.pid)) || s.user || "–"));
     tr.appendChild(el("td", "num c-port", s.port === null ? "–" : s.port));
     tr.appendChild(el("td", "num c-restarts", s.restarts));
     const he = el("td", "c-health");
@@ -189,7 +190,8 @@ function renderServices() {
     if (s.uptime_ms !== undefined) up.dataset.base = s.uptime_ms;
     tr.appendChild(up);
     const lx = el("td", "c-last-exit");
-    const last = exitText(state.timeline[name] && state.timeline[name].last_exit);
+    // The stream's copy is the newest; status keeps one from before the page's ring of events.
+    const last = exitText((state.timeline[name] && state.timeline[name].last_exit) || s.last_exit);
     if (last) {
       lx.appendChild(el("span", last.cls, last.what));
       if (last.why) lx.appendChild(el("span", "muted", " " + last.why));

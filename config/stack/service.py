@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """A stand-in for one service of the development stack (backend, frontend, memory, engines):
-an HTTP server on $PORT (or argv[2]) that answers /health. Only the standard library."""
+an HTTP server on $PORT (or argv[2]) that answers /health, with the upstream it was given in
+$UPSTREAM (the frontend is told the backend's current port by revenant). Only the standard
+library."""
 import http.server
 import json
 import os
@@ -13,7 +15,8 @@ port = int(sys.argv[2] if len(sys.argv) > 2 else os.environ.get("PORT", "0"))
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        body = json.dumps({"service": name, "port": port, "path": self.path}).encode()
+        body = json.dumps({"service": name, "port": port, "path": self.path,
+                           "upstream": os.environ.get("UPSTREAM")}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
-/* libFuzzer target: the event-log readers `revenant tail` uses on files anyone with write access
- * to the log directory could have damaged: the input as one line (evline_parse), as a whole
- * segment file, gzip or plain (evseg_read, through a memfd), each event as a table row
+/* libFuzzer target: the log readers `revenant tail` and `logs` use on files anyone with write
+ * access to the log directory (or a service, through its output) could have shaped: the input as
+ * one line (evline_parse, outline_parse and the output rows and JSON objects), as a whole segment
+ * file, gzip or plain (evseg_read, through a memfd), each event as a table row
  * (tail_format_row), and as a --since argument. */
 #include <stddef.h>
 #include <stdint.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include "lib/log.h"
+#include "cmd/logs.h"
 #include "cmd/tail.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -47,6 +49,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (evline_parse((const char *)data, size, &ev) == 0)
 		evline_free(&ev);
+
+	{
+		const char *line = (const char *)data;
+		struct outline o;
+		struct outsrc ctx = {.service = "svc", .file_stream = -1, .want = -1};
+		struct lr_src src = {.path = "x", .on_line = outsrc_line, .ctx = &ctx};
+		struct lr_set set;
+
+		outline_parse(line, size, -1, &o);
+		if (o.text < line || o.text + o.len != line + size)
+			abort(); /* the text is the line's tail, never outside it */
+		lr_init(&set, &src, 1, 0); /* limit 0: formatted, then dropped */
+		for (int mode = 0; mode < 4; mode++) {
+			ctx.json = mode & 1;
+			ctx.tail_rows = mode & 2;
+			outsrc_line(&src, line, size);
+		}
+		lr_free(&set);
+	}
 
 	if (fd < 0)
 		fd = memfd_create("segment", MFD_CLOEXEC);

@@ -125,11 +125,12 @@ class Agent:
         self.events = []
         self.ino = Inotify(self.dir)
 
-    def start(self, extra=(), wait=True, preexec_fn=None):
+    def start(self, extra=(), wait=True, env=None, preexec_fn=None):
         """preexec_fn runs in the agent's process before exec (e.g. to lower an rlimit)."""
         self.stderr = open(os.path.join(self.dir, "agent.stderr"), "w+")
         self.proc = subprocess.Popen([BIN, "run", "-c", self.config_path, *extra],
                                      stdout=self.stderr, stderr=self.stderr,
+                                     env=dict(os.environ, **env) if env else None,
                                      preexec_fn=preexec_fn)
         if wait:
             self.wait_event(lambda e: e["type"] == "agent_start" and e.get("pid") == self.proc.pid,

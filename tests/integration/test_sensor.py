@@ -1,4 +1,5 @@
 """The foundation: `revenant run` sees zombies, port collisions and listeners as they happen."""
+import json
 import os
 import pwd
 import signal
@@ -67,6 +68,34 @@ def test_zombies_before_and_after_start():
         end(parent)
         if agent:
             agent.close()
+
+
+def test_reload_shorter_grace_applies_to_new_zombies():
+    """A SIGHUP that lowers zombie_grace_ms: a zombie born after it is reported at the new grace,
+    not queued behind an older zombie's longer deadline."""
+    parent = spawn(ZOMBIE_PARENT)
+    agent = Agent({"monitoring": {"zombie_grace_ms": 20000}}, "regrace").start()
+    try:
+        old = int(tell(parent, "fork")[0])
+        agent.config["monitoring"]["zombie_grace_ms"] = 200
+        with open(agent.config_path, "w") as f:
+            json.dump(agent.config, f)
+        n = len(agent.events)
+        agent.proc.send_signal(signal.SIGHUP)
+        r = agent.wait_event(lambda e: e["type"] == "agent_reload", what="agent_reload", since=n)
+        assert r["ok"] is True, r
+        new = int(tell(parent, "fork")[0])
+        z = agent.wait_event(lambda e: e["type"] == "zombie" and e["pid"] == new, timeout=5,
+                             what="the new zombie at the new grace", since=n)
+        assert 200 <= z["age_ms"] < 5000, z
+        # the older exit keeps the grace it was given: not reported yet
+        assert not [e for e in agent.events if e["type"] == "zombie" and e["pid"] == old]
+        assert tell(parent, "reap") == ["reaped"]
+        agent.wait_event(lambda e: e["type"] == "zombie_reaped" and e["pid"] == new,
+                         what="zombie_reaped of the new zombie")
+    finally:
+        end(parent)
+        agent.close()
 
 
 def test_exit_reaped_in_time_is_not_a_zombie():
@@ -291,6 +320,7 @@ def test_bad_config_exits_2():
 
 if __name__ == "__main__":
     run_tests([
+        test_reload_shorter_grace_applies_to_new_zombies,
         test_zombies_before_and_after_start,
         test_exit_reaped_in_time_is_not_a_zombie,
         test_collision_ipv4_owner_listening_before_agent,

@@ -201,10 +201,12 @@ def test_stack_order_status_and_sigterm():
             assert s["port"] == ports[n] and s["restarts"] == 0 and s["health"] == "ok", (n, s)
 
         table = rev("status", "-c", agent.config_path, check=0).stdout.splitlines()
-        assert table[0].split() == ["SERVICE", "STATE", "PID", "PORT", "RESTARTS", "HEALTH"], table
+        assert table[0].split() == ["SERVICE", "STATE", "PID", "PORT", "RESTARTS", "HEALTH",
+                                    "USER", "LAST", "EXIT"], table
         rows = {l.split()[0]: l.split() for l in table[1:] if l.strip()}
         for n in pids:
-            assert rows[n] == [n, "running", str(pids[n]), str(ports[n]), "0", "ok"], rows
+            assert rows[n] == [n, "running", str(pids[n]), str(ports[n]), "0", "ok", "root",
+                               "-"], rows
 
         n0 = len(agent.events)
         assert agent.stop(signal.SIGTERM) == 0
@@ -305,6 +307,10 @@ def test_collision_while_running_migrates():
         s2 = agent.wait_event(lambda e: e["type"] == "service_start" and e["service"] == "a" and
                               e["pid"] != s["pid"], what="restart on the alternative")
         assert s2["port"] == alt, s2
+        # The log reads as what happened: the cause, the decision, the reaction.
+        ev = agent.events
+        assert ev.index(c) < ev.index(m) < ev.index(s2), (ev.index(c), ev.index(m), ev.index(s2))
+        assert m["owner_comm"] == c["owner_comm"] == "python3", (m, c)
         wait_healthy(agent, "a", port=alt)
         st = status(agent)["services"]["a"]
         assert st["state"] == "running" and st["port"] == alt and st["pid"] == s2["pid"], st
@@ -330,7 +336,8 @@ def test_crash_loop_gives_up_after_max_restarts():
         rs = of(ev, "service_restart", service="boom")
         assert [r["attempt"] for r in rs] == [1, 2, 3], rs
         delays = [r["delay_ms"] for r in rs]
-        assert delays[0] > 0 and delays[0] < delays[1] < delays[2], delays
+        # the first restart at once, then restart_delay_ms doubling
+        assert delays == [0, 250, 500], delays
         exits = of(ev, "service_exit", service="boom")
         assert len(exits) == 4 and all(e["code"] == 1 for e in exits), exits
         assert len(of(ev, "service_start", service="boom")) == 4
@@ -581,6 +588,74 @@ def test_stop_reaches_a_process_that_left_the_group():
         agent.close()
 
 
+# The main process starts a daemon that leaves its process group (setsid) and exits.
+DAEMONIZER = "setsid sleep 600 & echo $! > escaped.pid; exit 3"
+
+
+def escaped_pid(agent):
+    with open(os.path.join(agent.dir, "escaped.pid")) as f:
+        return int(f.read())
+
+
+def check_exit_ends_escaped_daemon(name, env=None):
+    agent = make_agent(name, {"d": {"command": DAEMONIZER, "auto_restart": False,
+                                    "stop_timeout_ms": 3000}})
+    try:
+        agent.start(env=env)
+        x = agent.wait_event(lambda e: e["type"] == "service_exit" and e["service"] == "d",
+                             what="service_exit")
+        assert x["code"] == 3, x
+        daemon = escaped_pid(agent)
+        assert wait_exit(daemon, 10), "the setsid'd daemon outlived its service's main process"
+        st = status(agent)["services"]["d"]
+        assert st["state"] == "stopped" and st["pid"] is None, st
+    finally:
+        agent.close()
+
+
+def test_exit_of_main_ends_an_escaped_daemon():
+    """kill_mode group (the default): a daemon the main process left behind (setsid) is ended
+    with it, through the service's cgroup."""
+    check_exit_ends_escaped_daemon("daemon-cg")
+
+
+def test_exit_of_main_ends_an_escaped_daemon_without_cgroups():
+    """Where the agent makes no cgroup (forced here), the process tree the BPF fork hook keeps
+    finds the daemon."""
+    check_exit_ends_escaped_daemon("daemon-tree", env={"REVENANT_NO_CGROUP": "1"})
+
+
+def test_stop_reaches_a_process_that_left_the_group_without_cgroups():
+    port = free_port()
+    agent = make_agent("escape-tree", {"a": svc(port, command=(
+        "setsid sleep 600 & echo $! > escaped.pid; exec %s svc.py" % sys.executable))})
+    try:
+        agent.start(env={"REVENANT_NO_CGROUP": "1"})
+        wait_healthy(agent, "a")
+        escaped = escaped_pid(agent)
+        assert pid_alive(escaped)
+        rev("stop", "-c", agent.config_path, "a", check=0)
+        assert wait_exit(escaped, 10), "the setsid'd descendant survived the stop"
+    finally:
+        agent.close()
+
+
+def test_kill_mode_main_leaves_the_daemon():
+    agent = make_agent("daemon-main", {"d": {"command": DAEMONIZER, "auto_restart": False,
+                                             "kill_mode": "main"}})
+    daemon = None
+    try:
+        agent.start()
+        agent.wait_event(lambda e: e["type"] == "service_exit" and e["service"] == "d",
+                         what="service_exit")
+        daemon = escaped_pid(agent)
+        assert status(agent)["services"]["d"]["state"] == "stopped"
+        assert pid_alive(daemon) and not wait_exit(daemon, 0.5), "kill_mode main killed it"
+    finally:
+        agent.close()
+        if daemon and pid_alive(daemon):
+            os.kill(daemon, signal.SIGKILL)  # the test's own: started by its service
+
 def test_control_socket_permissions_and_no_agent():
     port = free_port()
     agent = make_agent("perm", {"a": svc(port)})
@@ -677,6 +752,72 @@ def test_kill_port():
             end(foreign)
 
 
+def test_zombie_policy_restart_parent_counts_restarts_and_gives_up():
+    """A service that leaks a zombie at every start, under restart_parent: its restarts are
+    service_restart events with a reason, counted toward max_restarts, under back-off."""
+    agent = zombie_agent("restart_parent")
+    agent.config["services"]["leaky"]["max_restarts"] = 3
+    with open(agent.config_path, "w") as f:
+        json.dump(agent.config, f)
+    try:
+        agent.start()
+        g = agent.wait_event(lambda e: e["type"] == "service_give_up" and e["service"] == "leaky",
+                             timeout=30, what="service_give_up of leaky")
+        ev = agent.events
+        rs = of(ev, "service_restart", service="leaky")
+        assert [r["attempt"] for r in rs] == [1, 2, 3], rs
+        assert all(r["reason"] == "zombie_policy" for r in rs), rs
+        delays = [r["delay_ms"] for r in rs]
+        assert delays == [0, 250, 500], delays
+        zs = of(ev, "zombie", service="leaky")
+        assert len(zs) == 4 and all(z["action"] == "restart_parent" for z in zs[:3]), zs
+        # each restart follows the zombie that caused it, and the give-up comes last
+        for z, r in zip(zs, rs):
+            assert ev.index(z) < ev.index(r), (z, r)
+        assert ev.index(g) > ev.index(rs[-1])
+        starts = of(ev, "service_start", service="leaky")
+        assert len(starts) == 4, starts
+        for r, nxt in zip(rs, starts[1:]):
+            assert (ts(nxt) - ts(r)) * 1000 >= r["delay_ms"] * 0.9, (r, nxt)
+        st = status(agent)["services"]["leaky"]
+        assert st["state"] == "failed" and st["restarts"] == 3, st
+    finally:
+        agent.close()
+
+
+def test_every_alternative_port_is_probed():
+    """More alternatives than any fixed array holds, the first 80 taken: the agent probes them
+    all and starts on the first free one, never on one it did not look at."""
+    held, ports = [], []
+    try:
+        while len(ports) < 101:
+            p = free_port()
+            if p in ports:
+                continue
+            ports.append(p)
+            if len(ports) <= 81:  # the service's own port and its first 80 alternatives
+                s = socket.socket()
+                s.bind(("127.0.0.1", p))
+                s.listen()
+                held.append(s)
+        agent = make_agent("manyalt", {"a": svc(ports[0], alternative_ports=ports[1:])})
+        try:
+            agent.start()
+            m = agent.wait_event(lambda e: e["type"] == "port_migrated" and e["service"] == "a",
+                                 what="port_migrated")
+            assert m["to"] == ports[81], (m, ports[81])
+            st = wait_started(agent, "a")
+            assert st["port"] == ports[81], st
+            wait_healthy(agent, "a", port=ports[81])
+            assert not of(agent.events, "port_collision", service="a"), \
+                of(agent.events, "port_collision")
+        finally:
+            agent.close()
+    finally:
+        for s in held:
+            s.close()
+
+
 if __name__ == "__main__":
     run_tests([
         test_stack_order_status_and_sigterm,
@@ -688,10 +829,16 @@ if __name__ == "__main__":
         test_zombie_policy_nudge,
         test_zombie_policy_report,
         test_zombie_policy_restart_parent,
+        test_zombie_policy_restart_parent_counts_restarts_and_gives_up,
+        test_every_alternative_port_is_probed,
         test_zombie_nudge_short_grace_logs_reap,
         test_zombie_with_slow_exit_is_reported,
         test_stop_start_restart_service,
         test_stop_reaches_a_process_that_left_the_group,
+        test_exit_of_main_ends_an_escaped_daemon,
+        test_exit_of_main_ends_an_escaped_daemon_without_cgroups,
+        test_stop_reaches_a_process_that_left_the_group_without_cgroups,
+        test_kill_mode_main_leaves_the_daemon,
         test_control_socket_permissions_and_no_agent,
         test_control_socket_refuses_non_root_peer,
         test_stop_all_keeps_agent,

@@ -112,6 +112,10 @@ static void test_service_defaults(void **state)
 	assert_string_equal(s->command, "sleep 100");
 	assert_string_equal(s->cwd, "/tmp/x");
 	assert_string_equal(s->log_file, "/tmp/x/logs/worker.log");
+	assert_string_equal(s->stderr_file, s->log_file); /* one file for both streams */
+	assert_int_equal(s->log_max_bytes, 10485760);
+	assert_int_equal(s->log_keep, 5);
+	assert_true(s->log_timestamps);
 	assert_null(s->env_file);
 	assert_int_equal(s->n_env, 0);
 	assert_int_equal(s->port, 0);
@@ -348,7 +352,9 @@ static void test_unknown_keys(void **state)
 	EXPECT_ERR(svc("\"colour\": \"red\""), PATH
 		   ": services.backend.colour: unknown key (known: command, cwd, env, env_file, "
 		   "port, alternative_ports, auto_restart, max_restarts, critical, depends_on, "
-		   "health, stop_signal, stop_timeout_ms, zombie_policy, log_file)");
+		   "health, stop_signal, stop_timeout_ms, zombie_policy, log_file, kill_mode, user, "
+		   "group, umask, no_new_privileges, restart_delay_ms, restart_delay_max_ms, part_of, "
+		   "stderr_file, log_max_bytes, log_keep, log_timestamps)");
 	EXPECT_ERR(svc("\"prot\": 1"), "services.backend.prot: unknown key",
 		   "did you mean \"port\"");
 	EXPECT_ERR(svc("\"port\": 1, \"health\": {\"htpp\": \"/\"}"),
@@ -394,6 +400,9 @@ static void test_wrong_types(void **state)
 		   "services.backend.depends_on: expected an array, got string");
 	EXPECT_ERR(svc("\"depends_on\": [1]"),
 		   "services.backend.depends_on[0]: expected a string, got number");
+	EXPECT_ERR(svc("\"log_timestamps\": \"yes\""),
+		   "services.backend.log_timestamps: expected a boolean, got string");
+	EXPECT_ERR(svc("\"stderr_file\": \"\""), "services.backend.stderr_file: empty path");
 	EXPECT_ERR(svc("\"health\": \"/health\""),
 		   "services.backend.health: expected an object, got string");
 	EXPECT_ERR(svc("\"stop_signal\": true"), "services.backend.stop_signal: expected a signal");
@@ -429,7 +438,7 @@ static void test_out_of_range(void **state)
 	EXPECT_ERR(svc("\"alternative_ports\": [8000, 70000]"),
 		   "services.backend.alternative_ports[1]: 70000 is out of range 1..65535");
 	EXPECT_ERR(svc("\"max_restarts\": 1001"),
-		   "services.backend.max_restarts: 1001 is out of range 0..1000");
+		   "services.backend.max_restarts: 1001 is out of range -1..1000");
 	EXPECT_ERR(svc("\"stop_timeout_ms\": -1"),
 		   "services.backend.stop_timeout_ms: -1 is out of range 0..3600000");
 	EXPECT_ERR(svc("\"stop_signal\": 65"),
@@ -451,6 +460,12 @@ static void test_out_of_range(void **state)
 	EXPECT_ERR("{\"log\": {\"max_bytes\": 1099511627777}}",
 		   "log.max_bytes: 1099511627777 is out of range");
 	EXPECT_ERR("{\"log\": {\"keep\": 1001}}", "log.keep: 1001 is out of range 0..1000");
+	EXPECT_ERR(svc("\"log_max_bytes\": 4095"),
+		   "services.backend.log_max_bytes: 4095 is out of range 4096..1099511627776 (or 0: "
+		   "never rotate)");
+	EXPECT_ERR(svc("\"log_max_bytes\": -1"), "services.backend.log_max_bytes: -1 is out of range");
+	EXPECT_ERR(svc("\"log_keep\": 1001"),
+		   "services.backend.log_keep: 1001 is out of range 0..1000");
 }
 
 static void test_range_edges_accepted(void **state)
@@ -467,6 +482,14 @@ static void test_range_edges_accepted(void **state)
 	assert_int_equal(cfg.services[0].stop_signal, 64);
 	assert_int_equal(cfg.log.max_bytes, 1LL << 40);
 	assert_int_equal(cfg.log.keep, 0);
+	config_free(&cfg);
+	parse_ok(svc("\"log_max_bytes\": 0, \"log_keep\": 0, \"log_timestamps\": false, "
+		     "\"stderr_file\": \"err.log\""),
+		 &cfg);
+	assert_int_equal(cfg.services[0].log_max_bytes, 0);
+	assert_int_equal(cfg.services[0].log_keep, 0);
+	assert_false(cfg.services[0].log_timestamps);
+	assert_string_equal(cfg.services[0].stderr_file, "/tmp/x/err.log");
 	config_free(&cfg);
 	/* 1e3 is a whole number however it is written */
 	parse_ok(svc("\"port\": 1e3"), &cfg);

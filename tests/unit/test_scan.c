@@ -18,6 +18,7 @@
 
 #include "cmd/scan.h"
 #include "lib/state.h"
+#include "lib/util.h"
 
 #define NETNS 4026531840u
 
@@ -407,7 +408,7 @@ static void table_has_header_and_rows(void **state)
 
 static void state_round_trip(void **state)
 {
-	char dir[] = "/tmp/revenant-test-state-XXXXXX", path[4200];
+	char dir[] = "/tmp/revenant-test-state-XXXXXX", path[REV_PATH_BUF];
 	struct svc_record svcs[2] = {0};
 	struct rt_state st = {0}, back;
 

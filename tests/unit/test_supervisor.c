@@ -26,10 +26,14 @@
 static const char *const expected_action[SVC_NSTATES][SVC_NEVENTS] = {
 	[SVC_STOPPED] = {
 		[SE_START] = "start",
+		/* a stop that restarts is complete: start again, after the restart's back-off */
+		[SE_RESUME] = "resume",
 	},
 	[SVC_WAITING] = {
 		[SE_STOP] = "cancel",
 		[SE_DEPS_READY] = "try_start",
+		/* what it waits for gave up: it fails too */
+		[SE_DEP_FAILED] = "dep_failed",
 	},
 	[SVC_CLEARING] = {
 		/* the leftover's stop (with its escalation) runs on; the service stays down after */
@@ -45,12 +49,15 @@ static const char *const expected_action[SVC_NSTATES][SVC_NEVENTS] = {
 		[SE_UNHEALTHY] = "restart_unhealthy",
 		[SE_EXIT] = "exited",
 		[SE_COLLISION] = "collision",
+		/* `revenant restart`, zombie_policy restart_parent */
+		[SE_RESTART] = "restart",
 	},
 	[SVC_RUNNING] = {
 		[SE_STOP] = "stop",
 		[SE_UNHEALTHY] = "restart_unhealthy",
 		[SE_EXIT] = "exited",
 		[SE_COLLISION] = "collision",
+		[SE_RESTART] = "restart",
 	},
 	[SVC_STOPPING] = {
 		/* a stop cancels the restart that may follow; a start asks for one */
@@ -59,6 +66,8 @@ static const char *const expected_action[SVC_NSTATES][SVC_NEVENTS] = {
 		[SE_CLEARED] = "release_done",
 		[SE_EXIT] = "stopped_exit",
 		[SE_TIMER] = "stop_timer",
+		/* stop --force, a second SIGTERM: SIGKILL now */
+		[SE_KILL] = "kill",
 	},
 	[SVC_BACKOFF] = {
 		[SE_STOP] = "cancel",
@@ -70,11 +79,6 @@ static const char *const expected_action[SVC_NSTATES][SVC_NEVENTS] = {
 };
 /* clang-format on */
 
-static const char *const event_names[SVC_NEVENTS] = {
-    [SE_START] = "START",     [SE_STOP] = "STOP",	[SE_DEPS_READY] = "DEPS_READY",
-    [SE_CLEARED] = "CLEARED", [SE_HEALTHY] = "HEALTHY", [SE_UNHEALTHY] = "UNHEALTHY",
-    [SE_EXIT] = "EXIT",	      [SE_TIMER] = "TIMER",	[SE_COLLISION] = "COLLISION",
-};
 
 static void action_table_matrix(void **state)
 {
@@ -90,12 +94,13 @@ static void action_table_matrix(void **state)
 				continue;
 			if (!want || !got || strcmp(want, got))
 				fail_msg("%s + %s: expected %s, table runs %s",
-					 svc_state_name((enum svc_state)s), event_names[e],
+					 svc_state_name((enum svc_state)s),
+					 svc_event_name((enum svc_event)e),
 					 want ? want : "(ignored)", got ? got : "(ignored)");
 			handled++;
 		}
 	}
-	assert_int_equal(handled, 24); /* 24 of the 72 pairs do something */
+	assert_int_equal(handled, 29); /* 29 of the 104 pairs do something */
 }
 
 static void action_table_bounds(void **state)
@@ -140,12 +145,25 @@ static void backoff_doubles_then_caps(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
-		assert_int_equal(sup_backoff_ms((int)i + 1), want[i]);
-	assert_int_equal(sup_backoff_ms(100), 30000);
-	assert_int_equal(sup_backoff_ms(INT_MAX), 30000);
+		assert_int_equal(sup_backoff_ms((int)i + 1, 250, 30000), want[i]);
+	assert_int_equal(sup_backoff_ms(100, 250, 30000), 30000);
+	assert_int_equal(sup_backoff_ms(INT_MAX, 250, 30000), 30000);
 	/* a nonsense attempt number still gives the base delay, never 0 */
-	assert_int_equal(sup_backoff_ms(0), 250);
-	assert_int_equal(sup_backoff_ms(-5), 250);
+	assert_int_equal(sup_backoff_ms(0, 250, 30000), 250);
+	assert_int_equal(sup_backoff_ms(-5, 250, 30000), 250);
+}
+
+/* A crash that happens once is restarted at once; the back-off starts at the second in a row. */
+static void restart_delay_first_is_immediate(void **state)
+{
+	(void)state;
+	assert_int_equal(sup_restart_delay_ms(1, 250, 30000), 0);
+	assert_int_equal(sup_restart_delay_ms(2, 250, 30000), 250);
+	assert_int_equal(sup_restart_delay_ms(3, 250, 30000), 500);
+	assert_int_equal(sup_restart_delay_ms(4, 100, 300), 300);
+	assert_int_equal(sup_restart_delay_ms(1000, 250, 30000), 30000);
+	assert_int_equal(sup_restart_delay_ms(0, 250, 30000), 0);
+	assert_int_equal(sup_backoff_ms(40, 4000000000u, 4100000000u), 4100000000u);
 }
 
 static void backoff_monotonic(void **state)
@@ -154,7 +172,7 @@ static void backoff_monotonic(void **state)
 
 	(void)state;
 	for (int a = 1; a <= 1000; a++) {
-		unsigned ms = sup_backoff_ms(a);
+		unsigned ms = sup_backoff_ms(a, 250, 30000);
 
 		assert_true(ms >= prev);
 		assert_true(ms >= 250 && ms <= 30000);
@@ -533,6 +551,7 @@ int main(void)
 	    cmocka_unit_test(state_names),
 	    cmocka_unit_test(backoff_doubles_then_caps),
 	    cmocka_unit_test(backoff_monotonic),
+	    cmocka_unit_test(restart_delay_first_is_immediate),
 	    cmocka_unit_test(port_free_is_own),
 	    cmocka_unit_test(port_held_by_own_leftover),
 	    cmocka_unit_test(port_foreign_migrates_to_first_free),

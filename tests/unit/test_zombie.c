@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "agent/zombie.h"
+#include "lib/loop.h"
 
 #define MS 1000000ull
 
@@ -139,6 +140,239 @@ static void forget(void **state)
 	ztrack_free(t);
 }
 
+/* A grace lowered on reload: exits after it are due at the new grace, even behind older exits
+ * with longer deadlines (deadlines are a heap, not a FIFO). */
+static void lower_grace_reorders_deadlines(void **state)
+{
+	struct ztrack *t = ztrack_new(10000 * MS, 100);
+	struct zrec a = rec(10, 1, 0), b = rec(11, 1, 100 * MS), out;
+
+	(void)state;
+	assert_int_equal(ztrack_exit(t, &a), 0); /* due at 10000 ms */
+	ztrack_set_grace(t, 200 * MS);
+	assert_int_equal(ztrack_exit(t, &b), 0); /* due at 300 ms */
+	assert_int_equal(ztrack_next_deadline(t), 300 * MS);
+	assert_int_equal(ztrack_pop_due(t, 300 * MS, &out), 1);
+	assert_int_equal(out.pid, 11);
+	assert_int_equal(ztrack_next_deadline(t), 10000 * MS);
+	assert_int_equal(ztrack_pop_due(t, 9999 * MS, &out), 0);
+	assert_int_equal(ztrack_pop_due(t, 10000 * MS, &out), 1);
+	assert_int_equal(out.pid, 10);
+	ztrack_free(t);
+}
+
+/* ---- the watcher, with /proc replaced ---- */
+
+static char fake_state[64]; /* by pid: 'Z', 'R', 0 (gone) */
+static unsigned fake_flags[64];
+
+static char st_of(pid_t pid)
+{
+	return pid < 64 ? fake_state[pid] : 0;
+}
+
+static unsigned flags_of(pid_t pid)
+{
+	return pid < 64 ? fake_flags[pid] : 0;
+}
+
+static struct {
+	int zombies, reaped, lost;
+	pid_t last;
+	bool last_act;
+	enum ev_action answer;
+} seen;
+
+static enum ev_action on_z(void *ctx, const struct zrec *z, uint64_t now, bool act)
+{
+	(void)ctx;
+	(void)now;
+	seen.zombies++;
+	seen.last = z->pid;
+	seen.last_act = act;
+	return seen.answer;
+}
+
+static void on_r(void *ctx, const struct zrec *z, uint64_t ns)
+{
+	(void)ctx;
+	(void)ns;
+	seen.reaped++;
+	seen.last = z->pid;
+}
+
+static void on_l(void *ctx, uint64_t n)
+{
+	(void)ctx;
+	seen.lost = (int)n;
+}
+
+static struct zwatch *watcher(struct loop **l, uint64_t grace_ms, size_t max)
+{
+	struct zwatch_hooks h = {.zombie = on_z, .reaped = on_r, .lost = on_l,
+				 .proc_state = st_of, .proc_flags = flags_of};
+
+	memset(&seen, 0, sizeof(seen));
+	memset(fake_state, 0, sizeof(fake_state));
+	memset(fake_flags, 0, sizeof(fake_flags));
+	seen.answer = ACT_REPORT;
+	*l = loop_new();
+	assert_non_null(*l);
+	return zwatch_new(*l, grace_ms * MS, max, &h);
+}
+
+static struct exit_event exit_rec(uint32_t type, pid_t pid, uint64_t ts)
+{
+	struct exit_event r = {.type = type, .pid = pid, .ppid = 1, .ts_ns = ts, .start_ns = 7};
+
+	strcpy(r.comm, "child");
+	return r;
+}
+
+static void watcher_reports_at_the_deadline(void **state)
+{
+	struct loop *l;
+	struct zwatch *w = watcher(&l, 200, 100);
+	struct exit_event e = exit_rec(REV_EV_EXIT, 20, 1000 * MS);
+
+	(void)state;
+	fake_state[20] = 'Z';
+	zwatch_exit(w, &e);
+	zwatch_run_due(w, 1199 * MS);
+	assert_int_equal(seen.zombies, 0);
+	zwatch_run_due(w, 1200 * MS);
+	assert_int_equal(seen.zombies, 1);
+	assert_true(seen.last == 20 && seen.last_act);
+	/* its reap, announced: zombie_reaped */
+	e = exit_rec(REV_EV_REAP, 20, 1500 * MS);
+	zwatch_reap(w, &e);
+	assert_int_equal(seen.reaped, 1);
+	assert_int_equal(zwatch_count(w), 0);
+	zwatch_free(w);
+	loop_free(l);
+}
+
+static void watcher_silent_for_a_reap_in_time(void **state)
+{
+	struct loop *l;
+	struct zwatch *w = watcher(&l, 200, 100);
+	struct exit_event e = exit_rec(REV_EV_EXIT, 21, 1000 * MS);
+
+	(void)state;
+	fake_state[21] = 'Z';
+	zwatch_exit(w, &e);
+	e = exit_rec(REV_EV_REAP, 21, 1100 * MS);
+	zwatch_reap(w, &e);
+	zwatch_run_due(w, 5000 * MS);
+	assert_int_equal(seen.zombies + seen.reaped, 0);
+	zwatch_free(w);
+	loop_free(l);
+}
+
+/* A nudged zombie is watched once more: reported as persisting (no policy), or gone. */
+static void watcher_nudge_then_persisting(void **state)
+{
+	struct loop *l;
+	struct zwatch *w = watcher(&l, 200, 100);
+	struct exit_event e = exit_rec(REV_EV_EXIT, 22, 1000 * MS);
+
+	(void)state;
+	fake_state[22] = 'Z';
+	seen.answer = ACT_NUDGE;
+	zwatch_exit(w, &e);
+	zwatch_run_due(w, 1200 * MS);
+	assert_int_equal(seen.zombies, 1);
+	assert_true(seen.last_act);
+	zwatch_run_due(w, 1399 * MS);
+	assert_int_equal(seen.zombies, 1);
+	zwatch_run_due(w, 1400 * MS);
+	assert_int_equal(seen.zombies, 2);
+	assert_false(seen.last_act); /* the parent had its chance */
+	zwatch_free(w);
+	loop_free(l);
+}
+
+/* At the deadline the process is gone (its reap record was lost): an announced zombie gets its
+ * zombie_reaped now, a never-announced exit goes quietly. A process still exiting is looked at
+ * again instead of being called a zombie. */
+static void watcher_gone_and_still_exiting(void **state)
+{
+	struct loop *l;
+	struct zwatch *w = watcher(&l, 200, 100);
+	struct exit_event a = exit_rec(REV_EV_EXIT, 23, 1000 * MS);
+	struct exit_event b = exit_rec(REV_EV_EXIT, 24, 1000 * MS);
+
+	(void)state;
+	fake_state[23] = 0;   /* gone */
+	fake_state[24] = 'R'; /* still tearing down */
+	fake_flags[24] = 0x4; /* PF_EXITING */
+	zwatch_exit(w, &a);
+	zwatch_exit(w, &b);
+	zwatch_run_due(w, 1200 * MS);
+	assert_int_equal(seen.zombies + seen.reaped, 0);
+	assert_int_equal(zwatch_count(w), 1); /* 23 forgotten, 24 watched again */
+	fake_state[24] = 'Z';
+	zwatch_run_due(w, 1400 * MS);
+	assert_int_equal(seen.zombies, 1);
+	assert_int_equal(seen.last, 24);
+	fake_state[24] = 0; /* reaped, record lost: zombie_reaped at the next look */
+	zwatch_free(w);
+	loop_free(l);
+}
+
+/* Found only at its reap, long after the grace (the agent was behind): reported late, without
+ * the policy, and its reap follows. */
+static void watcher_late_report_at_reap(void **state)
+{
+	struct loop *l;
+	struct zwatch *w = watcher(&l, 200, 100);
+	struct exit_event e = exit_rec(REV_EV_EXIT, 25, 1000 * MS);
+
+	(void)state;
+	zwatch_exit(w, &e);
+	e = exit_rec(REV_EV_REAP, 25, 2000 * MS);
+	zwatch_reap(w, &e);
+	assert_int_equal(seen.zombies, 1);
+	assert_false(seen.last_act);
+	assert_int_equal(seen.reaped, 1);
+	zwatch_free(w);
+	loop_free(l);
+}
+
+/* A shorter grace after a reload: the timer moves to the earlier deadline of a new exit. */
+static void watcher_rearms_for_an_earlier_deadline(void **state)
+{
+	struct loop *l;
+	struct zwatch *w = watcher(&l, 20000, 100);
+	uint64_t t0 = mono_ns();
+	struct exit_event a = exit_rec(REV_EV_EXIT, 40, t0), b = exit_rec(REV_EV_EXIT, 41, t0);
+
+	(void)state;
+	zwatch_exit(w, &a);
+	assert_int_equal(zwatch_armed_for(w), t0 + 20000 * MS);
+	zwatch_set_grace(w, 200 * MS);
+	zwatch_exit(w, &b);
+	assert_int_equal(zwatch_armed_for(w), t0 + 200 * MS);
+	zwatch_free(w);
+	loop_free(l);
+}
+
+static void watcher_full_table_is_said(void **state)
+{
+	struct loop *l;
+	struct zwatch *w = watcher(&l, 200, 2);
+
+	(void)state;
+	for (pid_t p = 30; p < 35; p++) {
+		struct exit_event e = exit_rec(REV_EV_EXIT, p, 1000 * MS);
+
+		zwatch_exit(w, &e);
+	}
+	assert_int_equal(seen.lost, 2); /* said at the 1st and 2nd; the 3rd waits for the 4th */
+	zwatch_free(w);
+	loop_free(l);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -148,6 +382,14 @@ int main(void)
 		cmocka_unit_test(explicit_deadline_for_seeded),
 		cmocka_unit_test(many_entries_order_and_bound),
 		cmocka_unit_test(forget),
+		cmocka_unit_test(lower_grace_reorders_deadlines),
+		cmocka_unit_test(watcher_reports_at_the_deadline),
+		cmocka_unit_test(watcher_silent_for_a_reap_in_time),
+		cmocka_unit_test(watcher_nudge_then_persisting),
+		cmocka_unit_test(watcher_gone_and_still_exiting),
+		cmocka_unit_test(watcher_late_report_at_reap),
+		cmocka_unit_test(watcher_full_table_is_said),
+		cmocka_unit_test(watcher_rearms_for_an_earlier_deadline),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
-/* `revenant run`: owns the agent's lifetime. Loads the config, opens the event log, starts the
- * sensor, seeds listeners and zombies from a snapshot, then turns kernel records into events. */
+/* `revenant run`: owns the agent's lifetime and wiring, not its policy. Start-up is a list of
+ * steps (config, lock, log, loop, signals, sensor, seed, supervisor); at run time kernel records
+ * go to the zombie watcher and the supervisor, which decide, and this file logs each cause
+ * before it applies the decision, so the event log reads in causal order. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -16,26 +18,25 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
-#include "cmd/cli.h"
 #include "agent/control.h"
+#include "agent/metrics.h"
+#include "agent/notify.h"
+#include "agent/output.h"
+#include "agent/sensor.h"
+#include "agent/supervisor.h"
+#include "agent/web.h"
+#include "agent/zcensus.h"
+#include "agent/zombie.h"
+#include "cmd/cli.h"
+#include "lib/events.h"
 #include "lib/log.h"
 #include "lib/loop.h"
-#include "agent/metrics.h"
 #include "lib/ports.h"
-#include "agent/sensor.h"
 #include "lib/snapshot.h"
 #include "lib/state.h"
-#include "agent/supervisor.h"
 #include "lib/util.h"
-#include "agent/web.h"
-#include "agent/zombie.h"
 
-/* sched_process_free runs an RCU grace period after the reap: a reap record this much later than
- * the deadline still counts as reaped in time. */
-#define REAP_SLACK_NS (50ull * 1000000ull)
-#define ZOMBIE_RECHECKS 5
-#define PF_EXITING_FLAG 0x4
-#define OWNER_SNAP_TTL_NS (250ull * 1000000ull)
+#define OWNER_SNAP_TTL_NS (250 * NS_PER_MS)
 #define ZOMBIE_TABLE_MAX (1u << 18) /* exited, unreaped processes tracked at once: ~40 MiB at worst */
 
 struct agent {
@@ -48,282 +49,167 @@ struct agent {
 	struct control *ctl;
 	struct metrics *metrics;
 	struct web *web;
+	struct zwatch *zw;
+	struct outputs *output;
 	uint32_t host_netns;
 	bool stopping;
 	char pin_dir[256];
-	struct ztrack *zt;
-	struct loop_timer ztimer;
+	char mounted[64];
 	int sigfd;
 	int lockfd;
 	int verbose;
-	const char *stop_reason;
-	uint64_t ztable_full; /* exits not tracked because the table was full */
+	int stop_reason; /* enum stop_reason, -1 until one is known */
 	/* The last fd snapshot taken to name a collision's owner: a burst of collisions (a crash
 	 * loop on a taken UDP port) shares one walk instead of stalling the loop with many. */
 	struct snap owner_snap;
 	uint64_t owner_snap_ns;
 };
 
-static void arm_zombie_timer(struct agent *a)
+static void emit(struct agent *a, const struct event *e)
 {
-	uint64_t d = ztrack_next_deadline(a->zt);
-
-	if (d)
-		loop_timer_at(a->loop, &a->ztimer, d);
-	else
-		loop_timer_cancel(a->loop, &a->ztimer);
+	ev_emit(a->log, e);
 }
 
-/* act: apply the service's zombie_policy. Not when the parent had its chance (a nudge) or has
- * already reaped it (found late, at the reap). */
-static void emit_zombie(struct agent *a, struct zrec *z, uint64_t now, bool act)
+/* ---- zombies: the watcher decides when, the supervisor what, this logs and nudges ---- */
+
+static enum ev_action on_zombie(void *ctx, const struct zrec *z, uint64_t now, bool act)
 {
-	const char *service = NULL, *action;
-	cJSON *e;
+	struct agent *a = ctx;
+	struct sup_zombie d = {.action = ACT_REPORT, .svc = -1};
+	struct event e = {.type = EV_ZOMBIE};
 
-	if (!act) {
-		action = "report";
-		service = sup_service_of(a->sup, z->ppid);
+	/* act false: the parent had its chance (a nudge) or has already reaped it. */
+	if (act) {
+		sup_decide_zombie(a->sup, z->ppid, &d);
 	} else {
-		action = sup_on_zombie(a->sup, z, &service);
+		d.service = sup_service_of(a->sup, z->ppid);
 	}
-	e = ev_new("zombie", 0);
-	ev_add_num(e, "pid", z->pid);
-	ev_add_num(e, "ppid", z->ppid);
-	ev_add_str(e, "comm", z->comm);
-	ev_add_str(e, "parent_comm", z->parent_comm);
-	ev_add_num(e, "age_ms", (double)((now - z->exit_ns) / 1000000));
-	ev_add_str(e, "service", service);
-	ev_add_str(e, "action", action);
-	if (z->seeded)
-		ev_add_bool(e, "existing", true);
-	evlog_emit(a->log, e);
-	if (!strcmp(action, "nudge")) {
-		/* Watch it once more: reaped after the nudge, or reported as persisting. */
-		struct zrec again = *z;
-
-		again.nudged = again.announced = true;
-		again.deadline_ns = now + (uint64_t)a->cfg.monitoring.zombie_grace_ms * 1000000ull;
-		ztrack_forget(a->zt, z->pid);
-		ztrack_exit(a->zt, &again);
-	}
+	if (d.action == ACT_NUDGE && zombie_nudge(z->ppid))
+		d.action = ACT_REPORT;
+	e.zombie = (struct ev_zombie){.pid = z->pid,
+				      .ppid = z->ppid,
+				      .age_ms = (now - z->exit_ns) / NS_PER_MS,
+				      .comm = z->comm,
+				      .parent_comm = z->parent_comm,
+				      .service = d.service,
+				      .action = d.action,
+				      .existing = z->seeded};
+	emit(a, &e);
+	zcensus_add(z->pid, z->parent_comm, d.service);
+	if (d.action == ACT_RESTART_PARENT)
+		sup_apply_zombie(a->sup, &d);
+	return d.action;
 }
 
 /* reaped_ns: when it was reaped (a kernel timestamp, or now when we only know it is gone). */
-static void emit_reaped(struct agent *a, const struct zrec *z, uint64_t reaped_ns)
-{
-	cJSON *e = ev_new("zombie_reaped", reaped_ns);
-
-	ev_add_num(e, "pid", z->pid);
-	ev_add_num(e, "ppid", z->ppid);
-	ev_add_str(e, "comm", z->comm);
-	ev_add_num(e, "age_ms", (double)((reaped_ns - z->exit_ns) / 1000000));
-	ev_add_str(e, "service", sup_service_of(a->sup, z->ppid));
-	evlog_emit(a->log, e);
-}
-
-/* A zombie we announced is gone but its free record has not come: the kernel frees a reaped
- * task from an RCU callback, often after the next deadline. Say so now; the late record then
- * finds nothing in the table, so there is no second zombie_reaped. */
-static void announce_gone(struct agent *a, const struct zrec *z, uint64_t now)
-{
-	if (z->announced)
-		emit_reaped(a, z, now);
-}
-
-static void on_zombie_deadline(struct loop *l, void *ctx)
+static void on_zombie_reaped(void *ctx, const struct zrec *z, uint64_t reaped_ns)
 {
 	struct agent *a = ctx;
+	struct event e = {.type = EV_ZOMBIE_REAPED, .ts_ns = reaped_ns};
+
+	e.zombie_reaped = (struct ev_zombie_reaped){.pid = z->pid,
+						    .ppid = z->ppid,
+						    .age_ms = (reaped_ns - z->exit_ns) / NS_PER_MS,
+						    .comm = z->comm,
+						    .service = sup_service_of(a->sup, z->ppid)};
+	emit(a, &e);
+	zcensus_del(z->pid);
+}
+
+static void on_zombies_lost(void *ctx, uint64_t count)
+{
+	struct event e = {.type = EV_EVENTS_LOST};
+
+	e.events_lost = (struct ev_events_lost){
+		.count = count, .reason = "zombie table full: exits not watched"};
+	emit(ctx, &e);
+}
+
+/* ---- ports ---- */
+
+static void sock_of(struct ev_sock *es, const struct port_event *r, char *addr, size_t addrlen)
+{
+	addr_format(addr, addrlen, r->family, r->addr);
+	*es = (struct ev_sock){.port = r->port,
+			       .proto = proto_name(r->proto),
+			       .addr = addr,
+			       .family = family_name(r->family),
+			       .netns = r->netns};
+}
+
+/* Who holds the port a collision wanted: the listeners map, then (UDP, or a TCP socket bound but
+ * not listening) a socket snapshot, shared by a burst of collisions. */
+static void find_owner(struct agent *a, const struct port_event *r, struct port_owner *o)
+{
+	struct sock_ident want = {.netns = r->netns,
+				  .port = r->port,
+				  .family = r->family,
+				  .proto = r->proto,
+				  .v6only = r->v6only};
+	pid_t loser = r->syscall == REV_SYS_LISTEN ? (pid_t)r->pid : 0;
+	struct listener *ls = NULL;
+	size_t n = 0;
+	struct snap *s = &a->owner_snap;
+	char err[256];
 	uint64_t now = mono_ns();
-	struct zrec z;
+	bool fresh = a->owner_snap_ns && now - a->owner_snap_ns <= OWNER_SNAP_TTL_NS;
+	bool held;
 
-	(void)l;
-	while (ztrack_pop_due(a->zt, now, &z)) {
-		/* One read at the deadline guards against a reap record lost in an overflow. */
-		char st = proc_state(z.pid);
-
-		if (!st) {
-			announce_gone(a, &z, now);
-			ztrack_forget(a->zt, z.pid);
-			continue;
-		}
-		if (st != 'Z') {
-			/* Still tearing down (a large address space can outlast the grace), or the
-			 * pid already reused: look again a few times before letting go. */
-			ztrack_forget(a->zt, z.pid);
-			/* While do_exit runs (PF_EXITING) it is on its way: that wait is not counted. */
-			if ((proc_flags(z.pid) & PF_EXITING_FLAG) || z.rechecks++ < ZOMBIE_RECHECKS) {
-				z.deadline_ns = now + (uint64_t)a->cfg.monitoring.zombie_grace_ms *
-							      1000000ull;
-				ztrack_exit(a->zt, &z);
-			} else {
-				announce_gone(a, &z, now);
-			}
-			continue;
-		}
-		emit_zombie(a, &z, now, !z.nudged);
-	}
-	arm_zombie_timer(a);
-}
-
-static void on_exit_rec(struct agent *a, const struct exit_event *r)
-{
-	struct zrec z = {0};
-	int rc;
-
-	z.pid = r->pid;
-	z.ppid = r->ppid;
-	z.uid = r->uid;
-	z.start_ns = r->start_ns;
-	z.exit_ns = r->ts_ns;
-	memcpy(z.comm, r->comm, sizeof(z.comm));
-	memcpy(z.parent_comm, r->parent_comm, sizeof(z.parent_comm));
-	z.comm[sizeof(z.comm) - 1] = z.parent_comm[sizeof(z.parent_comm) - 1] = 0;
-	rc = ztrack_exit(a->zt, &z);
-	if (rc == -ENOSPC)
-		a->ztable_full++;
-	if (rc == -ENOSPC && !(a->ztable_full & (a->ztable_full - 1))) {
-		/* Never silent, never a flood: said at the 1st, 2nd, 4th, 8th... exit not tracked. */
-		cJSON *e = ev_new("events_lost", 0);
-
-		ev_add_num(e, "count", (double)a->ztable_full);
-		ev_add_str(e, "reason", "zombie table full: exits not watched");
-		evlog_emit(a->log, e);
-	}
-	if (!a->ztimer.armed)
-		arm_zombie_timer(a);
-	metrics_set_gauge_zombies(ztrack_count(a->zt));
-}
-
-static void on_reap_rec(struct agent *a, const struct exit_event *r)
-{
-	struct zrec z;
-	int rc = ztrack_reap(a->zt, r->pid, r->start_ns, &z);
-	uint64_t grace = (uint64_t)a->cfg.monitoring.zombie_grace_ms * 1000000ull;
-
-	if (rc == 0 && !z.announced && r->ts_ns > z.exit_ns + grace + REAP_SLACK_NS) {
-		/* A zombie for longer than the grace whose deadline we had not reached yet (the
-		 * agent was behind its ring buffer): say so now rather than never. */
-		emit_zombie(a, &z, r->ts_ns, false);
-		rc = 1;
-	}
-	if (rc == 1 || (rc == 0 && z.announced))
-		emit_reaped(a, &z, r->ts_ns);
-	metrics_set_gauge_zombies(ztrack_count(a->zt));
-}
-
-static void add_sock_fields(cJSON *e, int family, int proto, const uint8_t *addr, int port,
-			    uint32_t netns)
-{
-	char buf[64];
-
-	addr_format(buf, sizeof(buf), family, addr);
-	ev_add_num(e, "port", port);
-	ev_add_str(e, "proto", proto_name(proto));
-	ev_add_str(e, "addr", buf);
-	ev_add_str(e, "family", family_name(family));
-	ev_add_num(e, "netns", netns);
-}
-
-/* Who holds the port a collision wanted: the listeners map first, then (UDP, or a TCP socket bound
- * but not listening) a socket snapshot. */
-static void find_owner(struct agent *a, const struct port_event *r, uint32_t *pid, char *comm,
-		       size_t comm_len)
-{
-	struct sock_ident want = {0};
-	struct listener *ls;
-	size_t n;
-	int i;
-
-	*pid = 0;
-	comm[0] = 0;
 	memcpy(want.addr, r->addr, sizeof(want.addr));
-	want.netns = r->netns;
-	want.port = r->port;
-	want.family = r->family;
-	want.proto = r->proto;
-	want.v6only = r->v6only;
-	if (r->proto == REV_PROTO_TCP &&
-	    ports_read_map(sensor_listeners_fd(a->sensor), &ls, &n) == 0) {
-		i = ports_best_listener(ls, n, &want);
-		if (i >= 0) {
-			*pid = ls[i].v.pid;
-			snprintf(comm, comm_len, "%.*s", REV_COMM_LEN, ls[i].v.comm);
-		}
-		free(ls);
-		if (*pid)
-			return;
-	}
-	{
-		struct snap *s = &a->owner_snap;
-		char err[256];
-		uint64_t now = mono_ns();
-		bool fresh = a->owner_snap_ns && now - a->owner_snap_ns <= OWNER_SNAP_TTL_NS;
-
-		i = fresh ? ports_best_snap(s->socks, s->n_socks, &want) : -1;
-		/* Not in a snapshot older than the collision: the owner may be newer; look again. */
-		if (i < 0 && !(fresh && r->ts_ns <= a->owner_snap_ns)) {
-			snapshot_free(s);
-			a->owner_snap_ns = 0;
-			if (snapshot_take(s, SNAP_SOCK_FDS, a->pin_dir, err, sizeof(err)))
-				return;
+	if (r->proto == REV_PROTO_TCP && ports_read_map(sensor_listeners_fd(a->sensor), &ls, &n))
+		n = 0;
+	held = ports_owner(ls, n, fresh ? s : NULL, &want, loser, o);
+	/* Not in a snapshot older than the collision: the owner may be newer; look again. */
+	if ((!held || !o->pid) && !(fresh && r->ts_ns <= a->owner_snap_ns)) {
+		snapshot_free(s);
+		a->owner_snap_ns = 0;
+		if (snapshot_take(s, SNAP_SOCK_FDS, a->pin_dir, err, sizeof(err)) == 0) {
 			a->owner_snap_ns = now;
-			i = ports_best_snap(s->socks, s->n_socks, &want);
-		}
-		/* The loser's own socket also holds the port after a failed listen(): skip it. */
-		if (i >= 0 && !(s->socks[i].pid == r->pid && r->syscall == REV_SYS_LISTEN &&
-				s->socks[i].state != 10)) {
-			*pid = s->socks[i].pid;
-			snprintf(comm, comm_len, "%.*s", REV_COMM_LEN, s->socks[i].comm);
+			ports_owner(ls, n, s, &want, loser, o);
 		}
 	}
+	free(ls);
 }
 
-static void on_port_rec(struct agent *a, const struct port_event *r)
+static void on_collision(struct agent *a, const struct port_event *r)
 {
-	char comm[REV_COMM_LEN + 1];
-	cJSON *e;
+	char comm[REV_COMM_LEN + 1], addr[64];
+	struct port_owner o;
+	struct sup_collision d;
+	struct event e = {.type = EV_PORT_COLLISION, .ts_ns = r->ts_ns};
+
+	find_owner(a, r, &o);
+	sup_decide_collision(a->sup, r, o.pid, o.comm, &d);
+	snprintf(comm, sizeof(comm), "%.*s", REV_COMM_LEN, r->comm);
+	sock_of(&e.port_collision.sock, r, addr, sizeof(addr));
+	e.port_collision.pid = r->pid;
+	e.port_collision.ppid = r->ppid;
+	e.port_collision.comm = comm;
+	e.port_collision.service = d.service;
+	e.port_collision.owner_pid = o.pid;
+	e.port_collision.owner_comm = o.pid ? o.comm : NULL;
+	e.port_collision.owner_service = d.owner_service;
+	e.port_collision.syscall = r->syscall == REV_SYS_LISTEN ? EVSYS_LISTEN : EVSYS_BIND;
+	e.port_collision.action = d.action;
+	emit(a, &e);
+	sup_apply_collision(a->sup, &d); /* port_migrated, then the restart: after the cause */
+}
+
+static void on_listen_release(struct agent *a, const struct port_event *r)
+{
+	char comm[REV_COMM_LEN + 1], addr[64];
+	struct event e = {.type = r->type == REV_EV_LISTEN ? EV_PORT_LISTEN : EV_PORT_RELEASE,
+			  .ts_ns = r->ts_ns};
 
 	snprintf(comm, sizeof(comm), "%.*s", REV_COMM_LEN, r->comm);
-	if (r->type == REV_EV_COLLISION) {
-		char owner_comm[REV_COMM_LEN + 1];
-		const char *service = NULL, *owner_service = NULL, *action;
-		uint32_t owner;
-
-		find_owner(a, r, &owner, owner_comm, sizeof(owner_comm));
-		action = a->sup ? sup_on_port(a->sup, r, owner, &service, &owner_service) : NULL;
-		e = ev_new("port_collision", r->ts_ns);
-		add_sock_fields(e, r->family, r->proto, r->addr, r->port, r->netns);
-		ev_add_num(e, "pid", r->pid);
-		ev_add_num(e, "ppid", r->ppid);
-		ev_add_str(e, "comm", comm);
-		ev_add_str(e, "service", service);
-		if (owner) {
-			ev_add_num(e, "owner_pid", owner);
-			ev_add_str(e, "owner_comm", owner_comm);
-		} else {
-			cJSON_AddNullToObject(e, "owner_pid");
-			cJSON_AddNullToObject(e, "owner_comm");
-		}
-		ev_add_str(e, "owner_service", owner_service);
-		ev_add_str(e, "syscall", r->syscall == REV_SYS_LISTEN ? "listen" : "bind");
-		ev_add_str(e, "action", action ? action : "report");
-		evlog_emit(a->log, e);
-		return;
-	}
-	e = ev_new(r->type == REV_EV_LISTEN ? "port_listen" : "port_release", r->ts_ns);
-	add_sock_fields(e, r->family, r->proto, r->addr, r->port, r->netns);
-	ev_add_num(e, "pid", r->pid);
-	ev_add_str(e, "comm", comm);
-	ev_add_str(e, "service", sup_service_of(a->sup, r->pid));
-	evlog_emit(a->log, e);
+	sock_of(&e.port.sock, r, addr, sizeof(addr));
+	e.port.pid = r->pid;
+	e.port.comm = comm;
+	e.port.service = sup_service_of(a->sup, r->pid);
+	emit(a, &e);
 	/* After the event: a stop waiting for this release may now finish and log its own, and a
 	 * starting service may be probed at once. */
-	if (a->sup) {
-		const char *s1, *s2;
-
-		sup_on_port(a->sup, r, 0, &s1, &s2);
-	}
+	sup_on_port(a->sup, r);
 }
 
 static void on_record(void *ctx, const void *rec, size_t len)
@@ -338,31 +224,105 @@ static void on_record(void *ctx, const void *rec, size_t len)
 	case REV_EV_EXIT:
 		/* monitoring.enabled false: no zombie watch; ports stay watched for supervision */
 		if (len >= sizeof(struct exit_event) && a->cfg.monitoring.enabled)
-			on_exit_rec(a, rec);
+			zwatch_exit(a->zw, rec);
 		break;
 	case REV_EV_REAP:
 		if (len >= sizeof(struct exit_event))
-			on_reap_rec(a, rec);
+			zwatch_reap(a->zw, rec);
 		break;
 	case REV_EV_LISTEN:
 	case REV_EV_RELEASE:
+		if (len >= sizeof(struct port_event))
+			on_listen_release(a, rec);
+		break;
 	case REV_EV_COLLISION:
 		if (len >= sizeof(struct port_event))
-			on_port_rec(a, rec);
+			on_collision(a, rec);
 		break;
 	}
 }
 
 static void on_lost(void *ctx, uint64_t lost)
 {
-	struct agent *a = ctx;
-	cJSON *e = ev_new("events_lost", 0);
+	struct event e = {.type = EV_EVENTS_LOST};
 
-	ev_add_num(e, "count", (double)lost);
-	evlog_emit(a->log, e);
+	e.events_lost = (struct ev_events_lost){.count = lost, .reason = "ring buffer full"};
+	emit(ctx, &e);
 }
 
-static void reload(struct agent *a);
+/* ---- signals and reload ---- */
+
+static bool differs(const char *a, const char *b)
+{
+	return (a || b) && (!a || !b || strcmp(a, b));
+}
+
+/* What a reload cannot change in a running agent, named for the operator. */
+static void needs_restart(const struct rev_config *cur, const struct rev_config *next, char *buf,
+			  size_t len)
+{
+	size_t n = strlen(buf);
+
+	if (differs(cur->log.path, next->log.path) || cur->log.max_bytes != next->log.max_bytes ||
+	    cur->log.keep != next->log.keep || cur->log.compress != next->log.compress)
+		n += snprintf(buf + n, len - n, "; log settings changed: applied at the next start");
+	if (differs(cur->control.socket, next->control.socket) && n < len)
+		n += snprintf(buf + n, len - n, "; control.socket changed: applied at the next start");
+	if (differs(cur->metrics.listen, next->metrics.listen) && n < len)
+		snprintf(buf + n, len - n, "; metrics.listen changed: applied at the next start");
+}
+
+/* SIGHUP and `revenant reload`: a valid file is applied — services through the supervisor, the
+ * monitoring settings live, the rest named as needing a restart. A bad file changes nothing.
+ * 0, -EINVAL (bad file) or -ENOMEM; what happened in detail, and in an agent_reload event. */
+static int reload(struct agent *a, char *detail, size_t len)
+{
+	struct rev_config *next = calloc(1, sizeof(*next));
+	struct event e = {.type = EV_AGENT_RELOAD};
+	int rc;
+
+	e.agent_reload.config = a->cfg.path;
+	if (!next) {
+		snprintf(detail, len, "out of memory: the running configuration is kept");
+		rc = -ENOMEM;
+	} else if ((rc = config_load(a->cfg.path, next, detail, len))) {
+		free(next);
+		rc = -EINVAL;
+		cli_err("reload: %s (keeping the running configuration)", detail);
+	} else if ((rc = sup_reload(a->sup, next, detail, len))) {
+		config_free(next);
+		free(next);
+	} else {
+		if (next->monitoring.zombie_grace_ms != a->cfg.monitoring.zombie_grace_ms)
+			zwatch_set_grace(a->zw, ms_to_ns(next->monitoring.zombie_grace_ms));
+		a->cfg.monitoring = next->monitoring;
+		needs_restart(&a->cfg, next, detail, len);
+	}
+	e.agent_reload.ok = rc == 0;
+	e.agent_reload.detail = detail;
+	emit(a, &e);
+	return rc;
+}
+
+static int on_reload_request(void *ctx, char *detail, size_t len)
+{
+	return reload(ctx, detail, len);
+}
+
+/* Services are ours to account for; orphans that re-parented to us (we are a subreaper) are
+ * reaped at once so none lingers as a zombie. */
+static void reap_children(struct agent *a)
+{
+	int status;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		/* What it printed before it died comes before its exit in the timeline. */
+		outputs_drain(a->output, pid);
+		if (!sup_on_reaped(a->sup, pid, status))
+			zwatch_reaped_by_us(a->zw, pid);
+	}
+}
 
 static void on_signal(struct loop *l, int fd, uint32_t events, void *ctx)
 {
@@ -370,94 +330,251 @@ static void on_signal(struct loop *l, int fd, uint32_t events, void *ctx)
 	struct signalfd_siginfo si;
 
 	(void)events;
+	(void)l;
 	while (read(fd, &si, sizeof(si)) == sizeof(si)) {
 		switch (si.ssi_signo) {
 		case SIGTERM:
 		case SIGINT:
 			/* First signal: graceful stop of the stack; a second one: no more waiting. */
-			if (!a->stop_reason)
-				a->stop_reason = si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT";
-			if (a->sup) {
-				sup_stop_all(a->sup, a->stopping);
-				a->stopping = true;
-			} else {
-				loop_stop(l, EXIT_OK);
-			}
+			if (a->stop_reason < 0)
+				a->stop_reason = si.ssi_signo == SIGTERM ? STOP_SIGTERM : STOP_SIGINT;
+			notify_stopping(stop_reason_name(a->stop_reason));
+			sup_shutdown(a->sup, a->stopping);
+			a->stopping = true;
 			break;
-		case SIGHUP:
-			reload(a);
-			break;
-		case SIGCHLD: {
-			/* Services are ours to account for; orphans that re-parented to us (we are a
-			 * subreaper) are reaped at once so none lingers as a zombie. */
-			int status;
-			pid_t pid;
+		case SIGHUP: {
+			char detail[2048];
 
-			while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-				const struct zrec *z;
-
-				if (a->sup && sup_on_reaped(a->sup, pid, status))
-					continue;
-				/* An orphan zombie we announced, reaped by us just now: its free record
-				 * may come after we have exited, so say it here. */
-				z = ztrack_find(a->zt, pid);
-				if (z && (z->reported || z->announced)) {
-					struct zrec copy = *z;
-
-					copy.announced = true; /* in the table and reported: it was logged */
-					ztrack_forget(a->zt, pid);
-					announce_gone(a, &copy, mono_ns());
-				}
-			}
+			reload(a, detail, sizeof(detail));
 			break;
 		}
+		case SIGCHLD:
+			reap_children(a);
+			break;
 		default:
 			break;
 		}
 	}
 }
 
-/* SIGHUP: validate the file again; what can change live (grace period) is applied, the rest is
- * reported as needing a restart. A bad file changes nothing. */
-static void reload(struct agent *a)
-{
-	struct rev_config next;
-	char err[1024];
-	cJSON *e = ev_new("agent_reload", 0);
-
-	ev_add_str(e, "config", a->cfg.path);
-	if (config_load(a->cfg.path, &next, err, sizeof(err))) {
-		ev_add_bool(e, "ok", false);
-		ev_add_str(e, "detail", err);
-		cli_err("reload: %s (keeping the running configuration)", err);
-	} else {
-		ev_add_bool(e, "ok", true);
-		if (next.monitoring.zombie_grace_ms != a->cfg.monitoring.zombie_grace_ms) {
-			a->cfg.monitoring.zombie_grace_ms = next.monitoring.zombie_grace_ms;
-			ztrack_set_grace(a->zt, (uint64_t)next.monitoring.zombie_grace_ms * 1000000ull);
-		}
-		a->cfg.monitoring.auto_resolve_conflicts = next.monitoring.auto_resolve_conflicts;
-		ev_add_str(e, "detail", "monitoring settings applied; services, log and control "
-					"settings take effect at the next start of the agent");
-		config_free(&next);
-	}
-	evlog_emit(a->log, e);
-}
-
 static void on_stack_done(void *ctx, int code)
 {
 	struct agent *a = ctx;
 
-	if (code && !a->stop_reason)
-		a->stop_reason = "critical service gave up";
+	if (code && a->stop_reason < 0)
+		a->stop_reason = STOP_CRITICAL;
 	loop_stop(a->loop, code);
 }
 
+/* The service manager's STATUS= line (notify.c sends it when it changes). */
+static void status_line(void *ctx, char *buf, size_t len)
+{
+	struct agent *a = ctx;
+	int total, up = sup_count_up(a->sup, &total);
+	size_t z = zcensus_count();
+
+	if (total)
+		snprintf(buf, len, "%d/%d services up, %zu zombies", up, total, z);
+	else
+		snprintf(buf, len, "watching (no services), %zu zombies", z);
+}
+
+static void on_sup_event(void *ctx, const struct event *e)
+{
+	emit(ctx, e);
+}
+
+/* ---- start-up steps: each prints what went wrong and returns an exit code, 0 to go on ---- */
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: revenant run [-c FILE] [-v]\n"
+		   "\n"
+		   "Run the agent in the foreground: load the BPF sensor, start the configured\n"
+		   "services, watch for zombies and port collisions, react and log events.\n"
+		   "SIGTERM/SIGINT stop it gracefully (exit 0); SIGHUP reloads the config.\n"
+		   "\n"
+		   "  -c, --config FILE  configuration (default %s, else %s)\n"
+		   "  -v, --verbose      say more (twice: libbpf debug output)\n"
+		   "  -h, --help         this help\n",
+		   CONFIG_DEFAULT_PATH, CONFIG_FALLBACK_PATH);
+}
+
+/* -1: go on; else the exit code. */
+static int parse_args(struct agent *a, int argc, char **argv, const char **cfg_path)
+{
+	static const struct option opts[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"verbose", no_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "c:vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			*cfg_path = optarg;
+			break;
+		case 'v':
+			a->verbose++;
+			break;
+		case 'h':
+			usage(stdout);
+			return EXIT_OK;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind < argc) {
+		cli_err("run: unexpected argument '%s'", argv[optind]);
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	return -1;
+}
+
+/* Before anything forks: services must not inherit NOTIFY_SOCKET. Before any fd is opened: every
+ * client, probe and service holds one, so the fd limit is raised to its hard limit first. */
+static void prepare(void)
+{
+	long n;
+
+	notify_init();
+	n = nofile_raise();
+	if (n < 0)
+		cli_err("warning: cannot raise RLIMIT_NOFILE to its hard limit: %s", strerror((int)-n));
+	if (!in_init_pid_ns())
+		cli_err("warning: not in the host's PID namespace: the pids the kernel reports are "
+			"not this /proc's, so zombies cannot be confirmed or nudged (run the agent "
+			"with the host's PID namespace: --pid=host, hostPID: true)");
+}
+
+/* One agent per control socket: the lock is the truth `scan` and a second `run` consult. */
+static int take_lock(struct agent *a)
+{
+	char path[REV_PATH_BUF], pid[32] = "";
+	ssize_t n;
+	int rc;
+
+	state_runtime_path(a->cfg.control.socket, REV_LOCK_FILE, path, sizeof(path));
+	rc = mkdir_p_parent(path, 0700);
+	if (rc) {
+		cli_err("cannot create the directory of %s: %s (check control.socket)", path,
+			strerror(-rc));
+		return EXIT_FAILED;
+	}
+	a->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (a->lockfd < 0) {
+		cli_err("cannot open %s: %s", path, strerror(errno));
+		return EXIT_FAILED;
+	}
+	if (flock(a->lockfd, LOCK_EX | LOCK_NB) == 0) {
+		if (ftruncate(a->lockfd, 0) == 0)
+			dprintf(a->lockfd, "%d\n", getpid());
+		return 0;
+	}
+	n = pread(a->lockfd, pid, sizeof(pid) - 1, 0);
+	if (n > 0)
+		pid[n] = 0;
+	pid[strcspn(pid, "\n")] = 0;
+	cli_err("another agent (pid %s) already runs for control socket %s: stop it first, or give "
+		"this one another control.socket",
+		pid[0] ? pid : "?", a->cfg.control.socket);
+	return EXIT_FAILED;
+}
+
+static int open_log(struct agent *a)
+{
+	struct evlog_opts lo = {.path = a->cfg.log.path,
+				.max_bytes = a->cfg.log.max_bytes,
+				.keep = a->cfg.log.keep,
+				.compress = a->cfg.log.compress,
+				.echo = a->verbose > 0};
+	char err[1024];
+
+	a->log = evlog_open(&lo, err, sizeof(err));
+	if (!a->log) {
+		cli_err("%s", err);
+		return EXIT_FAILED;
+	}
+	return 0;
+}
+
+static int make_loop(struct agent *a)
+{
+	struct zwatch_hooks zh = {.zombie = on_zombie,
+				  .reaped = on_zombie_reaped,
+				  .lost = on_zombies_lost,
+				  .ctx = a};
+	struct stat st;
+
+	a->loop = loop_new();
+	a->zw = a->loop ? zwatch_new(a->loop, ms_to_ns(a->cfg.monitoring.zombie_grace_ms),
+				     ZOMBIE_TABLE_MAX, &zh)
+			: NULL;
+	if (!a->zw) {
+		cli_err("cannot set up the event loop: %s", strerror(errno));
+		return EXIT_FAILED;
+	}
+	if (evlog_attach_loop(a->log, a->loop))
+		cli_err("warning: cannot watch the log compressor; it is checked at each rotation");
+	a->host_netns = stat("/proc/self/ns/net", &st) ? 0 : (uint32_t)st.st_ino;
+	return 0;
+}
+
+/* Signals become a signalfd before anything can fork, so children inherit a known mask. */
+static int watch_signals(struct agent *a)
+{
+	sigset_t mask;
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigaddset(&mask, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	a->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (a->sigfd < 0 || loop_add_fd(a->loop, a->sigfd, EPOLLIN, on_signal, a)) {
+		cli_err("cannot watch signals: %s", strerror(errno));
+		return EXIT_FAILED;
+	}
+	return 0;
+}
+
+static int start_sensor(struct agent *a)
+{
+	struct sensor_opts so = {.pin_dir = a->pin_dir,
+				 .on_record = on_record,
+				 .on_lost = on_lost,
+				 .ctx = a};
+	char err[1024];
+
+	sensor_set_verbose(a->verbose);
+	ports_pin_dir(a->cfg.control.socket, a->pin_dir, sizeof(a->pin_dir));
+	a->sensor = sensor_start(a->loop, &so, a->mounted, sizeof(a->mounted), err, sizeof(err));
+	if (!a->sensor) {
+		cli_err("%s", err);
+		return errno == EPERM || errno == EACCES ? EXIT_NOT_PERMITTED : EXIT_FAILED;
+	}
+	if (a->mounted[0])
+		cli_err("mounted %s (it was not mounted)", a->mounted);
+	/* Pinned iterators let `scan`, `zombies` and our own look-ups skip loading BPF each time. */
+	a->pins = snapshot_pin(a->pin_dir, err, sizeof(err));
+	if (!a->pins)
+		cli_err("warning: %s; scan will load its own iterators", err);
+	return 0;
+}
+
+/* Listeners and zombies that predate the agent, before it announces itself: a `scan` that
+ * waited for agent_start must see them. */
 static void seed(struct agent *a)
 {
 	struct snap s;
 	char err[256];
-	uint64_t now = mono_ns();
 	int added;
 
 	if (snapshot_take(&s, SNAP_SOCK_FDS | SNAP_SOCK_TABLES | SNAP_ZOMBIES, a->pin_dir, err,
@@ -466,62 +583,30 @@ static void seed(struct agent *a)
 		return;
 	}
 	added = ports_seed(sensor_listeners_fd(a->sensor), sensor_owners_fd(a->sensor), &s);
-	for (size_t i = 0; i < s.n_zombies; i++) {
-		const struct snap_zombie *sz = &s.zombies[i];
-		struct zrec z = {0};
-		uint64_t grace = (uint64_t)a->cfg.monitoring.zombie_grace_ms * 1000000ull;
-
-		z.pid = sz->pid;
-		z.ppid = sz->ppid;
-		z.uid = sz->uid;
-		z.start_ns = sz->start_ns;
-		z.exit_ns = sz->age_ns < now ? now - sz->age_ns : 0;
-		z.deadline_ns = z.exit_ns + grace > now ? z.exit_ns + grace : now;
-		z.seeded = true;
-		memcpy(z.comm, sz->comm, sizeof(z.comm));
-		memcpy(z.parent_comm, sz->parent_comm, sizeof(z.parent_comm));
-		ztrack_exit(a->zt, &z);
-	}
+	zwatch_seed(a->zw, s.zombies, s.n_zombies, mono_ns());
 	if (a->verbose)
 		cli_err("seeded %d listeners and %zu zombies from the kernel", added, s.n_zombies);
 	snapshot_free(&s);
-	arm_zombie_timer(a);
 }
 
-/* One agent per control socket: the lock is the truth `scan` and a second `run` consult. */
-static int take_lock(struct agent *a, char *err, size_t errlen)
+static void announce_start(struct agent *a)
 {
-	char path[4200];
-	int rc;
+	struct event e = {.type = EV_AGENT_START};
 
-	state_runtime_path(a->cfg.control.socket, REV_LOCK_FILE, path, sizeof(path));
-	rc = mkdir_p_parent(path, 0700);
-	if (rc) {
-		snprintf(err, errlen, "cannot create the directory of %s: %s (check control.socket)",
-			 path, strerror(-rc));
-		return rc;
-	}
-	a->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (a->lockfd < 0) {
-		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-		return -errno;
-	}
-	if (flock(a->lockfd, LOCK_EX | LOCK_NB)) {
-		char pid[32] = "";
-		ssize_t n = pread(a->lockfd, pid, sizeof(pid) - 1, 0);
+	e.agent_start = (struct ev_agent_start){.version = REVENANT_VERSION,
+						.config = a->cfg.path,
+						.pin = a->pin_dir,
+						.pid = getpid(),
+						.mounted = a->mounted};
+	emit(a, &e);
+}
 
-		if (n > 0)
-			pid[n] = 0;
-		pid[strcspn(pid, "\n")] = 0;
-		snprintf(err, errlen,
-			 "another agent (pid %s) already runs for control socket %s: stop it first, "
-			 "or give this one another control.socket",
-			 pid[0] ? pid : "?", a->cfg.control.socket);
-		return -EBUSY;
-	}
-	if (ftruncate(a->lockfd, 0) == 0)
-		dprintf(a->lockfd, "%d\n", getpid());
-	return 0;
+static void on_output_warning(void *ctx, const char *service, const char *detail)
+{
+	struct event e = {.type = EV_SERVICE_WARNING};
+
+	e.service_warning = (struct ev_service_warning){.service = service, .detail = detail};
+	emit(ctx, &e);
 }
 
 /* The status page on the metrics listener; without it the agent runs on, metrics included. */
@@ -542,58 +627,114 @@ static void open_web(struct agent *a)
 		cli_err("warning: %s", warn);
 }
 
-static void usage(FILE *f)
+static int start_supervisor(struct agent *a)
 {
-	fprintf(f, "usage: revenant run [-c FILE] [-v]\n"
-		   "\n"
-		   "Run the agent in the foreground: load the BPF sensor, start the configured\n"
-		   "services, watch for zombies and port collisions, react and log events.\n"
-		   "SIGTERM/SIGINT stop it gracefully (exit 0); SIGHUP reloads the config.\n"
-		   "\n"
-		   "  -c, --config FILE  configuration (default %s, else %s)\n"
-		   "  -v, --verbose      say more (twice: libbpf debug output)\n"
-		   "  -h, --help         this help\n",
-		   CONFIG_DEFAULT_PATH, CONFIG_FALLBACK_PATH);
+	struct sup_hooks h = {.event = on_sup_event,
+			      .stack_done = on_stack_done,
+			      .reload = on_reload_request,
+			      .ctx = a,
+			      .listeners_fd = sensor_listeners_fd(a->sensor),
+			      .tree_fd = sensor_tree_fd(a->sensor),
+			      .causes_fd = sensor_causes_fd(a->sensor),
+			      .host_netns = a->host_netns};
+	char err[1024];
+
+	/* Without it the services write to their log files directly (unrotated), as before. */
+	a->output = outputs_new(a->loop, a->cfg.log.compress, on_output_warning, a);
+	if (!a->output)
+		cli_err("warning: cannot set up the output reader: %s; services write to their "
+			"log files unrotated", strerror(errno));
+	h.output = a->output;
+	a->sup = sup_new(a->loop, &a->cfg, &h);
+	if (!a->sup) {
+		cli_err("cannot set up the supervisor: %s", strerror(errno));
+		return EXIT_FAILED;
+	}
+	a->ctl = control_open(a->loop, a->cfg.control.socket, a->sup, err, sizeof(err));
+	if (!a->ctl) {
+		cli_err("%s", err);
+		return EXIT_FAILED;
+	}
+	if (a->cfg.metrics.listen) {
+		a->metrics = metrics_open(a->loop, a->cfg.metrics.listen, err, sizeof(err));
+		if (a->metrics)
+			metrics_set_services(a->metrics, sup_metrics, a->sup);
+		else
+			cli_err("warning: %s; running without metrics", err);
+		if (a->metrics)
+			open_web(a);
+	}
+	sup_start_all(a->sup);
+	notify_ready(a->loop, status_line, a);
+	if (a->verbose)
+		cli_err("agent running (pid %d), events in %s", getpid(), a->cfg.log.path);
+	return 0;
+}
+
+static int run_loop(struct agent *a)
+{
+	int rc = loop_run(a->loop);
+
+	if (rc >= 0)
+		return rc;
+	cli_err("event loop failed: %s", strerror(-rc));
+	a->stop_reason = STOP_ERROR;
+	return EXIT_FAILED;
+}
+
+/* Listeners closed and the ring buffer drained (nothing queued is lost) before the last line. */
+static void announce_stop(struct agent *a)
+{
+	struct event e = {.type = EV_AGENT_STOP};
+
+	notify_stopping(a->stop_reason < 0 ? "error" : stop_reason_name(a->stop_reason));
+	control_close(a->ctl);
+	a->ctl = NULL;
+	web_close(a->web); /* its routes live on the metrics listener */
+	a->web = NULL;
+	metrics_close(a->metrics);
+	a->metrics = NULL;
+	/* The services are down: their last lines (and any loss not told yet) come before ours. */
+	outputs_free(a->output);
+	a->output = NULL;
+	snapshot_unpin(a->pins);
+	a->pins = NULL;
+	sensor_stop(a->sensor);
+	a->sensor = NULL;
+	e.agent_stop.reason = a->stop_reason < 0 ? STOP_ERROR : a->stop_reason;
+	emit(a, &e);
+}
+
+static void teardown(struct agent *a)
+{
+	snapshot_free(&a->owner_snap);
+	web_close(a->web);
+	metrics_close(a->metrics);
+	control_close(a->ctl);
+	sup_free(a->sup);
+	outputs_free(a->output); /* after the services: their last lines are in the pipes */
+	snapshot_unpin(a->pins);
+	sensor_stop(a->sensor);
+	zwatch_free(a->zw);
+	if (a->sigfd >= 0)
+		close(a->sigfd);
+	loop_free(a->loop);
+	evlog_close(a->log);
+	if (a->lockfd >= 0)
+		close(a->lockfd);
+	notify_close();
+	zcensus_free();
+	config_free(&a->cfg);
 }
 
 int cmd_run(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"config", required_argument, NULL, 'c'},
-		{"verbose", no_argument, NULL, 'v'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
-	};
-	struct agent a = {.sigfd = -1, .lockfd = -1};
+	struct agent a = {.sigfd = -1, .lockfd = -1, .stop_reason = -1};
 	const char *cfg_path = NULL;
-	char err[1024], mounted[64] = "";
-	struct evlog_opts lo = {0};
-	struct sensor_opts so = {0};
-	sigset_t mask;
-	int c, rc = EXIT_FAILED;
+	int rc = parse_args(&a, argc, argv, &cfg_path);
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "c:vh", opts, NULL)) != -1) {
-		switch (c) {
-		case 'c':
-			cfg_path = optarg;
-			break;
-		case 'v':
-			a.verbose++;
-			break;
-		case 'h':
-			usage(stdout);
-			return EXIT_OK;
-		default:
-			usage(stderr);
-			return EXIT_USAGE;
-		}
-	}
-	if (optind < argc) {
-		cli_err("run: unexpected argument '%s'", argv[optind]);
-		usage(stderr);
-		return EXIT_USAGE;
-	}
+	if (rc >= 0)
+		return rc;
 	rc = cli_load_config(cfg_path, &a.cfg);
 	if (rc)
 		return rc;
@@ -601,158 +742,17 @@ int cmd_run(int argc, char **argv)
 		config_free(&a.cfg);
 		return cli_need_root("run");
 	}
-	rc = EXIT_FAILED;
-	sensor_set_verbose(a.verbose);
-	/* Before any fd is opened: every client, probe and service holds one. */
-	if (nofile_raise() < 0)
-		cli_err("warning: cannot raise RLIMIT_NOFILE to its hard limit: %m");
-
-	if (take_lock(&a, err, sizeof(err))) {
-		cli_err("%s", err);
+	prepare();
+	if ((rc = take_lock(&a)) || (rc = open_log(&a)) || (rc = make_loop(&a)) ||
+	    (rc = watch_signals(&a)) || (rc = start_sensor(&a)))
 		goto out;
-	}
-	lo.path = a.cfg.log.path;
-	lo.max_bytes = a.cfg.log.max_bytes;
-	lo.keep = a.cfg.log.keep;
-	lo.compress = a.cfg.log.compress;
-	lo.echo = a.verbose > 0;
-	a.log = evlog_open(&lo, err, sizeof(err));
-	if (!a.log) {
-		cli_err("%s", err);
-		goto out;
-	}
-	a.loop = loop_new();
-	a.zt = ztrack_new((uint64_t)a.cfg.monitoring.zombie_grace_ms * 1000000ull,
-			  ZOMBIE_TABLE_MAX);
-	if (!a.loop || !a.zt) {
-		cli_err("out of memory");
-		goto out;
-	}
-	loop_timer_init(&a.ztimer, on_zombie_deadline, &a);
-	if (evlog_attach_loop(a.log, a.loop))
-		cli_err("warning: cannot watch the log compressor; it is checked at each rotation");
-	{
-		struct stat st;
-
-		a.host_netns = stat("/proc/self/ns/net", &st) ? 0 : (uint32_t)st.st_ino;
-	}
-
-	/* Signals become a signalfd before anything can fork, so children inherit a known mask. */
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigaddset(&mask, SIGHUP);
-	sigaddset(&mask, SIGCHLD);
-	sigprocmask(SIG_BLOCK, &mask, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	a.sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-	if (a.sigfd < 0 || loop_add_fd(a.loop, a.sigfd, EPOLLIN, on_signal, &a)) {
-		cli_err("cannot watch signals: %s", strerror(errno));
-		goto out;
-	}
-
-	ports_pin_dir(a.cfg.control.socket, a.pin_dir, sizeof(a.pin_dir));
-	so.pin_dir = a.pin_dir;
-	so.on_record = on_record;
-	so.on_lost = on_lost;
-	so.ctx = &a;
-	a.sensor = sensor_start(a.loop, &so, mounted, sizeof(mounted), err, sizeof(err));
-	if (!a.sensor) {
-		cli_err("%s", err);
-		rc = errno == EPERM || errno == EACCES ? EXIT_NOT_PERMITTED : EXIT_FAILED;
-		goto out;
-	}
-	if (mounted[0])
-		cli_err("mounted %s (it was not mounted)", mounted);
-	/* Pinned iterators let `scan`, `zombies` and our own look-ups skip loading BPF each time. */
-	a.pins = snapshot_pin(a.pin_dir, err, sizeof(err));
-	if (!a.pins)
-		cli_err("warning: %s; scan will load its own iterators", err);
-
-	/* Seed before announcing: a `scan` that waited for agent_start must see older listeners. */
 	seed(&a);
-	{
-		cJSON *e = ev_new("agent_start", 0);
-		cJSON *m = cJSON_AddArrayToObject(e, "mounted");
-		char *save = NULL;
-
-		ev_add_str(e, "version", REVENANT_VERSION);
-		ev_add_str(e, "config", a.cfg.path);
-		ev_add_num(e, "pid", getpid());
-		ev_add_str(e, "pin", a.pin_dir);
-		for (char *t = strtok_r(mounted, ",", &save); t; t = strtok_r(NULL, ",", &save))
-			cJSON_AddItemToArray(m, cJSON_CreateString(t));
-		evlog_emit(a.log, e);
-	}
-	{
-		struct sup_hooks h = {.log = a.log,
-				      .listeners_fd = sensor_listeners_fd(a.sensor),
-				      .host_netns = a.host_netns,
-				      .stack_done = on_stack_done,
-				      .ctx = &a};
-
-		a.sup = sup_new(a.loop, &a.cfg, &h);
-		if (!a.sup) {
-			cli_err("cannot set up the supervisor: %s", strerror(errno));
-			goto out;
-		}
-		a.ctl = control_open(a.loop, a.cfg.control.socket, a.sup, err, sizeof(err));
-		if (!a.ctl) {
-			cli_err("%s", err);
-			goto out;
-		}
-		if (a.cfg.metrics.listen) {
-			a.metrics = metrics_open(a.loop, a.cfg.metrics.listen, err, sizeof(err));
-			if (a.metrics)
-				metrics_set_services(a.metrics, sup_metrics, a.sup);
-			else
-				cli_err("warning: %s; running without metrics", err);
-			if (a.metrics)
-				open_web(&a);
-		}
-		sup_start_all(a.sup);
-	}
-	if (a.verbose)
-		cli_err("agent running (pid %d), events in %s", getpid(), a.cfg.log.path);
-
-	rc = loop_run(a.loop);
-	if (rc < 0) {
-		cli_err("event loop failed: %s", strerror(-rc));
-		a.stop_reason = "error";
-		rc = EXIT_FAILED;
-	}
-	control_close(a.ctl);
-	a.ctl = NULL;
-	web_close(a.web);
-	a.web = NULL;
-	metrics_close(a.metrics);
-	a.metrics = NULL;
-	snapshot_unpin(a.pins);
-	a.pins = NULL;
-	sensor_stop(a.sensor); /* drains the ring buffer first: nothing queued is lost */
-	a.sensor = NULL;
-	{
-		cJSON *e = ev_new("agent_stop", 0);
-
-		ev_add_str(e, "reason", a.stop_reason ? a.stop_reason : "error");
-		evlog_emit(a.log, e);
-	}
+	announce_start(&a);
+	if ((rc = start_supervisor(&a)))
+		goto out;
+	rc = run_loop(&a);
+	announce_stop(&a);
 out:
-	snapshot_free(&a.owner_snap);
-	web_close(a.web);
-	metrics_close(a.metrics);
-	control_close(a.ctl);
-	sup_free(a.sup);
-	a.sup = NULL;
-	snapshot_unpin(a.pins);
-	sensor_stop(a.sensor);
-	ztrack_free(a.zt);
-	if (a.sigfd >= 0)
-		close(a.sigfd);
-	loop_free(a.loop);
-	evlog_close(a.log);
-	if (a.lockfd >= 0)
-		close(a.lockfd);
-	config_free(&a.cfg);
+	teardown(&a);
 	return rc;
 }

@@ -368,8 +368,10 @@ struct control *control_open(struct loop *l, const char *path, struct supervisor
 	mode_t old;
 	int rc;
 
-	if (!c)
+	if (!c) {
+		snprintf(err, errlen, "cannot open the control socket: out of memory");
 		return NULL;
+	}
 	c->loop = l;
 	c->sup = sup;
 	c->fd = -1;

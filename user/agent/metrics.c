@@ -9,15 +9,13 @@
 #include <string.h>
 
 #include "agent/metrics.h"
+#include "agent/zcensus.h"
+#include "lib/events.h"
 
-#define MAX_TYPES 32
 #define PAGE (64 * 1024)
 #define MAX_PAGE (64 * 1024 * 1024)
 
 static struct {
-	char type[MAX_TYPES][32];
-	uint64_t count[MAX_TYPES];
-	int n;
 	uint64_t zombies;
 } counters;
 
@@ -27,22 +25,6 @@ struct metrics {
 	metrics_services_fn services;
 	void *services_ctx;
 };
-
-void metrics_count_event(const char *type)
-{
-	int i;
-
-	for (i = 0; i < counters.n; i++)
-		if (!strcmp(counters.type[i], type))
-			break;
-	if (i == counters.n) {
-		if (counters.n == MAX_TYPES)
-			return;
-		snprintf(counters.type[i], sizeof(counters.type[i]), "%s", type);
-		counters.n++;
-	}
-	counters.count[i]++;
-}
 
 void metrics_set_gauge_zombies(uint64_t n)
 {
@@ -71,15 +53,19 @@ size_t metrics_render(struct metrics *m, char *buf, size_t len)
 	n = metrics_appendf(buf, len, n,
 			    "# HELP revenant_events_total Events written to the event log, by type.\n"
 			    "# TYPE revenant_events_total counter\n");
-	for (int i = 0; i < counters.n; i++)
+	/* Every type is there from the start, at 0: a counter that appears only with its first
+	 * event hides that first increase from rate() and increase(). */
+	for (int t = 0; t < EV_NTYPES; t++)
 		n = metrics_appendf(buf, len, n, "revenant_events_total{type=\"%s\"} %llu\n",
-				    counters.type[i], (unsigned long long)counters.count[i]);
+				    ev_type_name(t), (unsigned long long)ev_count(t));
 	n = metrics_appendf(
 		buf, len, n,
 		"# HELP revenant_exited_unreaped Exited processes not yet reaped (zombie candidates).\n"
 		"# TYPE revenant_exited_unreaped gauge\n"
 		"revenant_exited_unreaped %llu\n",
 		(unsigned long long)counters.zombies);
+	if (n < len)
+		n += zcensus_metrics(buf + n, len - n);
 	if (m && m->http) {
 		struct httpd_stats st;
 
@@ -148,7 +134,7 @@ struct metrics *metrics_open(struct loop *l, const char *listen_at, char *err, s
 	struct metrics *m = calloc(1, sizeof(*m));
 
 	if (!m) {
-		snprintf(err, errlen, "out of memory");
+		snprintf(err, errlen, "cannot serve metrics: out of memory");
 		return NULL;
 	}
 	m->loop = l;

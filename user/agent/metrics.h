@@ -22,7 +22,6 @@ void metrics_set_services(struct metrics *m, metrics_services_fn fn, void *ctx);
 struct httpd *metrics_httpd(struct metrics *m);
 
 /* Counters, callable whether or not an endpoint is open (m may be NULL). */
-void metrics_count_event(const char *type);
 void metrics_set_gauge_zombies(uint64_t n);
 
 /* Append to buf (len bytes) at offset n; returns the new offset, never past len. */

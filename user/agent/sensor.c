@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-/* The kernel sensor: owns the zombie and ports BPF objects, their links, the shared ring buffer
- * and the listeners map pin. Lifecycle as libbpf-bootstrap: open, load, pin, attach, ring buffer. */
+/* The kernel sensor: owns the zombie, ports and cause BPF objects, their links, the shared ring
+ * buffer and the listeners map pin. Lifecycle as libbpf-bootstrap: open, load, pin, attach, ring buffer. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,12 +19,14 @@
 #include "lib/util.h"
 #include "zombie.skel.h"
 #include "ports.skel.h"
+#include "cause.skel.h"
 
 #define TRACEFS_MAGIC_ 0x74726163
 
 struct sensor {
 	struct zombie_bpf *zombie;
 	struct ports_bpf *ports;
+	struct cause_bpf *cause; /* NULL: exit causes are not recorded (said on stderr) */
 	struct ring_buffer *rb;
 	struct loop *loop;
 	struct sensor_opts o;
@@ -134,6 +136,43 @@ static int fail(char *err, size_t errlen, const char *what, int rc)
 	return rc;
 }
 
+/* Exit causes are an addition: without them (an older kernel, REVENANT_NO_EXIT_CAUSE=1 to measure
+ * their cost) service_exit has killed_by null and oom false, and the agent runs on. */
+static void start_cause(struct sensor *s)
+{
+	const char *off = getenv("REVENANT_NO_EXIT_CAUSE");
+	int rc;
+
+	if (off && !strcmp(off, "1")) {
+		fprintf(stderr, "revenant: REVENANT_NO_EXIT_CAUSE=1: exit causes (killed_by, oom) are "
+				"not recorded\n");
+		return;
+	}
+	s->cause = cause_bpf__open();
+	rc = s->cause ? cause_bpf__load(s->cause) : -errno;
+	if (rc && s->cause) {
+		/* mark_victim took an int pid before 6.8: keep the signals, lose the OOM mark. */
+		cause_bpf__destroy(s->cause);
+		s->cause = cause_bpf__open();
+		if (s->cause)
+			bpf_program__set_autoload(s->cause->progs.on_oom_victim, false);
+		rc = s->cause ? cause_bpf__load(s->cause) : -errno;
+		if (!rc)
+			fprintf(stderr, "revenant: warning: cannot load the mark_victim probe: OOM "
+					"kills are not marked (oom is always false)\n");
+	}
+	if (!rc)
+		rc = cause_bpf__attach(s->cause);
+	if (rc) {
+		fprintf(stderr,
+			"revenant: warning: cannot load the exit-cause probes (signal_generate): %s; "
+			"service_exit has killed_by null (run with -v for libbpf's messages)\n",
+			strerror(-rc));
+		cause_bpf__destroy(s->cause);
+		s->cause = NULL;
+	}
+}
+
 struct sensor *sensor_start(struct loop *l, const struct sensor_opts *o, char *mounted,
 			    size_t mounted_len, char *err, size_t errlen)
 {
@@ -204,6 +243,8 @@ struct sensor *sensor_start(struct loop *l, const struct sensor_opts *o, char *m
 		goto fail;
 	}
 
+	start_cause(s);
+
 	s->rb = ring_buffer__new(bpf_map__fd(s->zombie->maps.events), on_ring_record, s, NULL);
 	if (!s->rb) {
 		fail(err, errlen, "create the ring buffer", -errno);
@@ -230,6 +271,16 @@ int sensor_listeners_fd(const struct sensor *s)
 	return bpf_map__fd(s->ports->maps.listeners);
 }
 
+int sensor_tree_fd(const struct sensor *s)
+{
+	return bpf_map__fd(s->ports->maps.service_tree);
+}
+
+int sensor_causes_fd(const struct sensor *s)
+{
+	return s->cause ? bpf_map__fd(s->cause->maps.causes) : -1;
+}
+
 int sensor_owners_fd(const struct sensor *s)
 {
 	return bpf_map__fd(s->ports->maps.owners);
@@ -249,6 +300,7 @@ void sensor_stop(struct sensor *s)
 		unlink(s->pin_path);
 		rmdir(s->o.pin_dir); /* only when empty: someone else's pins stay */
 	}
+	cause_bpf__destroy(s->cause);
 	ports_bpf__destroy(s->ports);
 	zombie_bpf__destroy(s->zombie);
 	free(s);

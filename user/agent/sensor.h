@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* The kernel sensor: mounts tracefs/bpffs when absent, loads and attaches bpf/zombie and bpf/ports,
- * pins the listeners map, and feeds ring-buffer records to one callback from the loop. */
+/* The kernel sensor: mounts tracefs/bpffs when absent, loads and attaches bpf/zombie, bpf/ports
+ * and bpf/cause, pins the listeners map, and feeds ring-buffer records to one callback from the
+ * loop. */
 #ifndef REVENANT_SENSOR_H
 #define REVENANT_SENSOR_H
 
@@ -27,6 +28,10 @@ struct sensor *sensor_start(struct loop *l, const struct sensor_opts *o, char *m
 			    size_t mounted_len, char *err, size_t errlen);
 int sensor_listeners_fd(const struct sensor *s);
 int sensor_owners_fd(const struct sensor *s);
+/* The services' process trees (tgid -> tag), for hosts without a cgroup of ours. */
+int sensor_tree_fd(const struct sensor *s);
+/* The exit causes (pid -> struct cause_val) of bpf/cause, -1 when they are not recorded. */
+int sensor_causes_fd(const struct sensor *s);
 void sensor_stop(struct sensor *s);
 
 /* Mount tracefs at /sys/kernel/tracing and bpffs at /sys/fs/bpf when they are not there. */

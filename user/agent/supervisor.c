@@ -1,36 +1,32 @@
 // SPDX-License-Identifier: MIT
 /* The supervisor. Each service is a state machine driven through one table, on[state][event]
- * (after s6-supervise); actions spawn, signal (always through a pidfd, and the process group),
- * probe health, back off, migrate ports and report. Children are reaped by the agent's SIGCHLD
- * handler, which hands us their status. */
-#include <ctype.h>
-#include <dirent.h>
+ * (after s6-supervise): every input — a control request, an exit, a timer, a health result, a
+ * decision about a collision or a zombie — is an event queued for a service, and an action's
+ * return value is the only way a service's state changes. Actions spawn and signal through
+ * sup_ops, probe health and log through the agent's hook. */
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "agent/health.h"
 #include "agent/metrics.h"
-#include "lib/state.h"
+#include "agent/output.h"
 #include "agent/supervisor.h"
+#include "lib/state.h"
 #include "lib/util.h"
 
-extern char **environ;
-
-#define BACKOFF_BASE_MS 250u
-#define BACKOFF_MAX_MS 30000u
 #define STABLE_RUN_MS 10000u	 /* a run this long (and healthy) resets the restart count */
 #define KILL_GRACE_MS 5000u	 /* after SIGKILL, how long to wait for the exit */
 #define RELEASE_GRACE_MS 2000u /* after the exit, how long to wait for the kernel's port_release */
 #define STARTUP_MS 30000u /* without health.grace_ms: how long a service may take to answer */
+#define MAX_DEPS 64	  /* dependencies whose port a service follows */
 
 struct pending_reply {
 	sup_reply_fn fn;
@@ -42,40 +38,57 @@ struct pending_reply {
 struct service {
 	struct supervisor *sup;
 	const struct service_config *cfg;
-	int idx;
+	int idx; /* in the running config's services; -1 once removed by a reload */
+	int dep_ports[MAX_DEPS]; /* each dependency's port when this one started */
+	uint32_t tag;
 	enum svc_state state;
-	pid_t pid, pgid;
-	int pidfd;
-	uint64_t start_ticks;
+	struct svc_proc proc;
 	uint64_t started_ns;
-	int port;	   /* the port it runs on now (may be an alternative) */
-	int forced_port;   /* next start uses this port (a migration) */
-	int restarts;	   /* consecutive restarts */
+	int port;	 /* the port it runs on now (may be an alternative) */
+	int forced_port; /* next start uses this port (a migration) */
+	int restarts;	 /* consecutive restarts */
 	int total_restarts;
+	unsigned resume_delay_ms; /* a restart's back-off, waited once the stop is complete */
 	bool restart_after_stop;
-	bool exited;	   /* in STOPPING: the main process is gone, waiting for the port */
-	bool killed;	   /* in STOPPING: SIGKILL already sent */
+	bool exited; /* in STOPPING: the main process is gone, waiting for the port */
+	bool killed; /* in STOPPING: SIGKILL already sent */
 	bool healthy, health_known;
 	int health_fails;
 	struct probe *probe;
-	struct loop_timer timer;	/* back-off, stop escalation, release wait */
+	struct loop_timer timer; /* back-off, stop escalation, release wait */
 	struct loop_timer health_timer;
 	struct pending_reply *replies;
 	/* a leftover of ours from a previous agent, stopped before we start */
-	pid_t leftover_pid;
-	int leftover_pidfd;
-	uint64_t leftover_ticks;
+	struct svc_proc leftover;
 	bool stop_requested; /* a stop came while clearing: stay down once the leftover is gone */
-	char give_up_reason[160]; /* set while stopping: give up once the process is gone */
-	char cgroup[256];
+	char give_up_reason[160]; /* why it enters FAILED */
+	/* its last exit (status shows it), with the strings it points to */
+	struct event last_exit;
+	struct exit_cause last_cause;
+	char last_signal[16];
+	char last_name[72]; /* a reload may free the config its name was in */
+	/* the input being handled */
+	int in_status;
+	enum restart_reason in_reason;
+	struct service *in_from;
+};
+
+struct input {
+	struct service *v;
+	enum svc_event ev;
+	int status;
+	enum restart_reason reason;
+	struct service *from; /* the dependency behind SE_DEP_FAILED, SE_RESTART */
 };
 
 struct supervisor {
 	struct loop *loop;
 	const struct rev_config *cfg;
 	struct sup_hooks h;
-	struct service *svcs;
-	int n;
+	struct sup_ops ops;
+	struct procs *procs;
+	struct service **svcs; /* each allocated once: timers and fds point at them */
+	int n;		       /* services: the config's first, in its order, then retired ones */
 	int *order; /* start order */
 	bool stopping_all;
 	bool shutdown; /* the agent is exiting (not a `stop --all`) */
@@ -83,27 +96,54 @@ struct supervisor {
 	bool done;
 	struct pending_reply *all_replies; /* `stop --all` callers */
 	int exit_code;
-	char state_path[4200];
-	char cgroup_root[256];
+	uint64_t state_write_errors;
+	char state_path[REV_PATH_BUF];
+	/* Inputs waiting for the table: actions queue, never dispatch, so one runs at a time. */
+	struct input *queue;
+	size_t qhead, qlen, qcap;
+	bool draining;
+	uint32_t tags;
+	/* configurations applied by reloads (the first is the agent's): services point into them */
+	struct rev_config **owned;
+	int n_owned;
 };
 
-typedef void (*svc_action)(struct service *v);
+typedef enum svc_state (*svc_action)(struct service *v);
+
+static const char *const state_names[SVC_NSTATES] = {
+	"stopped", "waiting", "clearing", "starting", "running", "stopping", "backoff", "failed",
+};
+
+static const char *const event_names[SVC_NEVENTS] = {
+	[SE_START] = "START",	   [SE_STOP] = "STOP",	       [SE_DEPS_READY] = "DEPS_READY",
+	[SE_CLEARED] = "CLEARED",  [SE_HEALTHY] = "HEALTHY",   [SE_UNHEALTHY] = "UNHEALTHY",
+	[SE_EXIT] = "EXIT",	   [SE_TIMER] = "TIMER",       [SE_COLLISION] = "COLLISION",
+	[SE_RESTART] = "RESTART",  [SE_KILL] = "KILL",	       [SE_DEP_FAILED] = "DEP_FAILED",
+	[SE_RESUME] = "RESUME",
+};
 
 const char *svc_state_name(enum svc_state s)
 {
-	static const char *names[] = {"stopped", "waiting", "clearing", "starting",
-				      "running", "stopping", "backoff",	 "failed"};
-
-	return s < SVC_NSTATES ? names[s] : "?";
+	return s < SVC_NSTATES ? state_names[s] : "?";
 }
 
-unsigned sup_backoff_ms(int attempt)
+const char *svc_event_name(enum svc_event e)
 {
-	unsigned ms = BACKOFF_BASE_MS;
+	return e < SVC_NEVENTS ? event_names[e] : "?";
+}
 
-	for (int i = 1; i < attempt && ms < BACKOFF_MAX_MS; i++)
-		ms *= 2;
-	return ms < BACKOFF_MAX_MS ? ms : BACKOFF_MAX_MS;
+unsigned sup_backoff_ms(int step, unsigned base, unsigned max)
+{
+	unsigned ms = base;
+
+	for (int i = 1; i < step && ms < max; i++)
+		ms = ms > UINT32_MAX / 2 ? max : ms * 2;
+	return ms < max ? ms : max;
+}
+
+unsigned sup_restart_delay_ms(int restarts, unsigned base, unsigned max)
+{
+	return restarts <= 1 ? 0 : sup_backoff_ms(restarts - 1, base, max);
 }
 
 /* ---- port choice (pure) ---- */
@@ -147,9 +187,10 @@ int sup_choose_port(const struct rev_config *cfg, int svc, const struct port_pro
 		int alt = sc->alt_ports[i];
 		const struct port_probe *q = probe_of(probes, n, alt);
 
-		if (is_other_service_port(cfg, svc, alt))
+		/* An alternative nobody looked at is not known to be free. */
+		if (is_other_service_port(cfg, svc, alt) || !q)
 			continue;
-		if (!q || !q->owner)
+		if (!q->owner)
 			return alt;
 	}
 	snprintf(reason, reason_len,
@@ -159,28 +200,81 @@ int sup_choose_port(const struct rev_config *cfg, int svc, const struct port_pro
 	return -1;
 }
 
-/* ---- helpers ---- */
+/* ---- mechanism: the real sup_ops ---- */
 
-static void emit(struct supervisor *s, cJSON *e)
+static int real_spawn(void *ctx, const struct service_config *c, int port,
+		      const struct svc_port *peers, size_t n_peers, struct svc_proc *out, char *warn,
+		      size_t warnlen)
 {
-	evlog_emit(s->h.log, e);
+	struct supervisor *s = ctx;
+
+	return procs_spawn(s->procs, c, port, peers, n_peers, out, warn, warnlen);
 }
 
-/* Who would block a service binding the wildcard address on port: 0 nobody, -1 a listener
- * whose owner no one can see (PID 1 here), else its pid. */
+static void real_signal(void *ctx, const struct svc_proc *p, int sig, enum sig_scope scope)
+{
+	struct supervisor *s = ctx;
+
+	procs_signal(s->procs, p, sig, scope);
+}
+
+static int real_count(void *ctx, const struct svc_proc *p)
+{
+	struct supervisor *s = ctx;
+
+	return procs_count(s->procs, p);
+}
+
+static int real_listeners(void *ctx, struct listener **ls, size_t *n)
+{
+	struct supervisor *s = ctx;
+
+	return ports_read_map(s->h.listeners_fd, ls, n);
+}
+
+static int real_exit_cause(void *ctx, const struct svc_proc *p, struct exit_cause *c)
+{
+	struct supervisor *s = ctx;
+
+	return procs_exit_cause(s->procs, p, c);
+}
+
+/* ---- helpers ---- */
+
+static void emit(struct supervisor *s, const struct event *e)
+{
+	if (s->h.event)
+		s->h.event(s->h.ctx, e);
+}
+
+static struct service *svc_named(struct supervisor *s, const char *name)
+{
+	for (int i = 0; i < s->n; i++)
+		if (!strcmp(s->svcs[i]->cfg->name, name) && s->svcs[i]->idx >= 0)
+			return s->svcs[i];
+	return NULL;
+}
+
+static bool depends_on(const struct service *w, const struct service *v)
+{
+	for (int k = 0; k < w->cfg->n_deps; k++)
+		if (!strcmp(w->cfg->depends_on[k], v->cfg->name))
+			return true;
+	return false;
+}
+
+/* Who would block a service binding the wildcard address on port: 0 nobody, -1 a listener whose
+ * owner no one can see (PID 1 here), else its pid. */
 static pid_t owner_in(const struct supervisor *s, const struct listener *ls, size_t n, int port)
 {
-	struct sock_ident want = {0};
-	int i;
+	struct sock_ident want = {.family = REV_AF_INET, .proto = REV_PROTO_TCP};
+	struct port_owner o;
 
-	want.family = REV_AF_INET;
-	want.proto = REV_PROTO_TCP;
 	want.port = port;
 	want.netns = s->h.host_netns;
-	i = ports_best_listener(ls, n, &want);
-	if (i < 0)
+	if (!ports_owner(ls, n, NULL, &want, 0, &o))
 		return 0;
-	return ls[i].v.pid ? (pid_t)ls[i].v.pid : -1;
+	return o.pid ? o.pid : -1;
 }
 
 static pid_t port_owner(struct supervisor *s, int port)
@@ -189,7 +283,7 @@ static pid_t port_owner(struct supervisor *s, int port)
 	size_t n;
 	pid_t owner;
 
-	if (ports_read_map(s->h.listeners_fd, &ls, &n))
+	if (s->ops.listeners(s->ops.ctx, &ls, &n))
 		return 0;
 	owner = owner_in(s, ls, n, port);
 	free(ls);
@@ -197,24 +291,28 @@ static pid_t port_owner(struct supervisor *s, int port)
 }
 
 /* The probes for a port choice: `first` (with its known owner, or looked up when 0), the
- * configured port when it is not `first`, then the alternatives. One read of the map. */
+ * configured port when it is not `first`, then every alternative. One read of the map. *out is
+ * allocated; the count is returned (0 when out of memory). */
 static size_t probe_ports(struct supervisor *s, const struct service *v, int first,
-			  pid_t first_owner, struct port_probe *probes, size_t max)
+			  pid_t first_owner, struct port_probe **out)
 {
 	struct listener *ls = NULL;
+	struct port_probe *p = calloc(v->cfg->n_alt + 2, sizeof(*p));
 	size_t n = 0, nls = 0;
 
-	if (ports_read_map(s->h.listeners_fd, &ls, &nls))
+	*out = p;
+	if (!p)
+		return 0;
+	if (s->ops.listeners(s->ops.ctx, &ls, &nls))
 		nls = 0;
-	probes[n++] = (struct port_probe){.port = first,
-					  .owner = first_owner ? first_owner
-							       : owner_in(s, ls, nls, first)};
+	p[n++] = (struct port_probe){.port = first,
+				     .owner = first_owner ? first_owner : owner_in(s, ls, nls, first)};
 	if (first != v->cfg->port && v->cfg->port)
-		probes[n++] = (struct port_probe){.port = v->cfg->port,
-						  .owner = owner_in(s, ls, nls, v->cfg->port)};
-	for (int i = 0; i < v->cfg->n_alt && n < max; i++)
-		probes[n++] = (struct port_probe){.port = v->cfg->alt_ports[i],
-						  .owner = owner_in(s, ls, nls, v->cfg->alt_ports[i])};
+		p[n++] = (struct port_probe){.port = v->cfg->port,
+					     .owner = owner_in(s, ls, nls, v->cfg->port)};
+	for (int i = 0; i < v->cfg->n_alt; i++)
+		p[n++] = (struct port_probe){.port = v->cfg->alt_ports[i],
+					     .owner = owner_in(s, ls, nls, v->cfg->alt_ports[i])};
 	free(ls);
 	return n;
 }
@@ -222,8 +320,8 @@ static size_t probe_ports(struct supervisor *s, const struct service *v, int fir
 /* pgid: getpgid(pid), looked up once by the caller (this runs for every port event). */
 static bool in_service(const struct service *v, pid_t pid, pid_t pgid)
 {
-	return pid > 0 &&
-	       (pid == v->pid || pid == v->leftover_pid || (v->pgid > 1 && pgid == v->pgid));
+	return pid > 0 && (pid == v->proc.pid || pid == v->leftover.pid ||
+			   (v->proc.pgid > 1 && pgid == v->proc.pgid));
 }
 
 static bool pid_in_service(const struct service *v, pid_t pid)
@@ -239,8 +337,8 @@ static struct service *service_of_pid(struct supervisor *s, pid_t pid)
 		return NULL;
 	pgid = getpgid(pid);
 	for (int i = 0; i < s->n; i++)
-		if (in_service(&s->svcs[i], pid, pgid))
-			return &s->svcs[i];
+		if (in_service(s->svcs[i], pid, pgid))
+			return s->svcs[i];
 	return NULL;
 }
 
@@ -251,6 +349,14 @@ const char *sup_service_of(struct supervisor *s, pid_t pid)
 	return v ? v->cfg->name : NULL;
 }
 
+static const char *health_name(const struct service *v)
+{
+	return !v->cfg->health.enabled ? "none"
+	       : !v->health_known      ? "unknown"
+	       : v->healthy	       ? "ok"
+				       : "failing";
+}
+
 static void write_state(struct supervisor *s)
 {
 	struct rt_state st = {.agent_pid = getpid(), .n = s->n};
@@ -259,81 +365,23 @@ static void write_state(struct supervisor *s)
 	memset(arr, 0, sizeof(arr));
 	st.svcs = arr;
 	for (int i = 0; i < s->n; i++) {
-		const struct service *v = &s->svcs[i];
+		const struct service *v = s->svcs[i];
+		/* A leftover still being stopped stays on record, so a crash now loses nothing. */
+		const struct svc_proc *p = v->proc.pid ? &v->proc : &v->leftover;
 
 		snprintf(arr[i].name, sizeof(arr[i].name), "%s", v->cfg->name);
-		/* A leftover still being stopped stays on record, so a crash now loses nothing. */
-		arr[i].pid = v->pid ? v->pid : v->leftover_pid;
-		arr[i].pgid = v->pgid;
-		arr[i].start_ticks = v->pid ? v->start_ticks : v->leftover_ticks;
+		arr[i].pid = p->pid;
+		arr[i].pgid = v->proc.pgid ? v->proc.pgid : v->leftover.pgid;
+		arr[i].start_ticks = p->start_ticks;
 		arr[i].port = v->port ? v->port : v->cfg->port;
 		arr[i].restarts = v->total_restarts;
 		snprintf(arr[i].state, sizeof(arr[i].state), "%s", svc_state_name(v->state));
-		snprintf(arr[i].health, sizeof(arr[i].health), "%s",
-			 !v->cfg->health.enabled ? "none"
-			 : !v->health_known	 ? "unknown"
-			 : v->healthy		 ? "ok"
-						 : "failing");
+		snprintf(arr[i].health, sizeof(arr[i].health), "%s", health_name(v));
 	}
-	state_write(s->state_path, &st);
-}
-
-/* Every process in the service's cgroup, also those that left its process group (setsid, a
- * daemonizing child): each through a pidfd. Returns how many were found. */
-static int signal_cgroup(const struct service *v, int sig)
-{
-	char path[300];
-	FILE *f;
-	int pid, n = 0;
-
-	if (!v->cgroup[0])
-		return 0;
-	snprintf(path, sizeof(path), "%s/cgroup.procs", v->cgroup);
-	f = fopen(path, "re");
-	if (!f)
-		return 0;
-	while (fscanf(f, "%d", &pid) == 1) {
-		int fd = pidfd_open_pid(pid);
-
-		if (fd < 0)
-			continue;
-		if (sig)
-			pidfd_signal(fd, sig);
-		close(fd);
-		n++;
-	}
-	fclose(f);
-	return n;
-}
-
-static void cgroup_kill(const struct service *v)
-{
-	char path[300];
-	int fd;
-
-	if (!v->cgroup[0])
-		return;
-	snprintf(path, sizeof(path), "%s/cgroup.kill", v->cgroup);
-	fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0 || write(fd, "1", 1) != 1)
-		signal_cgroup(v, SIGKILL); /* before 5.14 there is no cgroup.kill */
-	if (fd >= 0)
-		close(fd);
-}
-
-static void signal_group(struct service *v, int sig)
-{
-	if (v->pidfd >= 0)
-		pidfd_signal(v->pidfd, sig);
-	/* The group reaches what the shell started; the pgid cannot be reused while any member
-	 * lives, and we only signal it while our main process (its leader) was alive or just
-	 * reaped by us. */
-	if (v->pgid > 1)
-		kill(-v->pgid, sig);
-	if (sig == SIGKILL)
-		cgroup_kill(v);
-	else
-		signal_cgroup(v, sig);
+	/* The crash-recovery record: a failure is counted (status, metrics), and the next change
+	 * tries again. */
+	if (state_write(s->state_path, &st))
+		s->state_write_errors++;
 }
 
 static void reply_pending(struct service *v, bool stopped)
@@ -344,101 +392,67 @@ static void reply_pending(struct service *v, bool stopped)
 		struct pending_reply *r = *pp;
 		/* A start that ends in STOPPED was overtaken by a stop: answer it too. */
 		bool fire = stopped ? r->until == SE_STOP ||
-					  (r->until == SE_START && v->state == SVC_STOPPED &&
-					   !v->restart_after_stop)
+					      (r->until == SE_START && v->state == SVC_STOPPED &&
+					       !v->restart_after_stop)
 				    : r->until == SE_START &&
 					      (v->state == SVC_RUNNING || v->state == SVC_FAILED);
 		bool ok = v->state != SVC_FAILED && !(r->until == SE_START && v->state == SVC_STOPPED);
+		cJSON *resp;
 
 		if (!fire) {
 			pp = &r->next;
 			continue;
 		}
 		*pp = r->next;
-		{
-			cJSON *resp = cJSON_CreateObject();
-
-			cJSON_AddBoolToObject(resp, "ok", ok);
-			cJSON_AddStringToObject(resp, "service", v->cfg->name);
-			cJSON_AddStringToObject(resp, "state", svc_state_name(v->state));
-			if (v->pid)
-				cJSON_AddNumberToObject(resp, "pid", v->pid);
-			if (v->state == SVC_FAILED)
-				cJSON_AddStringToObject(resp, "error", "the service failed to start");
-			else if (!ok)
-				cJSON_AddStringToObject(resp, "error",
-							"a stop came before the service was running");
-			r->fn(r->ctx, resp);
-		}
+		resp = cJSON_CreateObject();
+		cJSON_AddBoolToObject(resp, "ok", ok);
+		cJSON_AddStringToObject(resp, "service", v->cfg->name);
+		cJSON_AddStringToObject(resp, "state", svc_state_name(v->state));
+		if (v->proc.pid)
+			cJSON_AddNumberToObject(resp, "pid", v->proc.pid);
+		if (v->state == SVC_FAILED)
+			cJSON_AddStringToObject(resp, "error", "the service failed to start");
+		else if (!ok)
+			cJSON_AddStringToObject(resp, "error",
+						"a stop came before the service was running");
+		r->fn(r->ctx, resp);
 		free(r);
 	}
 }
 
-static void dispatch(struct service *v, enum svc_event ev);
-static void check_stack(struct supervisor *s);
-static cJSON *status_json(struct supervisor *s);
+/* ---- the input queue ---- */
 
-static void set_state(struct service *v, enum svc_state st)
+static void post_input(struct supervisor *s, const struct input *in)
 {
-	v->state = st;
-	write_state(v->sup);
-	if (st == SVC_STOPPED || st == SVC_FAILED)
-		reply_pending(v, true);
-	if (st == SVC_RUNNING || st == SVC_FAILED)
-		reply_pending(v, false);
+	if (s->qlen == s->qcap) {
+		size_t ncap = s->qcap ? s->qcap * 2 : 64;
+		struct input *q = malloc(ncap * sizeof(*q));
+
+		if (!q) {
+			/* Nothing sane is left to do with a lost input: say it loudly. */
+			fprintf(stderr, "revenant: out of memory: service %s lost event %s\n",
+				in->v->cfg->name, svc_event_name(in->ev));
+			return;
+		}
+		for (size_t i = 0; i < s->qlen; i++)
+			q[i] = s->queue[(s->qhead + i) % s->qcap];
+		free(s->queue);
+		s->queue = q;
+		s->qcap = ncap;
+		s->qhead = 0;
+	}
+	s->queue[(s->qhead + s->qlen) % s->qcap] = *in;
+	s->qlen++;
 }
+
+static void post(struct service *v, enum svc_event ev)
+{
+	post_input(v->sup, &(struct input){.v = v, .ev = ev});
+}
+
+static void run_queue(struct supervisor *s);
 
 /* ---- health ---- */
-
-static void health_schedule(struct service *v, unsigned ms);
-
-static void on_probe_done(void *ctx, bool ok, const char *detail)
-{
-	struct service *v = ctx;
-	const struct health_config *h = &v->cfg->health;
-	bool was_known = v->health_known, was = v->healthy;
-
-	v->probe = NULL;
-	if (ok) {
-		v->health_fails = 0;
-		v->healthy = v->health_known = true;
-	} else if (v->state == SVC_STARTING &&
-		   (mono_ns() - v->started_ns) / 1000000 < (h->grace_ms ? (unsigned)h->grace_ms
-								 : STARTUP_MS)) {
-		/* Still starting: not answering yet is not a failure. */
-	} else if (++v->health_fails >= h->failures) {
-		v->healthy = false;
-		v->health_known = true;
-	}
-	if (v->health_known && (!was_known || was != v->healthy)) {
-		cJSON *e = ev_new("health", 0);
-
-		ev_add_str(e, "service", v->cfg->name);
-		ev_add_num(e, "pid", v->pid);
-		ev_add_num(e, "port", v->port);
-		ev_add_bool(e, "ok", v->healthy);
-		ev_add_str(e, "detail", detail);
-		emit(v->sup, e);
-		write_state(v->sup);
-	}
-	/* Until the first success, probe often: the kernel's port_listen usually beats this. */
-	health_schedule(v, v->state == SVC_STARTING && !v->healthy && h->interval_ms > 200
-				   ? 200
-				   : h->interval_ms);
-	if (v->health_known)
-		dispatch(v, v->healthy ? SE_HEALTHY : SE_UNHEALTHY);
-}
-
-static void on_health_timer(struct loop *l, void *ctx)
-{
-	struct service *v = ctx;
-
-	if (v->state != SVC_STARTING && v->state != SVC_RUNNING)
-		return;
-	v->probe = probe_start(l, &v->cfg->health, v->port, on_probe_done, v);
-	if (!v->probe)
-		on_probe_done(v, false, strerror(errno));
-}
 
 static void health_schedule(struct service *v, unsigned ms)
 {
@@ -454,356 +468,215 @@ static void health_stop(struct service *v)
 	loop_timer_cancel(v->sup->loop, &v->health_timer);
 }
 
-/* ---- spawning ---- */
-
-static char *expand_command(const char *cmd, int port)
+static void on_probe_done(void *ctx, bool ok, const char *detail)
 {
-	size_t len = strlen(cmd) + 1;
-	char *out, *w;
+	struct service *v = ctx;
+	const struct health_config *h = &v->cfg->health;
+	bool was_known = v->health_known, was = v->healthy;
 
-	for (const char *p = strstr(cmd, "{port}"); p; p = strstr(p + 6, "{port}"))
-		len += 6;
-	out = malloc(len);
-	if (!out)
-		return NULL;
-	w = out;
-	while (*cmd) {
-		if (!strncmp(cmd, "{port}", 6)) {
-			w += sprintf(w, "%d", port);
-			cmd += 6;
-		} else {
-			*w++ = *cmd++;
-		}
+	v->probe = NULL;
+	if (ok) {
+		v->health_fails = 0;
+		v->healthy = v->health_known = true;
+	} else if (v->state == SVC_STARTING &&
+		   (mono_ns() - v->started_ns) / NS_PER_MS <
+			   (h->grace_ms ? (unsigned)h->grace_ms : STARTUP_MS)) {
+		/* Still starting: not answering yet is not a failure. */
+	} else if (++v->health_fails >= h->failures) {
+		v->healthy = false;
+		v->health_known = true;
 	}
-	*w = 0;
-	return out;
+	if (v->health_known && (!was_known || was != v->healthy)) {
+		struct event e = {.type = EV_HEALTH};
+
+		e.health = (struct ev_health){.service = v->cfg->name,
+					      .pid = v->proc.pid,
+					      .port = v->port,
+					      .ok = v->healthy,
+					      .detail = detail};
+		emit(v->sup, &e);
+		write_state(v->sup);
+	}
+	/* Until the first success, probe often: the kernel's port_listen usually beats this. */
+	health_schedule(v, v->state == SVC_STARTING && !v->healthy && h->interval_ms > 200
+				   ? 200
+				   : h->interval_ms);
+	if (v->health_known) {
+		post(v, v->healthy ? SE_HEALTHY : SE_UNHEALTHY);
+		run_queue(v->sup);
+	}
 }
 
-struct envv {
-	char **v;
-	size_t n, cap;
-};
-
-static void env_set(struct envv *e, const char *kv)
+static void on_health_timer(struct loop *l, void *ctx)
 {
-	size_t klen = strcspn(kv, "=");
+	struct service *v = ctx;
 
-	for (size_t i = 0; i < e->n; i++) {
-		if (!strncmp(e->v[i], kv, klen) && e->v[i][klen] == '=') {
-			free(e->v[i]);
-			e->v[i] = strdup(kv);
-			return;
-		}
-	}
-	if (e->n + 2 > e->cap) {
-		e->cap = e->cap ? e->cap * 2 : 64;
-		e->v = realloc(e->v, e->cap * sizeof(char *));
-	}
-	e->v[e->n++] = strdup(kv);
-	e->v[e->n] = NULL;
-}
-
-static void env_free(struct envv *e)
-{
-	for (size_t i = 0; i < e->n; i++)
-		free(e->v[i]);
-	free(e->v);
-}
-
-/* KEY=VALUE lines; '#' comments, blank lines, "export " and surrounding quotes allowed. */
-static int env_file_load(struct envv *e, const char *path)
-{
-	FILE *f = fopen(path, "re");
-	char line[4096];
-
-	if (!f)
-		return -errno;
-	while (fgets(line, sizeof(line), f)) {
-		char *p = line, *eq, *val, *end;
-
-		while (isspace((unsigned char)*p))
-			p++;
-		if (!*p || *p == '#')
-			continue;
-		if (!strncmp(p, "export ", 7))
-			p += 7;
-		eq = strchr(p, '=');
-		if (!eq)
-			continue;
-		end = p + strlen(p);
-		while (end > eq + 1 && isspace((unsigned char)end[-1]))
-			*--end = 0;
-		val = eq + 1;
-		if ((*val == '"' || *val == '\'') && end > val + 1 && end[-1] == *val) {
-			end[-1] = 0;
-			memmove(val, val + 1, strlen(val + 1) + 1);
-		}
-		env_set(e, p);
-	}
-	fclose(f);
-	return 0;
-}
-
-static void make_cgroup(struct service *v)
-{
-	struct supervisor *s = v->sup;
-
-	v->cgroup[0] = 0;
-	if (!s->cgroup_root[0])
+	if (v->state != SVC_STARTING && v->state != SVC_RUNNING)
 		return;
-	snprintf(v->cgroup, sizeof(v->cgroup), "%s/%s", s->cgroup_root, v->cfg->name);
-	if (mkdir(v->cgroup, 0755) && errno != EEXIST)
-		v->cgroup[0] = 0;
+	v->probe = probe_start(l, &v->cfg->health, v->port, on_probe_done, v);
+	if (!v->probe)
+		on_probe_done(v, false, strerror(errno));
 }
 
-static int spawn(struct service *v)
-{
-	const struct service_config *c = v->cfg;
-	struct envv env = {0};
-	char *cmd = expand_command(c->command, v->port), portkv[32];
-	int logfd, devnull, err;
-	pid_t pid;
-
-	if (!cmd)
-		return -ENOMEM;
-	for (char **e = environ; *e; e++)
-		env_set(&env, *e);
-	if (c->env_file) {
-		err = env_file_load(&env, c->env_file);
-		if (err) {
-			cJSON *e = ev_new("service_warning", 0);
-			char d[512];
-
-			snprintf(d, sizeof(d), "cannot read env_file %s: %s; starting without it",
-				 c->env_file, strerror(-err));
-			ev_add_str(e, "service", c->name);
-			ev_add_str(e, "detail", d);
-			emit(v->sup, e);
-		}
-	}
-	for (int i = 0; i < c->n_env; i++)
-		env_set(&env, c->env[i]);
-	if (v->port) {
-		snprintf(portkv, sizeof(portkv), "PORT=%d", v->port);
-		env_set(&env, portkv);
-	}
-	{
-		char kv[100];
-
-		snprintf(kv, sizeof(kv), "REVENANT_SERVICE=%s", c->name);
-		env_set(&env, kv);
-	}
-	mkdir_p_parent(c->log_file, 0755);
-	logfd = open(c->log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-	devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	make_cgroup(v);
-
-	pid = fork();
-	if (pid == 0) {
-		sigset_t none;
-		char *argv[] = {"/bin/sh", "-c", cmd, NULL};
-
-		/* The child must not inherit the agent's blocked signals or ignored SIGPIPE. */
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		for (int sig = 1; sig < NSIG; sig++)
-			signal(sig, SIG_DFL);
-		setpgid(0, 0);
-		prctl(PR_SET_PDEATHSIG, 0);
-		nofile_restore(); /* the agent's raised fd limit is not the service's */
-		if (v->cgroup[0]) {
-			char path[300];
-			int fd;
-
-			snprintf(path, sizeof(path), "%s/cgroup.procs", v->cgroup);
-			fd = open(path, O_WRONLY);
-			if (fd >= 0) {
-				if (write(fd, "0", 1) < 0) {
-					/* not fatal: the process group still reaches the service */
-				}
-				close(fd);
-			}
-		}
-		if (devnull >= 0)
-			dup2(devnull, 0);
-		if (logfd >= 0) {
-			dup2(logfd, 1);
-			dup2(logfd, 2);
-		}
-		if (chdir(c->cwd)) {
-			dprintf(2, "revenant: %s: cannot chdir to %s: %s\n", c->name, c->cwd,
-				strerror(errno));
-			_exit(126);
-		}
-		execve("/bin/sh", argv, env.v);
-		dprintf(2, "revenant: %s: cannot run /bin/sh: %s\n", c->name, strerror(errno));
-		_exit(errno == ENOENT ? 127 : 126);
-	}
-	err = pid < 0 ? -errno : 0;
-	if (logfd >= 0)
-		close(logfd);
-	if (devnull >= 0)
-		close(devnull);
-	free(cmd);
-	env_free(&env);
-	if (err)
-		return err;
-	setpgid(pid, pid); /* both sides set it: whichever runs first wins the race */
-	v->pid = pid;
-	v->pgid = pid;
-	v->pidfd = pidfd_open_pid(pid);
-	v->start_ticks = proc_start_ticks(pid);
-	v->started_ns = mono_ns();
-	v->healthy = v->health_known = false;
-	v->health_fails = 0;
-	v->exited = v->killed = false;
-	{
-		cJSON *e = ev_new("service_start", 0);
-
-		ev_add_str(e, "service", c->name);
-		ev_add_num(e, "pid", pid);
-		if (v->port)
-			ev_add_num(e, "port", v->port);
-		else
-			cJSON_AddNullToObject(e, "port");
-		ev_add_str(e, "command", c->command);
-		emit(v->sup, e);
-	}
-	return 0;
-}
-
-/* ---- actions ---- */
+/* ---- actions: each returns the state the service is in afterwards ---- */
 
 static bool deps_ready(struct service *v)
 {
-	for (int i = 0; i < v->cfg->n_deps; i++) {
-		const struct service_config *dc = config_service(v->sup->cfg, v->cfg->depends_on[i]);
-		struct service *d = &v->sup->svcs[dc - v->sup->cfg->services];
-
-		if (d->state != SVC_RUNNING)
+	for (int i = 0; i < v->cfg->n_deps; i++)
+		if (svc_named(v->sup, v->cfg->depends_on[i])->state != SVC_RUNNING)
 			return false;
-	}
 	return true;
 }
 
-static void give_up(struct service *v, const char *reason)
+static enum svc_state fail(struct service *v, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Into FAILED: the reason is logged by the table's entry into that state. */
+static enum svc_state fail(struct service *v, const char *fmt, ...)
 {
-	cJSON *e = ev_new("service_give_up", 0);
+	va_list ap;
 
-	ev_add_str(e, "service", v->cfg->name);
-	ev_add_num(e, "restarts", v->restarts);
-	ev_add_str(e, "reason", reason);
-	ev_add_bool(e, "critical", v->cfg->critical);
-	emit(v->sup, e);
-	health_stop(v);
-	loop_timer_cancel(v->sup->loop, &v->timer);
-	set_state(v, SVC_FAILED);
-	/* Whatever waits for this service would wait forever: it fails too, saying why. */
-	for (int i = 0; i < v->sup->n; i++) {
-		struct service *w = &v->sup->svcs[i];
-
-		if (w->state != SVC_WAITING)
-			continue;
-		for (int k = 0; k < w->cfg->n_deps; k++) {
-			if (strcmp(w->cfg->depends_on[k], v->cfg->name))
-				continue;
-			{
-				char why[128];
-
-				snprintf(why, sizeof(why), "dependency %s gave up", v->cfg->name);
-				give_up(w, why);
-			}
-			break;
-		}
-	}
-	if (v->cfg->critical && !v->sup->shutdown) {
-		v->sup->exit_code = 1;
-		sup_stop_all(v->sup, false);
-	}
-	check_stack(v->sup);
+	va_start(ap, fmt);
+	vsnprintf(v->give_up_reason, sizeof(v->give_up_reason), fmt, ap);
+	va_end(ap);
+	return SVC_FAILED;
 }
 
 static void on_leftover_exit(struct loop *l, int fd, uint32_t events, void *ctx);
 
-static void try_start(struct service *v)
+/* owner_pid 0: held by a process nobody can name (owner_pid and owner_comm null). */
+static void emit_migrated(struct service *v, int from, int to, pid_t owner_pid,
+			  const char *owner_comm)
+{
+	struct event e = {.type = EV_PORT_MIGRATED};
+
+	e.port_migrated = (struct ev_port_migrated){
+		.service = v->cfg->name,
+		.from = from,
+		.to = to,
+		.owner_pid = owner_pid,
+		.owner_comm = owner_pid && owner_comm[0] ? owner_comm : NULL};
+	emit(v->sup, &e);
+}
+
+/* The port a start uses: a migration's, the configured one when free (or ours), else an
+ * alternative. -1 with v->give_up_reason set when none can be had. */
+static int start_port(struct service *v)
 {
 	struct supervisor *s = v->sup;
-	struct port_probe probes[1 + 64];
-	size_t n = 0;
-	char reason[512];
+	struct port_probe *probes;
+	char comm[REV_COMM_LEN + 1] = "";
+	size_t n;
 	int port;
 
-	if (s->stopping_all) {
-		set_state(v, SVC_STOPPED);
-		return;
-	}
-	if (!deps_ready(v)) {
-		/* Like systemd's Requires=: starting a service starts what it depends on. */
-		set_state(v, SVC_WAITING);
-		for (int i = 0; i < v->cfg->n_deps; i++) {
-			const struct service_config *dc = config_service(s->cfg, v->cfg->depends_on[i]);
-			struct service *d = &s->svcs[dc - s->cfg->services];
-
-			if (d->state == SVC_STOPPED || d->state == SVC_FAILED)
-				dispatch(d, SE_START);
-		}
-		return;
-	}
-	if (v->leftover_pid) {
-		/* Ours from a previous agent: replace it, never migrate away from it. */
-		if (v->leftover_pidfd >= 0) {
-			pidfd_signal(v->leftover_pidfd, v->cfg->stop_signal);
-			loop_add_fd(s->loop, v->leftover_pidfd, EPOLLIN, on_leftover_exit, v);
-		}
-		kill(-v->leftover_pid, v->cfg->stop_signal);
-		set_state(v, SVC_CLEARING);
-		loop_timer_after_ms(s->loop, &v->timer, v->cfg->stop_timeout_ms);
-		return;
-	}
 	if (v->forced_port) {
 		port = v->forced_port;
 		v->forced_port = 0;
-	} else if (v->cfg->port) {
-		n = probe_ports(s, v, v->cfg->port, 0, probes, ARRAY_SIZE(probes));
-		if (probes[0].owner && pid_in_service(v, probes[0].owner))
-			probes[0].own = true;
-		port = sup_choose_port(s->cfg, v->idx, probes, n, reason, sizeof(reason));
-		if (port < 0) {
-			give_up(v, reason);
-			return;
-		}
-		if (port != v->cfg->port) {
-			cJSON *e = ev_new("port_migrated", 0);
-			char comm[32];
+		return port;
+	}
+	if (!v->cfg->port)
+		return 0;
+	n = probe_ports(s, v, v->cfg->port, 0, &probes);
+	if (!n) {
+		snprintf(v->give_up_reason, sizeof(v->give_up_reason), "out of memory");
+		return -1;
+	}
+	if (probes[0].owner && pid_in_service(v, probes[0].owner))
+		probes[0].own = true;
+	port = sup_choose_port(s->cfg, v->idx, probes, n, v->give_up_reason,
+			       sizeof(v->give_up_reason));
+	if (port > 0 && port != v->cfg->port) {
+		/* held by a process no tool can see (PID 1 here): owner null */
+		if (probes[0].owner > 0)
+			proc_comm(probes[0].owner, comm, sizeof(comm));
+		emit_migrated(v, v->cfg->port, port, probes[0].owner > 0 ? probes[0].owner : 0, comm);
+	}
+	free(probes);
+	return port;
+}
 
-			ev_add_str(e, "service", v->cfg->name);
-			ev_add_num(e, "from", v->cfg->port);
-			ev_add_num(e, "to", port);
-			if (probes[0].owner > 0) {
-				proc_comm(probes[0].owner, comm, sizeof(comm));
-				ev_add_num(e, "owner_pid", probes[0].owner);
-				ev_add_str(e, "owner_comm", comm);
-			} else { /* held by a process no tool can see (PID 1 here) */
-				cJSON_AddNullToObject(e, "owner_pid");
-				cJSON_AddNullToObject(e, "owner_comm");
-			}
-			emit(s, e);
-		}
-	} else {
-		port = 0;
+/* The port a service is on, or will be on when it starts. */
+static int current_port(const struct service *v)
+{
+	return v->port ? v->port : v->cfg->port;
+}
+
+static enum svc_state spawn(struct service *v)
+{
+	struct supervisor *s = v->sup;
+	struct event e = {.type = EV_SERVICE_START};
+	struct svc_port peers[s->n > 0 ? s->n : 1];
+	size_t np = 0;
+	char warn[512];
+	int rc;
+
+	for (int i = 0; i < s->n; i++)
+		if (s->svcs[i]->idx >= 0)
+			peers[np++] = (struct svc_port){s->svcs[i]->cfg->name,
+							current_port(s->svcs[i])};
+	/* What it is told of its dependencies' ports: a move later restarts it (dependents_follow). */
+	for (int k = 0; k < v->cfg->n_deps && k < MAX_DEPS; k++) {
+		const struct service *d = svc_named(s, v->cfg->depends_on[k]);
+
+		v->dep_ports[k] = d ? current_port(d) : 0;
 	}
-	v->port = port;
-	if (spawn(v)) {
-		give_up(v, "cannot fork");
-		return;
+	v->proc = (struct svc_proc){.pidfd = -1, .tag = v->tag};
+	rc = s->ops.spawn(s->ops.ctx, v->cfg, v->port, peers, np, &v->proc, warn, sizeof(warn));
+	if (warn[0]) {
+		struct event w = {.type = EV_SERVICE_WARNING};
+
+		w.service_warning = (struct ev_service_warning){.service = v->cfg->name,
+								.detail = warn};
+		emit(v->sup, &w);
 	}
+	if (rc)
+		return fail(v, "cannot start: %s", strerror(-rc));
+	v->started_ns = mono_ns();
+	v->healthy = v->health_known = false;
+	v->health_fails = 0;
+	v->exited = v->killed = false;
+	e.service_start = (struct ev_service_start){.service = v->cfg->name,
+						    .command = v->cfg->command,
+						    .pid = v->proc.pid,
+						    .port = v->port};
+	emit(v->sup, &e);
 	if (v->cfg->health.enabled && v->port) {
-		set_state(v, SVC_STARTING);
 		health_schedule(v, v->cfg->health.grace_ms ? v->cfg->health.grace_ms : 100);
-	} else {
-		set_state(v, SVC_RUNNING);
-		check_stack(s);
+		return SVC_STARTING;
 	}
+	return SVC_RUNNING;
+}
+
+static enum svc_state try_start(struct service *v)
+{
+	struct supervisor *s = v->sup;
+	int port;
+
+	if (s->stopping_all)
+		return SVC_STOPPED;
+	if (!deps_ready(v)) {
+		/* Like systemd's Requires=: starting a service starts what it depends on. */
+		for (int i = 0; i < v->cfg->n_deps; i++) {
+			struct service *d = svc_named(s, v->cfg->depends_on[i]);
+
+			if (d->state == SVC_STOPPED || d->state == SVC_FAILED)
+				post(d, SE_START);
+		}
+		return SVC_WAITING;
+	}
+	if (v->leftover.pid) {
+		/* Ours from a previous agent: replace it, never migrate away from it. */
+		if (v->leftover.pidfd >= 0)
+			loop_add_fd(s->loop, v->leftover.pidfd, EPOLLIN, on_leftover_exit, v);
+		s->ops.signal(s->ops.ctx, &v->leftover, v->cfg->stop_signal, SCOPE_ALL);
+		loop_timer_after_ms(s->loop, &v->timer, v->cfg->stop_timeout_ms);
+		return SVC_CLEARING;
+	}
+	port = start_port(v);
+	if (port < 0)
+		return SVC_FAILED;
+	v->port = port;
+	return spawn(v);
 }
 
 /* The leftover's pidfd became readable: it exited (its parent, not us, reaps it). */
@@ -818,139 +691,177 @@ static void on_leftover_exit(struct loop *l, int fd, uint32_t events, void *ctx)
 	if (v->cfg->port) {
 		pid_t owner = port_owner(v->sup, v->cfg->port);
 
-		if (owner && getpgid(owner) == v->leftover_pid)
+		if (owner > 0 && getpgid(owner) == v->leftover.pid)
 			return; /* a descendant still holds the port: wait for its release */
 	}
-	dispatch(v, SE_CLEARED);
+	post(v, SE_CLEARED);
+	run_queue(v->sup);
 }
 
-static void act_start(struct service *v)
+static enum svc_state act_start(struct service *v)
 {
 	v->restarts = 0;
-	try_start(v);
+	return try_start(v);
 }
 
-static void act_running(struct service *v)
+static enum svc_state act_running(struct service *v)
 {
-	set_state(v, SVC_RUNNING);
-	check_stack(v->sup);
+	(void)v;
+	return SVC_RUNNING;
 }
 
-static void begin_stop(struct service *v, bool restart)
+/* What a stop signals: everything the service started, or its main process (kill_mode). */
+static enum sig_scope stop_scope(const struct service *v)
+{
+	return v->cfg->kill_mode == KILL_MAIN ? SCOPE_MAIN : SCOPE_ALL;
+}
+
+/* Processes of the service still alive besides its main one (kill_mode group only: under main
+ * they are not the service's business once started). */
+static int rest_alive(struct service *v)
+{
+	return v->cfg->kill_mode == KILL_GROUP ? v->sup->ops.count(v->sup->ops.ctx, &v->proc) : 0;
+}
+
+static enum svc_state begin_stop(struct service *v, bool restart, unsigned delay_ms)
 {
 	v->restart_after_stop = restart;
+	v->resume_delay_ms = delay_ms;
 	health_stop(v);
-	set_state(v, SVC_STOPPING);
 	if (v->exited) {
-		dispatch(v, SE_EXIT);
-		return;
+		post(v, SE_EXIT);
+		return SVC_STOPPING;
 	}
-	signal_group(v, v->cfg->stop_signal);
+	v->sup->ops.signal(v->sup->ops.ctx, &v->proc, v->cfg->stop_signal, stop_scope(v));
 	loop_timer_after_ms(v->sup->loop, &v->timer, v->cfg->stop_timeout_ms);
+	return SVC_STOPPING;
 }
 
-static void act_stop(struct service *v)
+static enum svc_state act_stop(struct service *v)
 {
-	begin_stop(v, false);
+	return begin_stop(v, false, 0);
 }
 
-static void act_restart_unhealthy(struct service *v)
+/* A restart the supervisor decided, logged with its reason. Crashes, failed health checks and
+ * zombie policy count toward max_restarts and wait their back-off; a dependency's move or
+ * restart and a reload do neither. false when max_restarts is reached (the caller gives up
+ * instead). from: the dependency behind it. */
+static bool count_restart(struct service *v, enum restart_reason why, const struct service *from,
+			  unsigned *delay_ms)
 {
-	if (v->restarts >= v->cfg->max_restarts) {
+	struct event e = {.type = EV_SERVICE_RESTART};
+	bool counted = why == RESTART_EXIT || why == RESTART_UNHEALTHY ||
+		       why == RESTART_ZOMBIE_POLICY;
+
+	*delay_ms = 0;
+	if (counted) {
+		if (v->cfg->max_restarts >= 0 && v->restarts >= v->cfg->max_restarts)
+			return false;
+		v->restarts++;
+		*delay_ms = sup_restart_delay_ms(v->restarts, v->cfg->restart_delay_ms,
+						 v->cfg->restart_delay_max_ms);
+	}
+	v->total_restarts++;
+	e.service_restart = (struct ev_service_restart){.service = v->cfg->name,
+							.attempt = v->restarts,
+							.delay_ms = *delay_ms,
+							.reason = why,
+							.dependency = from ? from->cfg->name : NULL,
+							.dependency_port = from ? current_port(from) : 0};
+	emit(v->sup, &e);
+	return true;
+}
+
+static enum svc_state act_restart(struct service *v)
+{
+	unsigned delay = 0;
+
+	if (v->in_reason == RESTART_REQUESTED) {
+		v->restarts = 0;
+		return begin_stop(v, true, 0);
+	}
+	if (!count_restart(v, v->in_reason, v->in_from, &delay)) {
 		/* Give up once it is gone: FAILED ignores EXIT, so giving up now would drop the
 		 * SIGKILL escalation and leave the pidfd and pid behind. */
 		snprintf(v->give_up_reason, sizeof(v->give_up_reason),
-			 "unhealthy after %d restarts in a row (max_restarts %d)", v->restarts,
-			 v->cfg->max_restarts);
-		begin_stop(v, false);
-		return;
+			 "%s after %d restarts in a row (max_restarts %d)",
+			 v->in_reason == RESTART_UNHEALTHY ? "unhealthy" : "leaking zombies",
+			 v->restarts, v->cfg->max_restarts);
+		return begin_stop(v, false, 0);
 	}
-	v->restarts++;
-	v->total_restarts++;
-	{
-		cJSON *e = ev_new("service_restart", 0);
-
-		ev_add_str(e, "service", v->cfg->name);
-		ev_add_num(e, "attempt", v->restarts);
-		ev_add_num(e, "delay_ms", 0);
-		ev_add_str(e, "reason", "unhealthy");
-		emit(v->sup, e);
-	}
-	begin_stop(v, true);
+	return begin_stop(v, true, delay);
 }
 
-static void act_cancel(struct service *v)
+static enum svc_state act_unhealthy(struct service *v)
+{
+	v->in_reason = RESTART_UNHEALTHY;
+	return act_restart(v);
+}
+
+static enum svc_state act_cancel(struct service *v)
 {
 	loop_timer_cancel(v->sup->loop, &v->timer);
-	set_state(v, SVC_STOPPED);
-	check_stack(v->sup);
+	return SVC_STOPPED;
 }
 
+/* service_exit with its cause, kept for `status` (the last exit of each service). */
 static void report_exit(struct service *v, int status)
 {
-	cJSON *e = ev_new("service_exit", 0);
-	char buf[16];
+	struct supervisor *s = v->sup;
+	struct event *e = &v->last_exit;
 
-	ev_add_str(e, "service", v->cfg->name);
-	ev_add_num(e, "pid", v->pid);
-	if (WIFSIGNALED(status)) {
-		cJSON_AddNullToObject(e, "code");
-		ev_add_str(e, "signal", signal_name(WTERMSIG(status), buf, sizeof(buf)));
-	} else {
-		ev_add_num(e, "code", WEXITSTATUS(status));
-		cJSON_AddNullToObject(e, "signal");
-	}
-	ev_add_num(e, "uptime_ms", (double)((mono_ns() - v->started_ns) / 1000000));
-	emit(v->sup, e);
-}
-
-static void release_process(struct service *v)
-{
-	if (v->pidfd >= 0)
-		close(v->pidfd);
-	v->pidfd = -1;
-	v->pid = 0;
-	v->start_ticks = 0;
+	memset(&v->last_cause, 0, sizeof(v->last_cause));
+	if (s->ops.exit_cause)
+		s->ops.exit_cause(s->ops.ctx, &v->proc, &v->last_cause);
+	*e = (struct event){.type = EV_SERVICE_EXIT, .ts_ns = mono_ns()};
+	snprintf(v->last_name, sizeof(v->last_name), "%s", v->cfg->name);
+	e->service_exit = (struct ev_service_exit){
+		.service = v->last_name,
+		.pid = v->proc.pid,
+		.code = WIFSIGNALED(status) ? -1 : WEXITSTATUS(status),
+		.signal = WIFSIGNALED(status) ? signal_name(WTERMSIG(status), v->last_signal,
+							    sizeof(v->last_signal))
+					      : NULL,
+		.uptime_ms = (e->ts_ns - v->started_ns) / NS_PER_MS};
+	cause_describe(&v->last_cause, status, getpid(), &e->service_exit);
+	emit(s, e);
 }
 
 /* Exited on its own (crash, or failed liveness turned into a restart). */
-static void act_exited(struct service *v)
+static enum svc_state act_exited(struct service *v)
 {
-	uint64_t up_ms = (mono_ns() - v->started_ns) / 1000000;
+	uint64_t up_ms = (mono_ns() - v->started_ns) / NS_PER_MS;
+	bool again = v->cfg->auto_restart && !v->sup->stopping_all;
+	unsigned delay = 0;
 
 	health_stop(v);
-	/* What the main process started may outlive it and hold the port: end the group too. */
-	if (v->pgid > 1)
-		kill(-v->pgid, SIGTERM);
-	release_process(v);
+	/* What the main process started may outlive it (a daemon that left the group with setsid)
+	 * and hold the port: under kill_mode group, the service ends with its main process. */
+	if (v->cfg->kill_mode == KILL_GROUP)
+		v->sup->ops.signal(v->sup->ops.ctx, &v->proc, v->cfg->stop_signal, SCOPE_REST);
+	procs_release(&v->proc);
 	if (up_ms >= STABLE_RUN_MS && (!v->cfg->health.enabled || v->healthy))
 		v->restarts = 0;
-	if (!v->cfg->auto_restart || v->sup->stopping_all) {
-		set_state(v, SVC_STOPPED);
-		check_stack(v->sup);
-		return;
+	if (again && !count_restart(v, RESTART_EXIT, NULL, &delay)) {
+		again = false;
+		fail(v, "exited %d times in a row (max_restarts %d)", v->restarts + 1,
+		     v->cfg->max_restarts);
 	}
-	if (v->restarts >= v->cfg->max_restarts) {
-		char reason[128];
-
-		snprintf(reason, sizeof(reason), "exited %d times in a row (max_restarts %d)",
-			 v->restarts + 1, v->cfg->max_restarts);
-		give_up(v, reason);
-		return;
+	if (rest_alive(v)) {
+		/* Down once the rest is gone (SIGKILL at stop_timeout_ms), then as decided. */
+		v->exited = true;
+		v->killed = false;
+		v->restart_after_stop = again;
+		v->resume_delay_ms = delay;
+		loop_timer_after_ms(v->sup->loop, &v->timer, v->cfg->stop_timeout_ms);
+		return SVC_STOPPING;
 	}
-	v->restarts++;
-	v->total_restarts++;
-	{
-		unsigned delay = sup_backoff_ms(v->restarts);
-		cJSON *e = ev_new("service_restart", 0);
-
-		ev_add_str(e, "service", v->cfg->name);
-		ev_add_num(e, "attempt", v->restarts);
-		ev_add_num(e, "delay_ms", delay);
-		emit(v->sup, e);
-		set_state(v, SVC_BACKOFF);
-		loop_timer_after_ms(v->sup->loop, &v->timer, delay);
-	}
+	if (v->give_up_reason[0])
+		return SVC_FAILED;
+	if (!again)
+		return SVC_STOPPED;
+	loop_timer_after_ms(v->sup->loop, &v->timer, delay);
+	return SVC_BACKOFF;
 }
 
 static bool port_still_ours(struct service *v)
@@ -962,149 +873,180 @@ static bool port_still_ours(struct service *v)
 	owner = port_owner(v->sup, v->port);
 	/* The kernel closes the sockets before the exit is reported, so a holder now is a
 	 * descendant still in the group. */
-	return owner && (owner == v->pgid || getpgid(owner) == v->pgid);
+	return owner > 0 && (owner == v->proc.pgid || getpgid(owner) == v->proc.pgid);
 }
 
-static void finish_stop(struct service *v)
+/* The stop is complete: down for good, down to give up, or down to come back (SE_RESUME, once
+ * the stop's callers have their answer). */
+static enum svc_state finish_stop(struct service *v)
 {
 	loop_timer_cancel(v->sup->loop, &v->timer);
 	v->exited = false;
-	if (v->give_up_reason[0] && !v->restart_after_stop) {
-		char why[sizeof(v->give_up_reason)];
-
-		snprintf(why, sizeof(why), "%s", v->give_up_reason);
-		v->give_up_reason[0] = 0;
-		give_up(v, why);
-		return;
-	}
+	if (v->give_up_reason[0] && !v->restart_after_stop)
+		return SVC_FAILED;
 	v->give_up_reason[0] = 0;
-	if (v->restart_after_stop && !v->sup->stopping_all) {
-		/* The stop did complete: its callers are answered before the start begins. */
-		set_state(v, SVC_STOPPED);
+	if (v->restart_after_stop && !v->sup->stopping_all)
+		post(v, SE_RESUME);
+	else
 		v->restart_after_stop = false;
-		try_start(v);
-		return;
-	}
-	set_state(v, SVC_STOPPED);
-	check_stack(v->sup);
+	return SVC_STOPPED;
 }
 
 /* The main process is gone while stopping: done once the kernel released its port. */
-static void act_stopped_exit(struct service *v)
+static enum svc_state act_stopped_exit(struct service *v)
 {
-	release_process(v);
+	procs_release(&v->proc);
 	v->exited = true;
 	/* A stop ends the whole service: what escaped the group and outlived the main process
 	 * (it had the stop signal already) is killed now, so nothing of ours stays behind. */
-	if (signal_cgroup(v, 0))
-		cgroup_kill(v);
+	if (v->cfg->kill_mode == KILL_GROUP && rest_alive(v))
+		v->sup->ops.signal(v->sup->ops.ctx, &v->proc, SIGKILL, SCOPE_REST);
 	if (port_still_ours(v)) {
 		loop_timer_after_ms(v->sup->loop, &v->timer, RELEASE_GRACE_MS);
-		return;
+		return SVC_STOPPING;
 	}
-	finish_stop(v);
+	return finish_stop(v);
 }
 
-static void act_stop_timer(struct service *v)
+static enum svc_state act_stop_timer(struct service *v)
 {
 	if (v->exited) {
-		finish_stop(v); /* the release never came: a descendant may still hold it */
-		return;
+		/* The release never came, or the rest outlived its stop signal: what is left of
+		 * ours dies now. */
+		if (rest_alive(v))
+			v->sup->ops.signal(v->sup->ops.ctx, &v->proc, SIGKILL, SCOPE_REST);
+		return finish_stop(v);
 	}
 	if (!v->killed) {
 		v->killed = true;
-		signal_group(v, SIGKILL);
+		v->sup->ops.signal(v->sup->ops.ctx, &v->proc, SIGKILL, stop_scope(v));
 		loop_timer_after_ms(v->sup->loop, &v->timer, KILL_GRACE_MS);
 	}
+	return SVC_STOPPING;
 }
 
-static void act_clear_timer(struct service *v)
+static enum svc_state act_kill(struct service *v)
+{
+	if (v->killed || v->exited)
+		return SVC_STOPPING;
+	return act_stop_timer(v);
+}
+
+static enum svc_state act_resume(struct service *v)
+{
+	unsigned delay = v->resume_delay_ms;
+
+	if (!v->restart_after_stop)
+		return SVC_STOPPED; /* a stop came after all */
+	v->restart_after_stop = false;
+	v->resume_delay_ms = 0;
+	if (delay && !v->sup->stopping_all) {
+		loop_timer_after_ms(v->sup->loop, &v->timer, delay);
+		return SVC_BACKOFF;
+	}
+	return try_start(v);
+}
+
+static enum svc_state act_clear_timer(struct service *v)
 {
 	/* The leftover ignored the stop signal. */
-	if (v->leftover_pidfd >= 0 && pidfd_signal(v->leftover_pidfd, SIGKILL) == 0) {
-		kill(-v->leftover_pid, SIGKILL);
+	if (v->leftover.pidfd >= 0 && pidfd_signal(v->leftover.pidfd, SIGKILL) == 0) {
+		v->sup->ops.signal(v->sup->ops.ctx, &v->leftover, SIGKILL, SCOPE_GROUP);
 		loop_timer_after_ms(v->sup->loop, &v->timer, KILL_GRACE_MS);
-		return;
+		return SVC_CLEARING;
 	}
-	dispatch(v, SE_CLEARED);
+	post(v, SE_CLEARED);
+	return SVC_CLEARING;
 }
 
-static void act_cleared(struct service *v)
+static enum svc_state act_cleared(struct service *v)
 {
 	loop_timer_cancel(v->sup->loop, &v->timer);
-	if (v->leftover_pidfd >= 0) {
-		loop_del_fd(v->sup->loop, v->leftover_pidfd);
-		close(v->leftover_pidfd);
-	}
-	v->leftover_pidfd = -1;
-	v->leftover_pid = 0;
-	v->leftover_ticks = 0;
+	if (v->leftover.pidfd >= 0)
+		loop_del_fd(v->sup->loop, v->leftover.pidfd);
+	procs_release(&v->leftover);
+	v->leftover.pgid = 0;
 	if (v->stop_requested) {
 		v->stop_requested = false;
-		set_state(v, SVC_STOPPED);
-		check_stack(v->sup);
-		return;
+		return SVC_STOPPED;
 	}
-	try_start(v);
+	return try_start(v);
 }
 
-static void act_clearing_stop(struct service *v)
+static enum svc_state act_clearing_stop(struct service *v)
 {
 	/* The leftover is being stopped already (with escalation): let that finish. */
 	v->stop_requested = true;
+	return SVC_CLEARING;
 }
 
-static void act_clearing_start(struct service *v)
+static enum svc_state act_clearing_start(struct service *v)
 {
 	v->stop_requested = false;
+	return SVC_CLEARING;
 }
 
 /* Stopping already: a stop cancels the restart that may follow, a start asks for one. */
-static void act_stopping_stop(struct service *v)
+static enum svc_state act_stopping_stop(struct service *v)
 {
 	v->restart_after_stop = false;
+	return SVC_STOPPING;
 }
 
-static void act_stopping_start(struct service *v)
+static enum svc_state act_stopping_start(struct service *v)
 {
 	v->restarts = 0;
 	v->restart_after_stop = true;
+	v->resume_delay_ms = 0;
+	return SVC_STOPPING;
 }
 
-static void act_release_done(struct service *v)
+/* The port was released, or a process of the service's rest was reaped: done when the main
+ * process is gone and nothing of ours is left. */
+static enum svc_state act_release_done(struct service *v)
 {
-	if (v->exited)
-		finish_stop(v);
+	return v->exited && !rest_alive(v) ? finish_stop(v) : SVC_STOPPING;
 }
 
-static void act_collision(struct service *v)
+static enum svc_state act_collision(struct service *v)
 {
-	begin_stop(v, true); /* forced_port was set by the caller */
+	return begin_stop(v, true, 0); /* forced_port was set by the decision */
+}
+
+static enum svc_state act_dep_failed(struct service *v)
+{
+	/* Whatever waits for a service that gave up would wait forever: it fails too. */
+	return fail(v, "dependency %s gave up", v->in_from->cfg->name);
 }
 
 /* on[state][event]: NULL ignores the event in that state. */
 static const svc_action on[SVC_NSTATES][SVC_NEVENTS] = {
-	[SVC_STOPPED] = {[SE_START] = act_start},
+	[SVC_STOPPED] = {[SE_START] = act_start, [SE_RESUME] = act_resume},
 	[SVC_FAILED] = {[SE_START] = act_start},
-	[SVC_WAITING] = {[SE_DEPS_READY] = try_start, [SE_STOP] = act_cancel},
+	[SVC_WAITING] = {[SE_DEPS_READY] = try_start,
+			 [SE_STOP] = act_cancel,
+			 [SE_DEP_FAILED] = act_dep_failed},
 	[SVC_CLEARING] = {[SE_CLEARED] = act_cleared,
 			  [SE_TIMER] = act_clear_timer,
 			  [SE_STOP] = act_clearing_stop,
 			  [SE_START] = act_clearing_start},
 	[SVC_STARTING] = {[SE_HEALTHY] = act_running,
-			  [SE_UNHEALTHY] = act_restart_unhealthy,
+			  [SE_UNHEALTHY] = act_unhealthy,
 			  [SE_EXIT] = act_exited,
 			  [SE_STOP] = act_stop,
-			  [SE_COLLISION] = act_collision},
-	[SVC_RUNNING] = {[SE_UNHEALTHY] = act_restart_unhealthy,
+			  [SE_COLLISION] = act_collision,
+			  [SE_RESTART] = act_restart},
+	[SVC_RUNNING] = {[SE_UNHEALTHY] = act_unhealthy,
 			 [SE_EXIT] = act_exited,
 			 [SE_STOP] = act_stop,
-			 [SE_COLLISION] = act_collision},
+			 [SE_COLLISION] = act_collision,
+			 [SE_RESTART] = act_restart},
 	[SVC_STOPPING] = {[SE_STOP] = act_stopping_stop,
 			  [SE_START] = act_stopping_start,
 			  [SE_EXIT] = act_stopped_exit,
 			  [SE_TIMER] = act_stop_timer,
-			  [SE_CLEARED] = act_release_done},
+			  [SE_CLEARED] = act_release_done,
+			  [SE_KILL] = act_kill},
 	[SVC_BACKOFF] = {[SE_TIMER] = try_start, [SE_STOP] = act_cancel},
 };
 
@@ -1120,7 +1062,7 @@ const char *sup_action_name(enum svc_state s, enum svc_event e)
 		{act_cleared, "cleared"},
 		{act_clear_timer, "clear_timer"},
 		{act_running, "running"},
-		{act_restart_unhealthy, "restart_unhealthy"},
+		{act_unhealthy, "restart_unhealthy"},
 		{act_exited, "exited"},
 		{act_stop, "stop"},
 		{act_collision, "collision"},
@@ -1131,6 +1073,10 @@ const char *sup_action_name(enum svc_state s, enum svc_event e)
 		{act_stopping_start, "stopping_start"},
 		{act_clearing_stop, "clearing_stop"},
 		{act_clearing_start, "clearing_start"},
+		{act_restart, "restart"},
+		{act_kill, "kill"},
+		{act_resume, "resume"},
+		{act_dep_failed, "dep_failed"},
 	};
 
 	if (s >= SVC_NSTATES || e >= SVC_NEVENTS || !on[s][e])
@@ -1141,54 +1087,150 @@ const char *sup_action_name(enum svc_state s, enum svc_event e)
 	return "?";
 }
 
-static void dispatch(struct service *v, enum svc_event ev)
-{
-	svc_action a = on[v->state][ev];
+static void stop_all(struct supervisor *s, bool shutdown, bool force);
+static cJSON *status_json(struct supervisor *s);
 
-	if (a)
-		a(v);
+/* What entering FAILED means: the give-up is logged, what waits for the service fails with it,
+ * and a critical service takes the stack down. */
+static void enter_failed(struct service *v)
+{
+	struct supervisor *s = v->sup;
+	struct event e = {.type = EV_SERVICE_GIVE_UP};
+
+	health_stop(v);
+	loop_timer_cancel(s->loop, &v->timer);
+	e.service_give_up = (struct ev_service_give_up){.service = v->cfg->name,
+							.restarts = v->restarts,
+							.reason = v->give_up_reason,
+							.critical = v->cfg->critical};
+	emit(s, &e);
+	for (int i = 0; i < s->n; i++)
+		if (s->svcs[i]->state == SVC_WAITING && depends_on(s->svcs[i], v))
+			post_input(s, &(struct input){.v = s->svcs[i], .ev = SE_DEP_FAILED, .from = v});
+	v->give_up_reason[0] = 0;
+	if (v->cfg->critical && !s->shutdown) {
+		s->exit_code = 1;
+		stop_all(s, true, false);
+	}
 }
 
-static void on_timer(struct loop *l, void *ctx)
+/* v is running (again): a dependent told another port of v than it has now restarts with the
+ * new one; one that is part_of v and started before v's new run restarts after it. */
+static void dependents_follow(struct service *v)
 {
-	(void)l;
-	dispatch(ctx, SE_TIMER);
+	struct supervisor *s = v->sup;
+
+	for (int i = 0; i < s->n; i++) {
+		struct service *d = s->svcs[i];
+		enum restart_reason why = RESTART_N;
+
+		if (d->idx < 0 || (d->state != SVC_RUNNING && d->state != SVC_STARTING))
+			continue;
+		for (int k = 0; k < d->cfg->n_deps && k < MAX_DEPS; k++)
+			if (!strcmp(d->cfg->depends_on[k], v->cfg->name) &&
+			    d->dep_ports[k] != current_port(v) &&
+			    config_uses_port_of(d->cfg, v->cfg->name))
+				why = RESTART_DEPENDENCY_MOVED;
+		for (int k = 0; k < d->cfg->n_part_of && why == RESTART_N; k++)
+			if (!strcmp(d->cfg->part_of[k], v->cfg->name) && d->started_ns < v->started_ns)
+				why = RESTART_DEPENDENCY_RESTARTED;
+		if (why != RESTART_N)
+			post_input(s, &(struct input){.v = d, .ev = SE_RESTART, .reason = why,
+						      .from = v});
+	}
 }
 
-/* After any change: start waiting services whose dependencies are ready, advance a stop-all,
- * and tell the agent when the stack is finished. */
+static void dispatch(struct service *v, const struct input *in)
+{
+	svc_action a = on[v->state][in->ev];
+	enum svc_state old = v->state, next;
+
+	if (!a)
+		return;
+	v->in_status = in->status;
+	v->in_reason = in->reason;
+	v->in_from = in->from;
+	next = a(v);
+	if (next == old)
+		return;
+	v->state = next;
+	write_state(v->sup);
+	if (next == SVC_FAILED && old != SVC_FAILED)
+		enter_failed(v);
+	if (next == SVC_STOPPED || next == SVC_FAILED)
+		reply_pending(v, true);
+	if (next == SVC_RUNNING || next == SVC_FAILED)
+		reply_pending(v, false);
+	if (next == SVC_RUNNING)
+		dependents_follow(v);
+}
+
+/* A service a reload removed is forgotten once it is down and nobody waits for an answer. */
+static void forget_retired(struct supervisor *s)
+{
+	int k = 0;
+
+	for (int i = 0; i < s->n; i++) {
+		struct service *v = s->svcs[i];
+
+		if (v->idx < 0 && (v->state == SVC_STOPPED || v->state == SVC_FAILED) &&
+		    !v->replies) {
+			health_stop(v);
+			loop_timer_cancel(s->loop, &v->timer);
+			procs_release(&v->proc);
+			free(v);
+			continue;
+		}
+		s->svcs[k++] = v;
+	}
+	if (k != s->n) {
+		s->n = k;
+		write_state(s);
+	}
+}
+
+/* After the queue is empty: start waiting services whose dependencies are ready, advance a
+ * stop-all, and tell the agent when the stack is finished. Queues what it decides. */
 static void check_stack(struct supervisor *s)
 {
 	bool all_down = true;
 
+	forget_retired(s);
 	if (!s->stopping_all) {
 		for (int i = 0; i < s->n; i++)
-			if (s->svcs[i].state == SVC_WAITING && deps_ready(&s->svcs[i]))
-				dispatch(&s->svcs[i], SE_DEPS_READY);
+			if (s->svcs[i]->state == SVC_WAITING && deps_ready(s->svcs[i]))
+				post(s->svcs[i], SE_DEPS_READY);
 		return;
 	}
 	/* Reverse dependency order: a service stops once nothing that depends on it runs. */
 	for (int k = s->n - 1; k >= 0; k--) {
-		struct service *v = &s->svcs[s->order[k]];
+		struct service *v = s->svcs[s->order[k]];
 		bool dependents_down = true;
 
 		if (v->state == SVC_STOPPED || v->state == SVC_FAILED)
 			continue;
 		all_down = false;
-		if (v->state == SVC_STOPPING)
+		if (v->state == SVC_STOPPING) {
+			/* stop --force, a second SIGTERM: no more waiting for stop_timeout_ms */
+			if (s->force && !v->killed && !v->exited)
+				post(v, SE_KILL);
 			continue;
+		}
+		if (v->state == SVC_CLEARING && v->stop_requested)
+			continue; /* stops once its leftover is gone */
 		for (int j = 0; j < s->n && !s->force; j++) {
-			const struct service *d = &s->svcs[j];
+			const struct service *d = s->svcs[j];
 
-			for (int q = 0; q < d->cfg->n_deps; q++)
-				if (!strcmp(d->cfg->depends_on[q], v->cfg->name) &&
-				    d->state != SVC_STOPPED && d->state != SVC_FAILED)
-					dependents_down = false;
+			if (depends_on(d, v) && d->state != SVC_STOPPED && d->state != SVC_FAILED)
+				dependents_down = false;
 		}
 		if (dependents_down)
-			dispatch(v, SE_STOP);
+			post(v, SE_STOP);
 	}
-	if (!all_down)
+	for (int i = 0; i < s->n; i++) /* removed by a reload, still stopping */
+		all_down &= s->svcs[i]->idx >= 0 || s->svcs[i]->state == SVC_STOPPED ||
+			    s->svcs[i]->state == SVC_FAILED;
+	if (!all_down || s->qlen)
 		return;
 	if (!s->shutdown) {
 		/* `stop --all` finished: the agent stays, services can be started again. */
@@ -1209,63 +1251,37 @@ static void check_stack(struct supervisor *s)
 	}
 }
 
-/* ---- public ---- */
-
-/* revenant-PID directories of agents that died without cleaning up: removed once empty (rmdir
- * fails on a cgroup that still has processes or children, which is the check we want). */
-static void remove_stale_cgroups(const char *root)
+/* Handles queued inputs one at a time until none is left (the only caller of dispatch). */
+static void run_queue(struct supervisor *s)
 {
-	DIR *d = opendir(root);
-	struct dirent *de;
+	if (s->draining)
+		return; /* an action's callee posted: the outer loop gets to it */
+	s->draining = true;
+	for (;;) {
+		while (s->qlen) {
+			struct input in = s->queue[s->qhead];
 
-	if (!d)
-		return;
-	while ((de = readdir(d))) {
-		char path[512];
-		pid_t pid;
-		DIR *sub;
-		struct dirent *se;
-
-		if (strncmp(de->d_name, "revenant-", 9))
-			continue;
-		pid = atoi(de->d_name + 9);
-		if (pid <= 0 || pid == getpid() || kill(pid, 0) == 0)
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", root, de->d_name);
-		sub = opendir(path);
-		while (sub && (se = readdir(sub))) {
-			char child[800];
-
-			if (se->d_type != DT_DIR || se->d_name[0] == '.')
-				continue;
-			snprintf(child, sizeof(child), "%s/%s", path, se->d_name);
-			rmdir(child);
+			s->qhead = (s->qhead + 1) % s->qcap;
+			s->qlen--;
+			dispatch(in.v, &in);
 		}
-		if (sub)
-			closedir(sub);
-		rmdir(path);
+		check_stack(s);
+		if (!s->qlen)
+			break;
 	}
-	closedir(d);
+	s->draining = false;
 }
 
-static void find_cgroup_root(struct supervisor *s)
+static void on_timer(struct loop *l, void *ctx)
 {
-	static const char *roots[] = {"/sys/fs/cgroup/unified", "/sys/fs/cgroup"};
+	struct service *v = ctx;
 
-	for (size_t i = 0; i < ARRAY_SIZE(roots); i++) {
-		char probe[300];
-
-		snprintf(probe, sizeof(probe), "%s/cgroup.procs", roots[i]);
-		if (access(probe, W_OK))
-			continue;
-		remove_stale_cgroups(roots[i]);
-		snprintf(s->cgroup_root, sizeof(s->cgroup_root), "%s/revenant-%d", roots[i],
-			 getpid());
-		if (mkdir(s->cgroup_root, 0755) == 0)
-			return;
-	}
-	s->cgroup_root[0] = 0;
+	(void)l;
+	post(v, SE_TIMER);
+	run_queue(v->sup);
 }
+
+/* ---- public ---- */
 
 /* Services a crashed agent left running: recognised by pid and start time in the state file. */
 static void find_leftovers(struct supervisor *s)
@@ -1282,27 +1298,34 @@ static void find_leftovers(struct supervisor *s)
 	}
 	for (size_t i = 0; i < st.n; i++) {
 		const struct svc_record *o = &st.svcs[i];
-		const struct service_config *c = config_service(s->cfg, o->name);
-		struct service *v;
+		struct service *v = svc_named(s, o->name);
+		struct event e = {.type = EV_SERVICE_LEFTOVER};
 
-		if (!c || o->pid <= 1 || !o->start_ticks || proc_start_ticks(o->pid) != o->start_ticks)
+		if (!v || o->pid <= 1 || !o->start_ticks || proc_start_ticks(o->pid) != o->start_ticks)
 			continue;
-		v = &s->svcs[c - s->cfg->services];
-		v->leftover_pid = o->pid;
-		v->leftover_ticks = o->start_ticks;
-		v->leftover_pidfd = pidfd_open_pid(o->pid);
-		v->pgid = o->pgid; /* until we start our own, its group is this service's */
-		{
-			cJSON *e = ev_new("service_leftover", 0);
-
-			ev_add_str(e, "service", c->name);
-			ev_add_num(e, "pid", o->pid);
-			ev_add_num(e, "port", o->port);
-			ev_add_str(e, "action", "replace");
-			emit(s, e);
-		}
+		v->leftover = (struct svc_proc){.pid = o->pid,
+						.pgid = o->pgid > 1 ? o->pgid : o->pid,
+						.start_ticks = o->start_ticks,
+						.pidfd = pidfd_open_pid(o->pid)};
+		/* Until we start our own, its group is this service's. */
+		v->proc.pgid = o->pgid;
+		e.service_leftover = (struct ev_service_leftover){
+			.service = o->name, .pid = o->pid, .port = o->port, .action = ACT_REPLACE};
+		emit(s, &e);
 	}
 	state_free(&st);
+}
+
+static void service_init(struct supervisor *s, struct service *v, const struct service_config *c,
+			 int idx)
+{
+	v->sup = s;
+	v->cfg = c;
+	v->idx = idx;
+	v->tag = ++s->tags;
+	v->proc.pidfd = v->leftover.pidfd = -1;
+	loop_timer_init(&v->timer, on_timer, v);
+	loop_timer_init(&v->health_timer, on_health_timer, v);
 }
 
 struct supervisor *sup_new(struct loop *l, const struct rev_config *cfg, const struct sup_hooks *h)
@@ -1316,25 +1339,35 @@ struct supervisor *sup_new(struct loop *l, const struct rev_config *cfg, const s
 	s->h = *h;
 	s->n = cfg->n_services;
 	s->svcs = calloc(s->n + 1, sizeof(*s->svcs));
+	for (int i = 0; s->svcs && i < s->n; i++)
+		if (!(s->svcs[i] = calloc(1, sizeof(**s->svcs))))
+			s->n = i; /* freed by sup_free below */
 	s->order = calloc(s->n + 1, sizeof(int));
-	if (!s->svcs || !s->order || config_start_order(cfg, s->order)) {
+	if (h->ops) {
+		s->ops = *h->ops;
+	} else {
+		s->procs = procs_new(h->tree_fd);
+		s->ops = (struct sup_ops){real_spawn, real_signal, real_count, real_listeners, s,
+					  real_exit_cause};
+		if (s->procs) {
+			procs_set_causes(s->procs, h->causes_fd);
+			procs_set_output(s->procs, h->output);
+		}
+	}
+	if (!s->svcs || s->n != cfg->n_services || !s->order || (!h->ops && !s->procs) ||
+	    config_start_order(cfg, s->order)) {
 		sup_free(s);
+		errno = ENOMEM;
 		return NULL;
 	}
 	state_runtime_path(cfg->control.socket, REV_STATE_FILE, s->state_path, sizeof(s->state_path));
 	for (int i = 0; i < s->n; i++) {
-		struct service *v = &s->svcs[i];
+		struct service *v = s->svcs[i];
 
-		v->sup = s;
-		v->cfg = &cfg->services[i];
-		v->idx = i;
-		v->pidfd = v->leftover_pidfd = -1;
-		loop_timer_init(&v->timer, on_timer, v);
-		loop_timer_init(&v->health_timer, on_health_timer, v);
+		service_init(s, v, &cfg->services[i], i);
 	}
 	/* Orphans of our services re-parent to us, and we reap them at once. */
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
-	find_cgroup_root(s);
 	find_leftovers(s);
 	write_state(s);
 	return s;
@@ -1345,30 +1378,42 @@ void sup_free(struct supervisor *s)
 	if (!s)
 		return;
 	for (int i = 0; i < s->n; i++) {
-		struct service *v = &s->svcs[i];
+		struct service *v = s->svcs[i];
 
+		if (!v->sup) { /* sup_new failed before it was set up */
+			free(v);
+			continue;
+		}
 		health_stop(v);
 		loop_timer_cancel(s->loop, &v->timer);
-		if (v->pidfd >= 0)
-			close(v->pidfd);
-		if (v->leftover_pidfd >= 0)
-			close(v->leftover_pidfd);
+		procs_release(&v->proc);
+		if (v->leftover.pidfd >= 0)
+			loop_del_fd(s->loop, v->leftover.pidfd);
+		procs_release(&v->leftover);
 		while (v->replies) {
 			struct pending_reply *r = v->replies;
 
 			v->replies = r->next;
 			free(r);
 		}
-		if (v->leftover_pidfd >= 0)
-			loop_del_fd(s->loop, v->leftover_pidfd);
-		if (v->cgroup[0])
-			rmdir(v->cgroup);
+		free(v);
 	}
-	if (s->cgroup_root[0])
-		rmdir(s->cgroup_root);
+	while (s->all_replies) {
+		struct pending_reply *r = s->all_replies;
+
+		s->all_replies = r->next;
+		free(r);
+	}
+	procs_free(s->procs);
+	for (int i = 0; i < s->n_owned; i++) {
+		config_free(s->owned[i]);
+		free(s->owned[i]);
+	}
+	free(s->owned);
 	/* A clean stop leaves nothing of ours running: the state file goes with it. */
 	if (s->done)
 		unlink(s->state_path);
+	free(s->queue);
 	free(s->svcs);
 	free(s->order);
 	free(s);
@@ -1377,151 +1422,288 @@ void sup_free(struct supervisor *s)
 void sup_start_all(struct supervisor *s)
 {
 	for (int k = 0; k < s->n; k++)
-		dispatch(&s->svcs[s->order[k]], SE_START);
-	if (!s->n && s->stopping_all)
-		check_stack(s);
+		post(s->svcs[s->order[k]], SE_START);
+	run_queue(s);
 }
 
-/* --force, or a second signal: no more waiting for stop_timeout_ms before SIGKILL. */
-static void kill_stopping(struct supervisor *s)
+/* The one stop-all: a shutdown (the agent exits when the stack is down) or `stop --all` (it
+ * stays). Services that are not running stop now; running ones in reverse dependency order
+ * (check_stack). force: no more waiting for stop_timeout_ms. */
+static void stop_all(struct supervisor *s, bool shutdown, bool force)
 {
-	for (int i = 0; i < s->n; i++) {
-		struct service *v = &s->svcs[i];
-
-		if (v->state == SVC_STOPPING && !v->killed && !v->exited)
-			act_stop_timer(v);
-	}
-}
-
-void sup_stop_all(struct supervisor *s, bool force)
-{
-	s->shutdown = true;
+	s->shutdown = s->shutdown || shutdown;
 	s->stopping_all = true;
 	s->force = s->force || force;
 	for (int i = 0; i < s->n; i++) {
-		struct service *v = &s->svcs[i];
+		struct service *v = s->svcs[i];
 
 		if (v->state == SVC_WAITING || v->state == SVC_BACKOFF || v->state == SVC_CLEARING)
-			dispatch(v, SE_STOP);
+			post(v, SE_STOP);
 	}
-	check_stack(s);
-	if (force) /* a second SIGTERM/SIGINT */
-		kill_stopping(s);
+}
+
+void sup_shutdown(struct supervisor *s, bool force)
+{
+	stop_all(s, true, force);
+	run_queue(s);
 }
 
 bool sup_on_reaped(struct supervisor *s, pid_t pid, int status)
 {
 	for (int i = 0; i < s->n; i++) {
-		struct service *v = &s->svcs[i];
+		struct service *v = s->svcs[i];
 
-		if (v->pid == pid) {
+		if (v->proc.pid == pid) {
 			report_exit(v, status);
 			if (v->state == SVC_STOPPING)
 				v->exited = true;
-			dispatch(v, SE_EXIT);
+			post_input(s, &(struct input){.v = v, .ev = SE_EXIT, .status = status});
+			run_queue(s);
 			return true;
 		}
-		if (v->leftover_pid == pid && v->state == SVC_CLEARING) {
-			dispatch(v, SE_CLEARED);
+		if (v->leftover.pid == pid && v->state == SVC_CLEARING) {
+			post(v, SE_CLEARED);
+			run_queue(s);
 			return true;
 		}
 	}
+	/* An orphan (we are a subreaper): maybe the last of a service's rest after its main exit. */
+	for (int i = 0; i < s->n; i++)
+		if (s->svcs[i]->state == SVC_STOPPING && s->svcs[i]->exited)
+			post(s->svcs[i], SE_CLEARED);
+	run_queue(s);
 	return false;
 }
 
-const char *sup_on_port(struct supervisor *s, const struct port_event *e, pid_t owner,
-			const char **service, const char **owner_service)
+void sup_on_port(struct supervisor *s, const struct port_event *e)
 {
-	struct service *v = service_of_pid(s, e->pid), *o = service_of_pid(s, owner);
-
-	*service = v ? v->cfg->name : NULL;
-	*owner_service = o ? o->cfg->name : NULL;
+	if (!s)
+		return;
 	if (e->type == REV_EV_LISTEN) {
+		struct service *v = service_of_pid(s, e->pid);
+
 		/* The service just started listening: confirm its health now, not at the next tick. */
 		if (v && v->state == SVC_STARTING && !v->probe && v->port == e->port)
 			health_schedule(v, 0);
-		return NULL;
+		return;
 	}
-	if (e->type == REV_EV_RELEASE) {
-		for (int i = 0; i < s->n; i++) {
-			struct service *w = &s->svcs[i];
+	if (e->type != REV_EV_RELEASE)
+		return;
+	for (int i = 0; i < s->n; i++) {
+		struct service *w = s->svcs[i];
 
-			if (w->port == e->port && w->state == SVC_STOPPING && w->exited)
-				dispatch(w, SE_CLEARED);
-			if (w->state == SVC_CLEARING && e->port == w->cfg->port &&
-			    (!w->leftover_pid || kill(w->leftover_pid, 0)))
-				dispatch(w, SE_CLEARED);
-		}
-		return NULL;
+		if (w->port == e->port && w->state == SVC_STOPPING && w->exited)
+			post(w, SE_CLEARED);
+		if (w->state == SVC_CLEARING && e->port == w->cfg->port &&
+		    (!w->leftover.pid || kill(w->leftover.pid, 0)))
+			post(w, SE_CLEARED);
 	}
-	if (e->type != REV_EV_COLLISION || !v)
-		return NULL;
-	if (!s->cfg->monitoring.auto_resolve_conflicts)
-		return "report";
-	if (o == v)
-		return "report"; /* its own socket: a bug in the service, not a squatter */
-	{
-		struct port_probe probes[65];
-		size_t n = 0;
-		char reason[256];
-		int port;
+	run_queue(s);
+}
 
-		if (e->port != v->cfg->port && e->port != v->port)
-			return "report"; /* not the port we gave it: its business */
-		/* The port it collided on is taken, whoever we could name; when it runs on an
-		 * alternative, the configured port is a candidate again only if free now. */
-		n = probe_ports(s, v, e->port, owner ? owner : -1, probes, ARRAY_SIZE(probes));
-		port = sup_choose_port(s->cfg, v->idx, probes, n, reason, sizeof(reason));
-		if (port < 0 || port == e->port)
-			return "report";
-		{
-			cJSON *m = ev_new("port_migrated", 0);
+void sup_decide_collision(struct supervisor *s, const struct port_event *e, pid_t owner_pid,
+			  const char *owner_comm, struct sup_collision *d)
+{
+	struct service *v = s ? service_of_pid(s, e->pid) : NULL;
+	struct service *o = s ? service_of_pid(s, owner_pid) : NULL;
+	struct port_probe *probes;
+	char reason[256];
+	size_t n;
 
-			ev_add_str(m, "service", v->cfg->name);
-			ev_add_num(m, "from", e->port);
-			ev_add_num(m, "to", port);
-			if (owner)
-				ev_add_num(m, "owner_pid", owner);
-			else
-				cJSON_AddNullToObject(m, "owner_pid");
-			emit(s, m);
-		}
-		v->forced_port = port;
-		dispatch(v, SE_COLLISION);
-		return "migrate";
+	memset(d, 0, sizeof(*d));
+	d->service = v ? v->cfg->name : NULL;
+	d->owner_service = o ? o->cfg->name : NULL;
+	d->action = ACT_REPORT;
+	d->svc = -1;
+	d->from = e->port;
+	d->owner_pid = owner_pid;
+	snprintf(d->owner_comm, sizeof(d->owner_comm), "%s", owner_comm ? owner_comm : "");
+	/* Not ours, reported only, its own socket (a bug in the service, not a squatter), or not
+	 * the port we gave it (its business). */
+	if (!v || !s->cfg->monitoring.auto_resolve_conflicts || o == v ||
+	    (e->port != v->cfg->port && e->port != v->port))
+		return;
+	/* The port it collided on is taken, whoever we could name; when it runs on an
+	 * alternative, the configured port is a candidate again only if free now. */
+	n = probe_ports(s, v, e->port, owner_pid ? owner_pid : -1, &probes);
+	d->to = n ? sup_choose_port(s->cfg, v->idx, probes, n, reason, sizeof(reason)) : -1;
+	free(probes);
+	if (d->to > 0 && d->to != e->port) {
+		d->action = ACT_MIGRATE;
+		d->svc = v->idx;
 	}
 }
 
-const char *sup_on_zombie(struct supervisor *s, const struct zrec *z, const char **service)
+void sup_apply_collision(struct supervisor *s, const struct sup_collision *d)
 {
-	struct service *v = s ? service_of_pid(s, z->ppid) : NULL;
+	struct service *v;
 
-	*service = NULL;
+	if (!s || d->action != ACT_MIGRATE || d->svc < 0 || d->svc >= s->n)
+		return;
+	v = s->svcs[d->svc];
+	emit_migrated(v, d->from, d->to, d->owner_pid, d->owner_comm);
+	v->forced_port = d->to;
+	post(v, SE_COLLISION);
+	run_queue(s);
+}
+
+void sup_decide_zombie(struct supervisor *s, pid_t ppid, struct sup_zombie *d)
+{
+	struct service *v = s ? service_of_pid(s, ppid) : NULL;
+
+	d->service = v ? v->cfg->name : NULL;
+	d->svc = v ? v->idx : -1;
+	d->action = ACT_REPORT;
 	if (!v)
-		return "report";
-	*service = v->cfg->name;
+		return;
 	switch (v->cfg->zombie_policy) {
-	case ZOMBIE_NUDGE: {
-		int fd = pidfd_open_pid(z->ppid);
-		int rc = fd >= 0 ? pidfd_signal(fd, SIGCHLD) : -errno;
-
-		if (fd >= 0)
-			close(fd);
-		return rc ? "report" : "nudge";
-	}
+	case ZOMBIE_NUDGE:
+		d->action = ACT_NUDGE;
+		break;
 	case ZOMBIE_RESTART_PARENT:
-		if (v->state == SVC_RUNNING || v->state == SVC_STARTING) {
-			v->restarts = 0;
-			begin_stop(v, true);
-			return "restart_parent";
-		}
-		return "report";
+		if (v->state == SVC_RUNNING || v->state == SVC_STARTING)
+			d->action = ACT_RESTART_PARENT;
+		break;
 	default:
-		return "report";
+		break;
 	}
+}
+
+void sup_apply_zombie(struct supervisor *s, const struct sup_zombie *d)
+{
+	if (!s || d->action != ACT_RESTART_PARENT || d->svc < 0 || d->svc >= s->n)
+		return;
+	post_input(s, &(struct input){
+			      .v = s->svcs[d->svc], .ev = SE_RESTART, .reason = RESTART_ZOMBIE_POLICY});
+	run_queue(s);
+}
+
+/* ---- reload ---- */
+
+static void add_name(char *buf, size_t len, const char *name)
+{
+	size_t n = strlen(buf);
+
+	snprintf(buf + n, len - n, "%s%s", n ? ", " : "", name);
+}
+
+int sup_reload(struct supervisor *s, struct rev_config *next, char *detail, size_t len)
+{
+	int nn = next->n_services, n = 0, unchanged = 0;
+	struct service **nv = calloc(nn + s->n + 1, sizeof(*nv));
+	struct service **fresh = calloc(nn + 1, sizeof(*fresh));
+	int *order = calloc(nn + 1, sizeof(int));
+	struct rev_config **owned = realloc(s->owned, (s->n_owned + 1) * sizeof(*owned));
+	bool *kept = calloc(s->n + 1, sizeof(*kept));
+	char added[512] = "", removed[512] = "", changed[512] = "";
+
+	if (owned)
+		s->owned = owned;
+	if (!nv || !fresh || !order || !owned || !kept || config_start_order(next, order))
+		goto oom;
+	for (int i = 0; i < nn; i++) {
+		const struct service_config *c = &next->services[i];
+		struct service *v = svc_named(s, c->name);
+
+		if (!v) {
+			if (!(v = calloc(1, sizeof(*v))))
+				goto oom;
+			fresh[i] = v;
+			continue;
+		}
+		for (int j = 0; j < s->n; j++)
+			kept[j] |= s->svcs[j] == v;
+	}
+	/* No failure from here on: the new set replaces the old one. */
+	s->owned[s->n_owned++] = next;
+	for (int i = 0; i < nn; i++) {
+		const struct service_config *c = &next->services[i];
+		struct service *v = fresh[i] ? fresh[i] : svc_named(s, c->name);
+
+		if (fresh[i]) {
+			service_init(s, v, c, i);
+			add_name(added, sizeof(added), c->name);
+		} else if (strcmp(v->cfg->fingerprint, c->fingerprint)) {
+			add_name(changed, sizeof(changed), c->name);
+		} else {
+			unchanged++;
+		}
+		nv[i] = v;
+	}
+	n = nn;
+	for (int j = 0; j < s->n; j++) {
+		struct service *w = s->svcs[j];
+
+		if (kept[j])
+			continue;
+		if (w->idx >= 0) {
+			add_name(removed, sizeof(removed), w->cfg->name);
+			w->idx = -1;
+			post(w, SE_STOP);
+		}
+		nv[n++] = w;
+	}
+	/* Changed services take their new settings now; they restart, in dependency order. */
+	for (int k = 0; k < nn; k++) {
+		struct service *v = nv[order[k]];
+		bool was_changed = !fresh[order[k]] && strcmp(v->cfg->fingerprint,
+							      next->services[order[k]].fingerprint);
+
+		v->cfg = &next->services[order[k]];
+		v->idx = order[k];
+		if (fresh[order[k]])
+			post(v, SE_START);
+		else if (was_changed && (v->state == SVC_RUNNING || v->state == SVC_STARTING))
+			post_input(s, &(struct input){.v = v, .ev = SE_RESTART,
+						      .reason = RESTART_RELOAD});
+	}
+	free(s->svcs);
+	free(s->order);
+	s->svcs = nv;
+	s->order = order;
+	s->n = n;
+	s->cfg = next;
+	free(fresh);
+	free(kept);
+	snprintf(detail, len, "added: %s; removed: %s; changed (restarted): %s; unchanged: %d",
+		 added[0] ? added : "none", removed[0] ? removed : "none",
+		 changed[0] ? changed : "none", unchanged);
+	write_state(s);
+	run_queue(s);
+	return 0;
+oom:
+	for (int i = 0; fresh && i < nn; i++)
+		free(fresh[i]);
+	free(nv);
+	free(fresh);
+	free(order);
+	free(kept);
+	snprintf(detail, len, "out of memory: the running configuration is kept");
+	return -ENOMEM;
 }
 
 /* ---- control ---- */
+
+/* The last exit, as its service_exit event said it (null before the first), and what happened
+ * to the service's output. */
+static void status_exit_json(const struct supervisor *s, const struct service *v, cJSON *o)
+{
+	struct out_stats st;
+	cJSON *out;
+
+	if (v->last_exit.type == EV_SERVICE_EXIT)
+		cJSON_AddItemToObject(o, "last_exit", ev_encode(&v->last_exit));
+	else
+		cJSON_AddNullToObject(o, "last_exit");
+	if (!s->h.output)
+		return;
+	outputs_stats(s->h.output, v->cfg->name, &st);
+	out = cJSON_AddObjectToObject(o, "output");
+	cJSON_AddNumberToObject(out, "lines", (double)st.lines);
+	cJSON_AddNumberToObject(out, "lost_bytes", (double)st.lost_bytes);
+	cJSON_AddNumberToObject(out, "lost_lines", (double)st.lost_lines);
+	cJSON_AddNumberToObject(out, "cut_lines", (double)st.cut_lines);
+}
 
 static cJSON *status_json(struct supervisor *s)
 {
@@ -1529,14 +1711,16 @@ static cJSON *status_json(struct supervisor *s)
 
 	cJSON_AddBoolToObject(r, "ok", true);
 	cJSON_AddNumberToObject(r, "agent_pid", getpid());
+	cJSON_AddNumberToObject(r, "state_write_errors", (double)s->state_write_errors);
 	svcs = cJSON_AddObjectToObject(r, "services");
 	for (int k = 0; k < s->n; k++) {
-		const struct service *v = &s->svcs[s->order[k]];
+		const struct service *v = s->svcs[s->order[k]];
 		cJSON *o = cJSON_AddObjectToObject(svcs, v->cfg->name);
 
 		cJSON_AddStringToObject(o, "state", svc_state_name(v->state));
-		if (v->pid)
-			cJSON_AddNumberToObject(o, "pid", v->pid);
+		cJSON_AddStringToObject(o, "user", v->cfg->user ? v->cfg->user : "root");
+		if (v->proc.pid)
+			cJSON_AddNumberToObject(o, "pid", v->proc.pid);
 		else
 			cJSON_AddNullToObject(o, "pid");
 		if (v->port || v->cfg->port)
@@ -1544,14 +1728,11 @@ static cJSON *status_json(struct supervisor *s)
 		else
 			cJSON_AddNullToObject(o, "port");
 		cJSON_AddNumberToObject(o, "restarts", v->total_restarts);
-		cJSON_AddStringToObject(o, "health",
-					!v->cfg->health.enabled ? "none"
-					: !v->health_known	? "unknown"
-					: v->healthy		? "ok"
-								: "failing");
-		if (v->pid)
+		cJSON_AddStringToObject(o, "health", health_name(v));
+		if (v->proc.pid)
 			cJSON_AddNumberToObject(o, "uptime_ms",
-						(double)((mono_ns() - v->started_ns) / 1000000));
+						(double)((mono_ns() - v->started_ns) / NS_PER_MS));
+		status_exit_json(s, v, o);
 	}
 	return r;
 }
@@ -1561,135 +1742,128 @@ cJSON *sup_status(struct supervisor *s)
 	return status_json(s);
 }
 
-static cJSON *error_json(const char *fmt, const char *arg)
+static cJSON *error_json(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static cJSON *error_json(const char *fmt, ...)
 {
 	cJSON *r = cJSON_CreateObject();
 	char msg[512];
+	va_list ap;
 
-	snprintf(msg, sizeof(msg), fmt, arg);
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
 	cJSON_AddBoolToObject(r, "ok", false);
 	cJSON_AddStringToObject(r, "error", msg);
 	return r;
 }
 
-static void add_reply(struct service *v, enum svc_event until, sup_reply_fn fn, void *ctx)
+static int add_reply(struct pending_reply **list, enum svc_event until, sup_reply_fn fn, void *ctx)
 {
 	struct pending_reply *r = calloc(1, sizeof(*r));
 
 	if (!r)
-		return;
+		return -ENOMEM;
 	r->fn = fn;
 	r->ctx = ctx;
 	r->until = until;
-	r->next = v->replies;
-	v->replies = r;
+	r->next = *list;
+	*list = r;
+	return 0;
+}
+
+static void drop_replies(struct pending_reply **pp, void *ctx)
+{
+	while (*pp) {
+		if ((*pp)->ctx == ctx) {
+			struct pending_reply *r = *pp;
+
+			*pp = r->next;
+			free(r);
+		} else {
+			pp = &(*pp)->next;
+		}
+	}
 }
 
 void sup_cancel_reply(struct supervisor *s, void *ctx)
 {
-	struct pending_reply **ap = s ? &s->all_replies : NULL;
+	if (!s)
+		return;
+	drop_replies(&s->all_replies, ctx);
+	for (int i = 0; i < s->n; i++)
+		drop_replies(&s->svcs[i]->replies, ctx);
+}
 
-	while (ap && *ap) {
-		if ((*ap)->ctx == ctx) {
-			struct pending_reply *r = *ap;
+/* start, stop, restart of one service: the request becomes an input of its table; the answer
+ * comes when the service is running (or failed), or stopped. */
+static cJSON *control_service(struct supervisor *s, const char *cmd, struct service *v,
+			      sup_reply_fn reply, void *ctx)
+{
+	bool stop = !strcmp(cmd, "stop");
 
-			*ap = r->next;
-			free(r);
-		} else {
-			ap = &(*ap)->next;
-		}
-	}
-	for (int i = 0; s && i < s->n; i++) {
-		struct pending_reply **pp = &s->svcs[i].replies;
-
-		while (*pp) {
-			if ((*pp)->ctx == ctx) {
-				struct pending_reply *r = *pp;
-
-				*pp = r->next;
-				free(r);
-			} else {
-				pp = &(*pp)->next;
-			}
-		}
-	}
+	if (stop && (v->state == SVC_STOPPED || v->state == SVC_FAILED))
+		return status_json(s);
+	if (!strcmp(cmd, "start") && v->state == SVC_RUNNING)
+		return status_json(s);
+	if (add_reply(&v->replies, stop ? SE_STOP : SE_START, reply, ctx))
+		return error_json("out of memory");
+	if (!strcmp(cmd, "restart") && (v->state == SVC_RUNNING || v->state == SVC_STARTING))
+		post_input(s, &(struct input){.v = v, .ev = SE_RESTART, .reason = RESTART_REQUESTED});
+	else
+		post(v, stop ? SE_STOP : SE_START);
+	run_queue(s);
+	return NULL;
 }
 
 cJSON *sup_control(struct supervisor *s, const cJSON *req, sup_reply_fn reply, void *ctx)
 {
 	const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(req, "cmd");
 	const cJSON *name = cJSON_GetObjectItemCaseSensitive(req, "service");
-	const struct service_config *c;
 	struct service *v;
 
 	if (!cJSON_IsString(cmd))
-		return error_json("request needs a \"cmd\" string%s", "");
+		return error_json("request needs a \"cmd\" string");
 	if (!strcmp(cmd->valuestring, "status"))
 		return status_json(s);
-	if (!strcmp(cmd->valuestring, "stop_all")) {
-		const cJSON *force = cJSON_GetObjectItemCaseSensitive(req, "force");
-		struct pending_reply *r;
+	if (!strcmp(cmd->valuestring, "reload")) {
+		char detail[2048];
+		int rc = s->h.reload ? s->h.reload(s->h.ctx, detail, sizeof(detail)) : -ENOTSUP;
+		cJSON *r;
 
-		if (s->shutdown)
-			return error_json("the agent is already stopping%s", "");
-		r = calloc(1, sizeof(*r));
-		if (!r)
-			return error_json("out of memory%s", "");
-		r->fn = reply;
-		r->ctx = ctx;
-		r->next = s->all_replies;
-		s->all_replies = r;
-		s->stopping_all = true;
-		s->force = s->force || cJSON_IsTrue(force);
-		for (int i = 0; i < s->n; i++) {
-			struct service *v = &s->svcs[i];
-
-			if (v->state == SVC_WAITING || v->state == SVC_BACKOFF ||
-			    v->state == SVC_CLEARING)
-				dispatch(v, SE_STOP);
+		if (rc == -ENOTSUP)
+			return error_json("this agent cannot reload");
+		r = rc ? error_json("%s", detail) : cJSON_CreateObject();
+		if (!rc) {
+			cJSON_AddBoolToObject(r, "ok", true);
+			cJSON_AddStringToObject(r, "detail", detail);
 		}
-		check_stack(s);
-		if (s->force)
-			kill_stopping(s);
+		cJSON_AddBoolToObject(r, "config_error", rc == -EINVAL);
+		return r;
+	}
+	if (!strcmp(cmd->valuestring, "stop_all")) {
+		if (s->shutdown)
+			return error_json("the agent is already stopping");
+		if (add_reply(&s->all_replies, SE_STOP, reply, ctx))
+			return error_json("out of memory");
+		stop_all(s, false, cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(req, "force")));
+		run_queue(s);
 		return NULL;
 	}
 	if (strcmp(cmd->valuestring, "start") && strcmp(cmd->valuestring, "stop") &&
 	    strcmp(cmd->valuestring, "restart"))
-		return error_json("unknown command \"%s\" (status, start, stop, restart, stop_all)",
+		return error_json("unknown command \"%s\" (status, start, stop, restart, stop_all, "
+				  "reload)",
 				  cmd->valuestring);
 	if (!cJSON_IsString(name))
 		return error_json("\"%s\" needs a \"service\" string", cmd->valuestring);
-	c = config_service(s->cfg, name->valuestring);
-	if (!c)
-		return error_json("no service named \"%s\" in the agent's config", name->valuestring);
-	v = &s->svcs[c - s->cfg->services];
+	v = svc_named(s, name->valuestring);
+	if (!v)
+		return error_json("no service named \"%s\" in the agent's config",
+				  name->valuestring);
 	if (s->stopping_all)
-		return error_json("the agent is stopping; \"%s\" was not changed", c->name);
-	if (!strcmp(cmd->valuestring, "stop")) {
-		if (v->state == SVC_STOPPED || v->state == SVC_FAILED)
-			return status_json(s);
-		add_reply(v, SE_STOP, reply, ctx);
-		dispatch(v, SE_STOP);
-		return NULL;
-	}
-	if (!strcmp(cmd->valuestring, "start")) {
-		if (v->state == SVC_RUNNING)
-			return status_json(s);
-		add_reply(v, SE_START, reply, ctx);
-		if (v->state == SVC_STOPPED || v->state == SVC_FAILED || v->state == SVC_STOPPING ||
-		    v->state == SVC_CLEARING)
-			dispatch(v, SE_START);
-		return NULL;
-	}
-	/* restart */
-	add_reply(v, SE_START, reply, ctx);
-	if (v->state == SVC_RUNNING || v->state == SVC_STARTING) {
-		v->restarts = 0;
-		begin_stop(v, true);
-	} else if (v->state == SVC_STOPPED || v->state == SVC_FAILED || v->state == SVC_STOPPING) {
-		dispatch(v, SE_START);
-	}
-	return NULL;
+		return error_json("the agent is stopping; \"%s\" was not changed", v->cfg->name);
+	return control_service(s, cmd->valuestring, v, reply, ctx);
 }
 
 size_t sup_metrics(void *ctx, char *buf, size_t len)
@@ -1702,19 +1876,62 @@ size_t sup_metrics(void *ctx, char *buf, size_t len)
 			    "health check).\n# TYPE revenant_service_up gauge\n");
 	for (int i = 0; i < s->n; i++)
 		n = metrics_appendf(buf, len, n, "revenant_service_up{service=\"%s\"} %d\n",
-				    s->svcs[i].cfg->name, s->svcs[i].state == SVC_RUNNING);
+				    s->svcs[i]->cfg->name, s->svcs[i]->state == SVC_RUNNING);
 	n = metrics_appendf(buf, len, n,
 			    "# HELP revenant_service_restarts_total Restarts by the supervisor.\n"
 			    "# TYPE revenant_service_restarts_total counter\n");
 	for (int i = 0; i < s->n; i++)
 		n = metrics_appendf(buf, len, n,
 				    "revenant_service_restarts_total{service=\"%s\"} %d\n",
-				    s->svcs[i].cfg->name, s->svcs[i].total_restarts);
+				    s->svcs[i]->cfg->name, s->svcs[i]->total_restarts);
 	n = metrics_appendf(buf, len, n,
 			    "# HELP revenant_service_port The port the service runs on (0: none).\n"
 			    "# TYPE revenant_service_port gauge\n");
 	for (int i = 0; i < s->n; i++)
 		n = metrics_appendf(buf, len, n, "revenant_service_port{service=\"%s\"} %d\n",
-				    s->svcs[i].cfg->name, s->svcs[i].port);
+				    s->svcs[i]->cfg->name, s->svcs[i]->port);
+	n = metrics_appendf(buf, len, n,
+			    "# HELP revenant_state_write_errors_total Failed writes of the runtime "
+			    "state file (crash recovery).\n"
+			    "# TYPE revenant_state_write_errors_total counter\n"
+			    "revenant_state_write_errors_total %llu\n",
+			    (unsigned long long)s->state_write_errors);
 	return n;
+}
+
+int sup_input(struct supervisor *s, const char *name, enum svc_event ev)
+{
+	struct service *v = svc_named(s, name);
+
+	if (!v || ev >= SVC_NEVENTS)
+		return -ENOENT;
+	post(v, ev);
+	run_queue(s);
+	return 0;
+}
+
+enum svc_state sup_state_of(struct supervisor *s, const char *name)
+{
+	struct service *v = svc_named(s, name);
+
+	return v ? v->state : SVC_NSTATES;
+}
+
+pid_t sup_pid_of(struct supervisor *s, const char *name)
+{
+	struct service *v = svc_named(s, name);
+
+	return v ? v->proc.pid : 0;
+}
+
+int sup_count_up(const struct supervisor *s, int *total)
+{
+	int up = 0;
+
+	*total = 0;
+	for (int i = 0; s && i < s->n; i++) {
+		*total += s->svcs[i]->idx >= 0;
+		up += s->svcs[i]->idx >= 0 && s->svcs[i]->state == SVC_RUNNING;
+	}
+	return up;
 }

@@ -54,7 +54,7 @@ struct web {
 	struct evlog *log;
 	int listeners_fd;
 	char pin_dir[256];
-	char token_path[4200];
+	char token_path[REV_PATH_BUF];
 	char token[128]; /* "" while control is off */
 	struct ring_ent ring[WEB_RING];
 	uint64_t next_id;     /* the id the next event gets; ids start at 1 */
@@ -143,7 +143,7 @@ static bool sse_format(char *buf, size_t cap, size_t *n, uint64_t id, const char
 /* The first turn waits this long after an event: what a burst brings (a collision right after
  * the listen it collides with, an exit and the restart) goes out in one send per client, after
  * the agent has reacted to all of it. The page is still live to a human eye. */
-#define FANOUT_DELAY_NS (10 * 1000000ull)
+#define FANOUT_DELAY_NS (10 * NS_PER_MS)
 
 static void arm_fanout(struct web *w, uint64_t delay_ns)
 {
@@ -370,7 +370,7 @@ static void on_zombies(void *ctx, struct http_conn *c, const struct http_req *re
 	struct web *w = ctx;
 	struct snap s;
 	struct rt_state st = {0};
-	char err[512], path[4200];
+	char err[512], path[REV_PATH_BUF];
 	bool have;
 
 	(void)body;

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
-/* Helpers every subcommand uses: error messages and loading the configuration. */
+/* Helpers every subcommand uses: error messages, loading the configuration, and printing text
+ * from files others could write without letting it drive the terminal. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -35,4 +37,51 @@ int cli_need_root(const char *cmd)
 {
 	cli_err("%s needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN): run it with sudo", cmd);
 	return EXIT_NOT_PERMITTED;
+}
+
+/* Length of the valid UTF-8 sequence at s (n bytes left) that is no control character (C0, DEL,
+ * C1), else 0. */
+static int printable_utf8(const unsigned char *s, size_t left)
+{
+	static const unsigned min_cp[] = {0, 0, 0x80, 0x800, 0x10000}; /* no overlong forms */
+	unsigned cp;
+	size_t n;
+
+	if (s[0] < 0x80)
+		n = 1;
+	else if ((s[0] & 0xe0) == 0xc0)
+		n = 2;
+	else if ((s[0] & 0xf0) == 0xe0)
+		n = 3;
+	else if ((s[0] & 0xf8) == 0xf0)
+		n = 4;
+	else
+		return 0;
+	if (n > left)
+		return 0;
+	cp = n == 1 ? s[0] : s[0] & (0x7f >> n);
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if (cp < 0x20 || (cp >= 0x7f && cp < 0xa0) || cp > 0x10ffff || cp < min_cp[n] ||
+	    (cp >= 0xd800 && cp < 0xe000))
+		return 0;
+	return n;
+}
+
+void cli_put_clean(FILE *f, const char *s, size_t len, bool tabs)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + len;
+	int n;
+
+	while (p < end) {
+		n = printable_utf8(p, end - p);
+		if (n)
+			fwrite(p, 1, n, f);
+		else
+			fputc(tabs && *p == '\t' ? '\t' : '?', f);
+		p += n ? n : 1;
+	}
 }

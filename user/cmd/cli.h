@@ -4,6 +4,8 @@
 #define REVENANT_CLI_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
 
 #include "lib/config.h"
 
@@ -20,6 +22,11 @@ void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Load -c FILE (or the default): on failure prints the error and returns EXIT_USAGE. */
 int cli_load_config(const char *path, struct rev_config *cfg);
+
+/* Writes s[0..len) with every control character (C0, DEL, C1 in UTF-8 — U+009B is a CSI) and
+ * every invalid UTF-8 byte replaced by '?', tabs kept when tabs is true: names and lines come
+ * from processes and from files others could write, and must not drive the terminal. */
+void cli_put_clean(FILE *f, const char *s, size_t len, bool tabs);
 
 /* "needs root" message for cmd; returns EXIT_NOT_PERMITTED. */
 int cli_need_root(const char *cmd);

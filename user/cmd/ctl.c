@@ -139,12 +139,44 @@ static const char *jstr(const cJSON *o, const char *k, const char *dflt)
 	return cJSON_IsString(v) ? v->valuestring : dflt;
 }
 
+/* "code 1", "SIGKILL by bash[4242]", "SIGTERM by the agent", "SIGKILL by the kernel (OOM)". */
+static void last_exit_text(const cJSON *e, char *buf, size_t len)
+{
+	const cJSON *code = cJSON_GetObjectItemCaseSensitive(e, "code");
+	const cJSON *by = cJSON_GetObjectItemCaseSensitive(e, "killed_by");
+	const cJSON *pid = cJSON_GetObjectItemCaseSensitive(by, "pid");
+	const char *sig = jstr(e, "signal", "?");
+	bool oom = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "oom"));
+	bool core = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "core_dumped"));
+	char who[64];
+
+	if (!cJSON_IsObject(e)) {
+		snprintf(buf, len, "-");
+		return;
+	}
+	if (cJSON_IsNumber(code)) {
+		snprintf(buf, len, "code %d", (int)code->valuedouble);
+		return;
+	}
+	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(by, "agent")))
+		snprintf(who, sizeof(who), " by the agent");
+	else if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(by, "kernel")))
+		snprintf(who, sizeof(who), " by the kernel");
+	else if (cJSON_IsObject(by) && cJSON_IsNumber(pid))
+		snprintf(who, sizeof(who), " by %.16s[%d]", jstr(by, "comm", "?"),
+			 (int)pid->valuedouble);
+	else
+		who[0] = 0;
+	snprintf(buf, len, "%s%s%s%s", sig, who, oom ? " (OOM)" : "", core ? " (core)" : "");
+}
+
 static void print_status_table(const cJSON *resp)
 {
 	const cJSON *svcs = cJSON_GetObjectItemCaseSensitive(resp, "services"), *it;
+	char last[128];
 
-	printf("%-16s %-9s %-8s %-6s %-8s %-8s\n", "SERVICE", "STATE", "PID", "PORT", "RESTARTS",
-	       "HEALTH");
+	printf("%-16s %-9s %-8s %-6s %-8s %-8s %s\n", "SERVICE", "STATE", "PID", "PORT", "RESTARTS",
+	       "HEALTH", "USER     LAST EXIT");
 	cJSON_ArrayForEach(it, svcs)
 	{
 		const cJSON *pid = cJSON_GetObjectItemCaseSensitive(it, "pid");
@@ -156,34 +188,58 @@ static void print_status_table(const cJSON *resp)
 			snprintf(p, sizeof(p), "%d", (int)pid->valuedouble);
 		if (cJSON_IsNumber(port))
 			snprintf(q, sizeof(q), "%d", (int)port->valuedouble);
-		printf("%-16s %-9s %-8s %-6s %-8d %-8s\n", it->string, jstr(it, "state", "?"), p, q,
-		       cJSON_IsNumber(rs) ? (int)rs->valuedouble : 0, jstr(it, "health", "?"));
+		last_exit_text(cJSON_GetObjectItemCaseSensitive(it, "last_exit"), last, sizeof(last));
+		printf("%-16s %-9s %-8s %-6s %-8d %-8s %-8s ", it->string, jstr(it, "state", "?"), p,
+		       q, cJSON_IsNumber(rs) ? (int)rs->valuedouble : 0, jstr(it, "health", "?"),
+		       jstr(it, "user", "root"));
+		/* comm comes from a process: nothing of it may drive the terminal */
+		cli_put_clean(stdout, last, strlen(last), false);
+		putchar('\n');
 	}
+}
+
+/* The agent's status, for a command taking `nargs` arguments: -1 to go on (o, cfg, resp set),
+ * else the exit code. */
+static int get_status(int argc, char **argv, const char *usage, int nargs, struct ctl_opts *o,
+		      struct rev_config *cfg, cJSON **resp)
+{
+	cJSON *req;
+	int rc = parse(argc, argv, o, usage, false);
+
+	if (rc >= 0)
+		return rc;
+	if (o->argc != nargs) {
+		fputs(usage, stderr);
+		return EXIT_USAGE;
+	}
+	if ((rc = load(o, cfg)))
+		return rc;
+	req = cJSON_CreateObject();
+	cJSON_AddStringToObject(req, "cmd", "status");
+	if ((rc = call_agent(cfg, req, resp))) {
+		cJSON_Delete(*resp);
+		config_free(cfg);
+		return rc;
+	}
+	return -1;
 }
 
 int cmd_status(int argc, char **argv)
 {
 	static const char usage[] =
 		"usage: revenant status [-c FILE] [--json]\n\n"
-		"Services of the running agent: state, pid, port, restarts, health.\n"
+		"Services of the running agent: state, pid, port, restarts, health, user, and\n"
+		"how each last exited (code, or signal and who sent it: killed_by, OOM).\n"
 		"Exit 3 when no agent runs for the config's control.socket.\n";
 	struct ctl_opts o;
 	struct rev_config cfg;
-	cJSON *req, *resp = NULL;
-	int rc = parse(argc, argv, &o, usage, false);
+	cJSON *resp = NULL;
+	int rc = get_status(argc, argv, usage, 0, &o, &cfg, &resp);
 
 	if (rc >= 0)
 		return rc;
-	if (o.argc) {
-		cli_err("status: unexpected argument '%s'", o.argv[0]);
-		return EXIT_USAGE;
-	}
-	if ((rc = load(&o, &cfg)))
-		return rc;
-	req = cJSON_CreateObject();
-	cJSON_AddStringToObject(req, "cmd", "status");
-	rc = call_agent(&cfg, req, &resp);
-	if (!rc) {
+	rc = EXIT_OK;
+	{
 		if (o.json) {
 			cJSON *out = cJSON_CreateObject();
 
@@ -270,6 +326,92 @@ int cmd_restart(int argc, char **argv)
 	return service_cmd(argc, argv, "restart");
 }
 
+int cmd_reload(int argc, char **argv)
+{
+	static const char usage[] =
+		"usage: revenant reload [-c FILE] [--json]\n\n"
+		"Apply the agent's config file again (as SIGHUP does): added services start, removed\n"
+		"ones stop, changed ones restart in dependency order, unchanged ones keep running.\n"
+		"A bad file changes nothing: exit 2 and why. Log, control and metrics settings are\n"
+		"applied at the agent's next start (the answer says which changed).\n";
+	struct ctl_opts o;
+	struct rev_config cfg;
+	cJSON *req, *resp = NULL;
+	int rc = parse(argc, argv, &o, usage, false);
+
+	if (rc >= 0)
+		return rc;
+	if (o.argc) {
+		cli_err("reload: unexpected argument '%s'", o.argv[0]);
+		return EXIT_USAGE;
+	}
+	if ((rc = cli_load_config(o.config, &cfg))) {
+		/* A bad file still goes to the agent, which keeps its configuration and logs why
+		 * (agent_reload ok:false) — when the file says where the agent is. */
+		char *sock = config_control_socket(o.config ? o.config : config_default_path());
+
+		config_free(&cfg);
+		if (!sock)
+			return rc;
+		memset(&cfg, 0, sizeof(cfg));
+		cfg.control.socket = sock;
+		cfg.path = strdup(o.config ? o.config : config_default_path());
+	}
+	req = cJSON_CreateObject();
+	cJSON_AddStringToObject(req, "cmd", "reload");
+	rc = call_agent(&cfg, req, &resp);
+	if (resp && o.json)
+		print_json(resp);
+	else if (!rc)
+		printf("%s\n", jstr(resp, "detail", "reloaded"));
+	if (rc == EXIT_FAILED && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(resp, "config_error")))
+		rc = EXIT_USAGE;
+	cJSON_Delete(resp);
+	config_free(&cfg);
+	return rc;
+}
+
+int cmd_port(int argc, char **argv)
+{
+	static const char usage[] =
+		"usage: revenant port [-c FILE] [--json] SERVICE\n\n"
+		"Print the port SERVICE runs on now (an alternative after a migration), for scripts:\n"
+		"  curl http://127.0.0.1:$(revenant port backend)/health\n"
+		"Exit 1 when the service has no port, 2 when the agent has no such service.\n";
+	struct ctl_opts o;
+	struct rev_config cfg;
+	cJSON *resp = NULL;
+	const cJSON *svc, *port;
+	int rc = get_status(argc, argv, usage, 1, &o, &cfg, &resp);
+
+	if (rc >= 0)
+		return rc;
+	rc = EXIT_OK;
+	{
+		svc = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(resp,
+											 "services"),
+						       o.argv[0]);
+		port = cJSON_GetObjectItemCaseSensitive(svc, "port");
+		if (!svc) {
+			cli_err("port: the agent runs no service named '%s'", o.argv[0]);
+			rc = EXIT_USAGE;
+		} else if (o.json) {
+			printf("{\"service\":\"%s\",\"port\":", svc->string);
+			cJSON_IsNumber(port) ? printf("%d}\n", (int)port->valuedouble)
+					     : printf("null}\n");
+			rc = cJSON_IsNumber(port) ? EXIT_OK : EXIT_FAILED;
+		} else if (cJSON_IsNumber(port)) {
+			printf("%d\n", (int)port->valuedouble);
+		} else {
+			cli_err("port: %s has no port", o.argv[0]);
+			rc = EXIT_FAILED;
+		}
+	}
+	cJSON_Delete(resp);
+	config_free(&cfg);
+	return rc;
+}
+
 /* A managed process from the state file that still is the process it was (pid + start time). */
 static bool still_ours(const struct svc_record *r)
 {
@@ -302,7 +444,7 @@ int cmd_verify(int argc, char **argv)
 	struct rev_config cfg;
 	struct rt_state st = {0};
 	struct scan_rows rows = {0};
-	char path[4200];
+	char path[REV_PATH_BUF];
 	cJSON *why;
 	int rc = parse(argc, argv, &o, usage, false);
 
@@ -388,7 +530,7 @@ int cmd_cleanup(int argc, char **argv)
 	struct rev_config cfg;
 	struct rt_state st = {0};
 	struct snap s = {0};
-	char path[4200], err[256];
+	char path[REV_PATH_BUF], err[256];
 	cJSON *done;
 	bool agent;
 	int rc = parse(argc, argv, &o, usage, false);
@@ -486,7 +628,7 @@ int cmd_kill_port(int argc, char **argv)
 	struct scan_rows rows = {0};
 	const struct scan_row *r = NULL;
 	const char *svc;
-	char path[4200], *end;
+	char path[REV_PATH_BUF], *end;
 	long port;
 	int rc = parse(argc, argv, &o, usage, true);
 

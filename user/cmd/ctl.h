@@ -11,5 +11,7 @@ int cmd_restart(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_cleanup(int argc, char **argv);
 int cmd_kill_port(int argc, char **argv);
+int cmd_reload(int argc, char **argv);
+int cmd_port(int argc, char **argv);
 
 #endif

@@ -6,6 +6,7 @@
 #include "agent/agent.h"
 #include "cmd/cli.h"
 #include "cmd/ctl.h"
+#include "cmd/logs.h"
 #include "cmd/tail.h"
 #include "cmd/scan.h"
 
@@ -18,6 +19,7 @@ struct command {
 static const struct command commands[] = {
 	{"run", cmd_run, "run the agent in the foreground (BPF sensor, services, event log)"},
 	{"tail", cmd_tail, "read or follow the event log, across rotated gzip segments"},
+	{"logs", cmd_logs, "read or follow a service's output, across rotated gzip segments"},
 	{"scan", cmd_scan, "who owns which port now (also: revenant --scan)"},
 	{"zombies", cmd_zombies, "the zombie processes that exist now"},
 	{"status", cmd_status, "services, pids, ports, health and restarts of the running agent"},
@@ -27,6 +29,8 @@ static const struct command commands[] = {
 	{"verify", cmd_verify, "exit 0 when no managed process runs and configured ports are free"},
 	{"cleanup", cmd_cleanup, "nudge zombies' parents, stop what a dead agent left behind"},
 	{"kill-port", cmd_kill_port, "stop the owner of a port (managed, or --force)"},
+	{"reload", cmd_reload, "apply a changed config: start added, stop removed, restart changed"},
+	{"port", cmd_port, "print a service's current port (for scripts)"},
 };
 
 static void usage(FILE *f)

@@ -20,7 +20,6 @@
 #include "lib/state.h"
 #include "lib/util.h"
 
-#define TCP_LISTEN 10
 
 /* --- sources --- */
 
@@ -33,7 +32,7 @@ static uint32_t self_netns(void)
 
 bool scan_agent_running(const char *control_socket)
 {
-	char path[4200];
+	char path[REV_PATH_BUF];
 	int fd, rc;
 
 	state_runtime_path(control_socket, REV_LOCK_FILE, path, sizeof(path));
@@ -88,7 +87,7 @@ static int proc_net(const char *file, int family, int proto, uint32_t netns, str
 			continue;
 		*colon = 0;
 		r.port = strtoul(colon + 1, NULL, 16);
-		if (!r.port || (proto == REV_PROTO_TCP && st != TCP_LISTEN))
+		if (!r.port || (proto == REV_PROTO_TCP && st != REV_TCP_LISTEN))
 			continue;
 		hex_addr(local, r.addr, family);
 		r.type = REV_SNAP_SOCK_TABLE;
@@ -428,7 +427,7 @@ int cmd_zombies(int argc, char **argv)
 	struct rt_state st = {0};
 	bool json = false, have_state;
 	int c, rc, verbose = 0;
-	char err[512], pin_dir[256], path[4200];
+	char err[512], pin_dir[256], path[REV_PATH_BUF];
 	struct snap s;
 
 	optind = 1;

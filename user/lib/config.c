@@ -2,8 +2,11 @@
 /* The configuration file: checks revenant.json against the whole schema of DESIGN.md and turns it
  * into a struct rev_config with defaults filled in and every path made absolute. It owns the
  * messages a user sees for a bad config: the file, line:col or the key path, and what to do. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
@@ -551,7 +554,6 @@ static int parse_metrics(struct ctx *c, const cJSON *obj, struct rev_config *cfg
 			if (!*s) {
 				/* "" turns the endpoint off: consumers test for NULL */
 				free(cfg->metrics.listen);
-	free(cfg->metrics.token_file);
 				cfg->metrics.listen = NULL;
 				continue;
 			}
@@ -716,34 +718,31 @@ static int parse_alt_ports(struct ctx *c, const cJSON *arr, const char *parent,
 	return 0;
 }
 
-static int parse_depends(struct ctx *c, const cJSON *arr, const char *parent,
-			 struct service_config *sv)
+/* An array of service names (depends_on, part_of), each once; room for one more, which
+ * part_of's entries need in depends_on. */
+static int parse_names(struct ctx *c, const cJSON *arr, const char *parent, char ***out, int *n)
 {
 	char kp[KP_LEN];
 	const cJSON *it;
 	const char *s;
-	int n, ret;
+	int ret;
 
 	if ((ret = get_arr(c, arr, parent)))
 		return ret;
-	n = cJSON_GetArraySize(arr);
-	if (!n)
-		return 0;
-	sv->depends_on = calloc(n, sizeof(*sv->depends_on));
-	if (!sv->depends_on)
+	*out = calloc(cJSON_GetArraySize(arr) + 1, sizeof(**out));
+	if (!*out)
 		return -ENOMEM;
 	cJSON_ArrayForEach(it, arr)
 	{
-		kp_fmt(kp, sizeof(kp), "%s[%d]", parent, sv->n_deps);
+		kp_fmt(kp, sizeof(kp), "%s[%d]", parent, *n);
 		if ((ret = get_str(c, it, kp, &s)))
 			return ret;
-		for (int i = 0; i < sv->n_deps; i++)
-			if (!strcmp(sv->depends_on[i], s))
+		for (int i = 0; i < *n; i++)
+			if (!strcmp((*out)[i], s))
 				return fail(c, kp, "\"%s\" is listed twice (keep one)", s);
-		sv->depends_on[sv->n_deps] = strdup(s);
-		if (!sv->depends_on[sv->n_deps])
+		if (!((*out)[*n] = strdup(s)))
 			return -ENOMEM;
-		sv->n_deps++;
+		(*n)++;
 	}
 	return 0;
 }
@@ -773,11 +772,25 @@ enum {
 	S_STOP_TIMEOUT,
 	S_ZOMBIE_POLICY,
 	S_LOG_FILE,
+	S_KILL_MODE,
+	S_USER,
+	S_GROUP,
+	S_UMASK,
+	S_NO_NEW_PRIVS,
+	S_RESTART_DELAY,
+	S_RESTART_DELAY_MAX,
+	S_PART_OF,
+	S_STDERR_FILE,
+	S_LOG_MAX_BYTES,
+	S_LOG_KEEP,
+	S_LOG_TIMESTAMPS,
 };
 static const char *const service_keys[] = {
     "command",	       "cwd",		"env",	    "env_file",	  "port",   "alternative_ports",
     "auto_restart",    "max_restarts",	"critical", "depends_on", "health", "stop_signal",
-    "stop_timeout_ms", "zombie_policy", "log_file",
+    "stop_timeout_ms", "zombie_policy", "log_file",   "kill_mode",	  "user",   "group",
+    "umask",	       "no_new_privileges", "restart_delay_ms", "restart_delay_max_ms", "part_of",
+    "stderr_file",     "log_max_bytes", "log_keep", "log_timestamps",
 };
 
 /* key_index() tracks the keys already seen in one bit each */
@@ -793,6 +806,56 @@ static void service_defaults(struct service_config *sv)
 	sv->stop_signal = SIGTERM;
 	sv->stop_timeout_ms = 5000;
 	sv->zombie_policy = ZOMBIE_NUDGE;
+	sv->log_max_bytes = 10485760;
+	sv->log_keep = 5;
+	sv->log_timestamps = true;
+	sv->umask = -1;
+	sv->restart_delay_ms = 250;
+	sv->restart_delay_max_ms = 30000;
+}
+
+/* The passwd entry of name: uid, primary gid, home. */
+static int resolve_user(struct ctx *c, const char *kp, const char *name, struct service_config *sv)
+{
+	struct passwd pw, *res = NULL;
+	char buf[4096];
+	int rc = getpwnam_r(name, &pw, buf, sizeof(buf), &res);
+
+	if (rc || !res)
+		return fail(c, kp, "no user named \"%s\" on this host (check /etc/passwd or create it)",
+			    name);
+	sv->uid = pw.pw_uid;
+	if (!sv->group)
+		sv->gid = pw.pw_gid;
+	return set_str(&sv->home, pw.pw_dir);
+}
+
+static int resolve_group(struct ctx *c, const char *kp, const char *name, struct service_config *sv)
+{
+	struct group gr, *res = NULL;
+	char buf[8192];
+	int rc = getgrnam_r(name, &gr, buf, sizeof(buf), &res);
+
+	if (rc || !res)
+		return fail(c, kp, "no group named \"%s\" on this host (check /etc/group)", name);
+	sv->gid = gr.gr_gid;
+	return 0;
+}
+
+static int parse_umask(struct ctx *c, const cJSON *it, const char *kp, int *out)
+{
+	const char *s;
+	char *end;
+	long v;
+	int ret;
+
+	if ((ret = get_str(c, it, kp, &s)))
+		return ret;
+	v = strtol(s, &end, 8);
+	if (!*s || *end || v < 0 || v > 0777)
+		return fail(c, kp, "\"%s\" is not an octal mode such as \"0027\"", s);
+	*out = (int)v;
+	return 0;
 }
 
 static int parse_service(struct ctx *c, const cJSON *obj, struct rev_config *cfg,
@@ -838,13 +901,13 @@ static int parse_service(struct ctx *c, const cJSON *obj, struct rev_config *cfg
 			ret = get_bool(c, it, kp, &sv->auto_restart);
 			break;
 		case S_MAX_RESTARTS:
-			ret = get_int32(c, it, kp, 0, 1000, &sv->max_restarts);
+			ret = get_int32(c, it, kp, -1, 1000, &sv->max_restarts);
 			break;
 		case S_CRITICAL:
 			ret = get_bool(c, it, kp, &sv->critical);
 			break;
 		case S_DEPENDS_ON:
-			ret = parse_depends(c, it, kp, sv);
+			ret = parse_names(c, it, kp, &sv->depends_on, &sv->n_deps);
 			break;
 		case S_HEALTH:
 			ret = parse_health(c, it, kp, &sv->health);
@@ -873,6 +936,56 @@ static int parse_service(struct ctx *c, const cJSON *obj, struct rev_config *cfg
 		case S_LOG_FILE:
 			ret = get_path(c, it, kp, cfg->dir, &sv->log_file);
 			break;
+		case S_STDERR_FILE:
+			ret = get_path(c, it, kp, cfg->dir, &sv->stderr_file);
+			break;
+		case S_LOG_MAX_BYTES:
+			ret = get_int(c, it, kp, 0, 1LL << 40, &sv->log_max_bytes);
+			if (!ret && sv->log_max_bytes && sv->log_max_bytes < 4096)
+				return fail(c, kp,
+					    "%lld is out of range 4096..%lld (or 0: never rotate)",
+					    sv->log_max_bytes, 1LL << 40);
+			break;
+		case S_LOG_KEEP:
+			ret = get_int32(c, it, kp, 0, 1000, &sv->log_keep);
+			break;
+		case S_LOG_TIMESTAMPS:
+			ret = get_bool(c, it, kp, &sv->log_timestamps);
+			break;
+		case S_USER:
+			if ((ret = get_str(c, it, kp, &s)) || (ret = set_str(&sv->user, s)))
+				return ret;
+			break;
+		case S_GROUP:
+			if ((ret = get_str(c, it, kp, &s)) || (ret = set_str(&sv->group, s)))
+				return ret;
+			break;
+		case S_UMASK:
+			ret = parse_umask(c, it, kp, &sv->umask);
+			break;
+		case S_NO_NEW_PRIVS:
+			ret = get_bool(c, it, kp, &sv->no_new_privileges);
+			break;
+		case S_RESTART_DELAY:
+			ret = get_int32(c, it, kp, 0, 3600000, &sv->restart_delay_ms);
+			break;
+		case S_RESTART_DELAY_MAX:
+			ret = get_int32(c, it, kp, 0, 86400000, &sv->restart_delay_max_ms);
+			break;
+		case S_PART_OF:
+			ret = parse_names(c, it, kp, &sv->part_of, &sv->n_part_of);
+			break;
+		case S_KILL_MODE:
+			if ((ret = get_str(c, it, kp, &s)))
+				return ret;
+			if (!strcmp(s, "group"))
+				sv->kill_mode = KILL_GROUP;
+			else if (!strcmp(s, "main"))
+				sv->kill_mode = KILL_MAIN;
+			else
+				return fail(c, kp, "unknown kill mode \"%s\" (use \"group\" or \"main\")",
+					    s);
+			break;
 		}
 		if (ret)
 			return ret;
@@ -882,6 +995,43 @@ static int parse_service(struct ctx *c, const cJSON *obj, struct rev_config *cfg
 		kp_fmt(kp, sizeof(kp), "%s.command", base);
 		return fail(c, kp, "missing (every service needs a command)");
 	}
+	if (sv->group) {
+		kp_fmt(kp, sizeof(kp), "%s.group", base);
+		if ((ret = resolve_group(c, kp, sv->group, sv)))
+			return ret;
+	}
+	if (sv->user) {
+		kp_fmt(kp, sizeof(kp), "%s.user", base);
+		if ((ret = resolve_user(c, kp, sv->user, sv)))
+			return ret;
+	} else if (sv->group) {
+		kp_fmt(kp, sizeof(kp), "%s.group", base);
+		return fail(c, kp, "needs \"user\" too (a service runs as root otherwise)");
+	}
+	if (sv->restart_delay_max_ms < sv->restart_delay_ms) {
+		kp_fmt(kp, sizeof(kp), "%s.restart_delay_max_ms", base);
+		return fail(c, kp, "%d is less than restart_delay_ms (%d)", sv->restart_delay_max_ms,
+			    sv->restart_delay_ms);
+	}
+	/* part_of implies depends_on: the service starts after what it is part of. */
+	for (int i = 0; i < sv->n_part_of; i++) {
+		bool listed = false;
+		char **deps;
+
+		for (int d = 0; d < sv->n_deps; d++)
+			listed |= !strcmp(sv->depends_on[d], sv->part_of[i]);
+		if (listed)
+			continue;
+		deps = realloc(sv->depends_on, (sv->n_deps + 2) * sizeof(*deps));
+		if (!deps)
+			return -ENOMEM;
+		sv->depends_on = deps;
+		if (!(deps[sv->n_deps] = strdup(sv->part_of[i])))
+			return -ENOMEM;
+		deps[++sv->n_deps] = NULL;
+	}
+	if (!(sv->fingerprint = cJSON_PrintUnformatted(obj)))
+		return -ENOMEM;
 	if (!sv->port && strstr(sv->command, "{port}")) {
 		kp_fmt(kp, sizeof(kp), "%s.command", base);
 		return fail(c, kp, "uses {port} but the service has no \"port\" (add one)");
@@ -904,9 +1054,19 @@ static int parse_service(struct ctx *c, const cJSON *obj, struct rev_config *cfg
 	return 0;
 }
 
+static int service_index(const struct rev_config *cfg, const char *name)
+{
+	for (int i = 0; i < cfg->n_services; i++)
+		if (cfg->services[i].name && !strcmp(cfg->services[i].name, name))
+			return i;
+	return -1;
+}
+
 /* What parse_service() could not fill: those defaults depend on the log section and the dir. */
 static int service_finish(struct rev_config *cfg, struct service_config *sv)
 {
+	char *fp;
+
 	if (!sv->cwd && !(sv->cwd = strdup(cfg->dir)))
 		return -ENOMEM;
 	if (!sv->log_file) {
@@ -922,15 +1082,87 @@ static int service_finish(struct rev_config *cfg, struct service_config *sv)
 			return -ENOMEM;
 		}
 	}
+	if (!sv->stderr_file && !(sv->stderr_file = strdup(sv->log_file)))
+		return -ENOMEM;
+	/* What it resolved to counts as a setting too: a moved log directory changes it. */
+	if (asprintf(&fp, "%s|%s|%s|%s", sv->fingerprint, sv->cwd, sv->log_file,
+		     sv->stderr_file) < 0)
+		return -ENOMEM;
+	free(sv->fingerprint);
+	sv->fingerprint = fp;
 	return 0;
 }
 
-static int service_index(const struct rev_config *cfg, const char *name)
+void config_port_var(const char *name, char *buf, size_t len)
 {
-	for (int i = 0; i < cfg->n_services; i++)
-		if (cfg->services[i].name && !strcmp(cfg->services[i].name, name))
-			return i;
-	return -1;
+	size_t n = snprintf(buf, len, "REVENANT_PORT_");
+
+	for (const char *p = name; *p && n + 1 < len; p++)
+		buf[n++] = isalnum((unsigned char)*p) ? toupper((unsigned char)*p) : '_';
+	if (n < len)
+		buf[n] = 0;
+}
+
+/* Every {port:NAME} in s names a service with a port (the first that does not, in *bad). */
+static bool port_refs_ok(const struct rev_config *cfg, const char *s, char *bad, size_t badlen)
+{
+	for (const char *p = strstr(s, "{port:"); p; p = strstr(p + 1, "{port:")) {
+		const char *name = p + 6, *end = strchr(name, '}');
+		int i;
+
+		if (!end)
+			break; /* not a reference: left as written */
+		for (i = 0; i < cfg->n_services; i++)
+			if (strlen(cfg->services[i].name) == (size_t)(end - name) &&
+			    !strncmp(cfg->services[i].name, name, end - name) && cfg->services[i].port)
+				break;
+		if (i == cfg->n_services) {
+			snprintf(bad, badlen, "%.*s", (int)(end - name), name);
+			return false;
+		}
+	}
+	return true;
+}
+
+bool config_uses_port_of(const struct service_config *sv, const char *name)
+{
+	char ref[80], var[80];
+
+	snprintf(ref, sizeof(ref), "{port:%s}", name);
+	config_port_var(name, var, sizeof(var));
+	if (strstr(sv->command, ref) || strstr(sv->command, var))
+		return true;
+	for (int i = 0; i < sv->n_env; i++)
+		if (strstr(sv->env[i], ref) || strstr(sv->env[i], var))
+			return true;
+	return false;
+}
+
+static int check_port_refs(struct ctx *c, const struct rev_config *cfg)
+{
+	char kp[KP_LEN], bad[80];
+
+	for (int i = 0; i < cfg->n_services; i++) {
+		const struct service_config *sv = &cfg->services[i];
+
+		kp_fmt(kp, sizeof(kp), "services.%s.command", sv->name);
+		if (!port_refs_ok(cfg, sv->command, bad, sizeof(bad)))
+			return fail(c, kp, "{port:%s}: no service named \"%s\" with a \"port\"", bad,
+				    bad);
+		for (int e = 0; e < sv->n_env; e++) {
+			kp_fmt(kp, sizeof(kp), "services.%s.env.%.*s", sv->name,
+			       (int)strcspn(sv->env[e], "="), sv->env[e]);
+			if (!port_refs_ok(cfg, sv->env[e], bad, sizeof(bad)))
+				return fail(c, kp, "{port:%s}: no service named \"%s\" with a \"port\"",
+					    bad, bad);
+		}
+		for (int p = 0; p < sv->n_part_of; p++) {
+			kp_fmt(kp, sizeof(kp), "services.%s.part_of[%d]", sv->name, p);
+			if (service_index(cfg, sv->part_of[p]) < 0)
+				return fail(c, kp, "no service named \"%s\"", sv->part_of[p]);
+		}
+	}
+	return 0;
 }
 
 static int check_depends(struct ctx *c, const struct rev_config *cfg)
@@ -1232,7 +1464,8 @@ static int parse(struct ctx *c, const char *text, struct rev_config *cfg)
 	for (int i = 0; i < cfg->n_services; i++)
 		if ((ret = service_finish(cfg, &cfg->services[i])))
 			goto out;
-	if (!(ret = check_ports(c, cfg)) && !(ret = check_depends(c, cfg)))
+	if (!(ret = check_ports(c, cfg)) && !(ret = check_port_refs(c, cfg)) &&
+	    !(ret = check_depends(c, cfg)))
 		ret = topo(c, cfg, NULL);
 out:
 	cJSON_Delete(root);
@@ -1262,6 +1495,39 @@ int config_parse(const char *text, const char *path, struct rev_config *cfg, cha
 	if (ret)
 		config_free(cfg);
 	return ret;
+}
+
+char *config_control_socket(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	char *text = NULL, *out = NULL, *dir = NULL;
+	size_t n = 0;
+	cJSON *root;
+	const cJSON *sock;
+
+	if (!f)
+		return NULL;
+	if (getdelim(&text, &n, 0, f) < 0) { /* the whole file: it has no NUL */
+		fclose(f);
+		free(text);
+		return NULL;
+	}
+	fclose(f);
+	root = cJSON_Parse(text);
+	free(text);
+	if (!root)
+		return NULL;
+	sock = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "control"),
+						"socket");
+	if (!cJSON_IsString(sock))
+		out = strdup(CONFIG_DEFAULT_CONTROL_SOCKET);
+	else if (sock->valuestring[0] == '/')
+		out = strdup(sock->valuestring);
+	else if (config_dir(path, &dir) == 0 && asprintf(&out, "%s/%s", dir, sock->valuestring) < 0)
+		out = NULL;
+	free(dir);
+	cJSON_Delete(root);
+	return out;
 }
 
 int config_load(const char *path, struct rev_config *cfg, char *err, size_t errlen)
@@ -1383,6 +1649,12 @@ void config_free(struct rev_config *cfg)
 		free_strv(sv->depends_on, sv->n_deps);
 		free(sv->health.http);
 		free(sv->log_file);
+		free(sv->stderr_file);
+		free(sv->user);
+		free(sv->group);
+		free(sv->home);
+		free_strv(sv->part_of, sv->n_part_of);
+		free(sv->fingerprint);
 	}
 	free(cfg->services);
 	free(cfg->path);

@@ -6,10 +6,17 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #define CONFIG_DEFAULT_PATH "/etc/revenant/revenant.json"
 #define CONFIG_FALLBACK_PATH "config/revenant.json"
 #define CONFIG_DEFAULT_CONTROL_SOCKET "/run/revenant/control.sock"
+
+/* What belongs to a service when its main process exits or it is stopped (systemd's KillMode). */
+enum kill_mode {
+	KILL_GROUP = 0, /* everything it started: its process group, cgroup or process tree */
+	KILL_MAIN,	/* the main process only; what it started may stay */
+};
 
 enum zombie_policy {
 	ZOMBIE_REPORT = 0,
@@ -38,7 +45,7 @@ struct service_config {
 	int *alt_ports; /* "alternative_ports", each 1..65535 */
 	int n_alt;
 	bool auto_restart;    /* default true */
-	int max_restarts;     /* default 3, 0..1000 */
+	int max_restarts;     /* default 3, -1 (never give up)..1000 */
 	bool critical;	      /* default false */
 	char **depends_on;    /* names of other services (validated to exist, not self) */
 	int n_deps;
@@ -47,6 +54,23 @@ struct service_config {
 	int stop_timeout_ms;  /* default 5000, 0..3600000 */
 	enum zombie_policy zombie_policy; /* "report" | "nudge" (default) | "restart_parent" */
 	char *log_file;	      /* "log_file": stdout/stderr of the service; default <log dir>/NAME.log */
+	enum kill_mode kill_mode; /* "group" (default) | "main" */
+	/* Who it runs as: NULL user = the agent's (root); uid/gid/home resolved at load. */
+	char *user, *group; /* group NULL: the user's primary group */
+	uid_t uid;
+	gid_t gid;
+	char *home;
+	int umask;		  /* -1: inherit the agent's */
+	bool no_new_privileges;	  /* PR_SET_NO_NEW_PRIVS before exec */
+	int restart_delay_ms;	  /* back-off's first step (the second restart in a row), 250 */
+	int restart_delay_max_ms; /* back-off's cap, 30000 */
+	char **part_of;		  /* restarted after any of these restarts (implies depends_on) */
+	int n_part_of;
+	char *fingerprint; /* its settings as loaded: equal fingerprints, unchanged (reload) */
+	char *stderr_file;	  /* "stderr_file": its stderr; default log_file (the same file) */
+	long long log_max_bytes;  /* rotate the output files past this; default 10485760, 0 never */
+	int log_keep;		  /* rotated output segments kept, default 5, 0..1000 */
+	bool log_timestamps;	  /* lines stored as "TS stdout|stderr F|P LINE"; default true */
 };
 
 struct rev_config {
@@ -89,10 +113,20 @@ int config_parse(const char *text, const char *path, struct rev_config *cfg, cha
 /* Read the file then config_parse(); -ENOENT etc. with a message when it cannot be read. */
 int config_load(const char *path, struct rev_config *cfg, char *err, size_t errlen);
 
+/* control.socket of a file that may not be valid (as resolved by config_parse, or the default
+ * when the file is JSON without one); NULL when it is not even JSON. For `revenant reload`,
+ * which must reach the agent to have a bad file reported there. Free the result. */
+char *config_control_socket(const char *path);
+
 /* The file `revenant CMD` uses without -c: CONFIG_DEFAULT_PATH when it exists, else the fallback. */
 const char *config_default_path(void);
 
 const struct service_config *config_service(const struct rev_config *cfg, const char *name);
+
+/* Does sv's command or env name another service's port ({port:NAME}, REVENANT_PORT_<NAME>)? */
+bool config_uses_port_of(const struct service_config *sv, const char *name);
+/* REVENANT_PORT_<NAME>: upper case, every other character than a letter or digit as '_'. */
+void config_port_var(const char *name, char *buf, size_t len);
 
 /* Index order in which services start: dependencies first. -ELOOP when depends_on has a cycle
  * (config_parse already rejects those). order must hold n_services ints. */

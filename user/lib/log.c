@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: MIT
-/* The event log: owns log.path's fd, its rotation and the compressor child. Each event is
- * serialised by cJSON and appended with a single write(2) on an O_APPEND fd, so concurrent readers
- * see whole lines only. A rotation never renames the file being written: the old inode gets a
- * second name (a hard link), then a fresh file is renamed over log.path, so log.path always exists
- * and every line is in exactly one file. */
+/* Rotating line files and the event log on top of one. A rotlog owns a file's fd, its rotation
+ * and its compressor child; it serves the event log (log.path) and every service's output file.
+ * Lines are appended with one write(2) per file on an O_APPEND fd, so concurrent readers see
+ * whole lines only. A rotation never renames the file being written: the old inode gets a second
+ * name (a hard link), then a fresh file is renamed over the path, so the path always exists and
+ * every line is in exactly one file. Each event is serialised by cJSON into one such line. */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -24,24 +26,30 @@
 #include <zlib.h>
 
 #include "lib/log.h"
-#include "agent/metrics.h"
 #include "lib/loop.h"
 #include "lib/util.h"
 
-struct evlog {
+struct rotlog {
 	char *path;
+	char *key; /* the config key that names path, for messages */
 	int fd;
 	long long size;
-	struct evlog_opts o;
+	struct rotlog_opts o;
 	unsigned long long next_seq; /* SEQ of the next pending segment */
 	int rotate_err;		     /* last rotation error reported, so it is said once */
+	bool no_reserve;	     /* the filesystem cannot preallocate (fallocate) */
 	struct loop *loop;
 	/* The compressor: one child at a time, watched through its pidfd. */
 	pid_t child;
 	int child_pidfd;
 	bool child_in_loop;
 	unsigned long long child_seq; /* pending segments below this SEQ existed when it started */
-	evlog_tap_fn tap;
+};
+
+struct evlog {
+	struct rotlog *rl;
+	bool echo;
+	evlog_tap_fn tap; /* the status page's live stream */
 	void *tap_ctx;
 };
 
@@ -163,37 +171,6 @@ int ev_parse_ts(const char *s, uint64_t *real_ns)
 		return -ERANGE;
 	*real_ns = (uint64_t)secs * 1000000000ull + frac;
 	return 0;
-}
-
-cJSON *ev_new(const char *type, uint64_t mono_ts_ns)
-{
-	cJSON *o = cJSON_CreateObject();
-	char ts[40];
-
-	if (!o)
-		return NULL;
-	ev_format_ts(ts, sizeof(ts), ev_mono_to_real_ns(mono_ts_ns));
-	cJSON_AddStringToObject(o, "ts", ts);
-	cJSON_AddStringToObject(o, "type", type);
-	return o;
-}
-
-void ev_add_str(cJSON *o, const char *k, const char *v)
-{
-	if (v)
-		cJSON_AddStringToObject(o, k, v);
-	else
-		cJSON_AddNullToObject(o, k);
-}
-
-void ev_add_num(cJSON *o, const char *k, double v)
-{
-	cJSON_AddNumberToObject(o, k, v);
-}
-
-void ev_add_bool(cJSON *o, const char *k, bool v)
-{
-	cJSON_AddBoolToObject(o, k, v);
 }
 
 /* ---- segment names, shared with the reader ---- */
@@ -403,7 +380,7 @@ static int compress_pending(const char *path, int keep)
 	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0 || flock(dfd, LOCK_EX)) {
 		ret = -errno;
-		fprintf(stderr, "revenant: cannot lock %s to compress the event log: %s\n", dir,
+		fprintf(stderr, "revenant: cannot lock %s to compress %s: %s\n", dir, path,
 			strerror(-ret));
 		goto out;
 	}
@@ -457,12 +434,12 @@ out:
 	return ret;
 }
 
-static void compressor_start(struct evlog *lg);
+static void compressor_start(struct rotlog *lg);
 
 /* The compressor has exited (or, closing, will have). The agent's SIGCHLD handler reaps every
  * child with waitpid(-1), so its status may be gone (ECHILD): the files say whether it worked.
  * Closing touches no loop: the agent frees its loop before the log. */
-static void compressor_reap(struct evlog *lg, bool closing)
+static void compressor_reap(struct rotlog *lg, bool closing)
 {
 	struct pollfd p = {.fd = lg->child_pidfd, .events = POLLIN};
 	unsigned long long lo;
@@ -487,7 +464,7 @@ static void compressor_reap(struct evlog *lg, bool closing)
 	if (lo < lg->child_seq)
 		/* It said why; retrying now would fail the same way, the next rotation retries. */
 		fprintf(stderr,
-			"revenant: the log compressor left %s.pending.%llu uncompressed; "
+			"revenant: the compressor left %s.pending.%llu uncompressed; "
 			"retrying at the next rotation\n",
 			lg->path, lo);
 	else
@@ -502,7 +479,7 @@ static void on_compressor(struct loop *l, int fd, uint32_t events, void *ctx)
 	compressor_reap(ctx, false);
 }
 
-static void compressor_start(struct evlog *lg)
+static void compressor_start(struct rotlog *lg)
 {
 	sigset_t none;
 	pid_t pid;
@@ -512,9 +489,9 @@ static void compressor_start(struct evlog *lg)
 	pid = fork();
 	if (pid < 0) {
 		fprintf(stderr,
-			"revenant: cannot fork the log compressor: %s (segments wait "
+			"revenant: cannot fork the compressor of %s: %s (segments wait "
 			"uncompressed for the next rotation)\n",
-			strerror(errno));
+			lg->path, strerror(errno));
 		return;
 	}
 	if (pid == 0) {
@@ -543,7 +520,7 @@ static void compressor_start(struct evlog *lg)
 		lg->child_in_loop = true;
 }
 
-int evlog_attach_loop(struct evlog *lg, struct loop *l)
+int rotlog_attach_loop(struct rotlog *lg, struct loop *l)
 {
 	int ret = 0;
 
@@ -562,7 +539,7 @@ int evlog_attach_loop(struct evlog *lg, struct loop *l)
 
 /* The file must end in a newline: a write cut short (disk full, or a fatal signal between pages
  * of a long line) leaves a half line, which goes rather than merge with the next line. */
-static int cut_partial_line(struct evlog *lg)
+static int cut_partial_line(struct rotlog *lg)
 {
 	char buf[4096];
 	long long end = lg->size, off;
@@ -600,7 +577,7 @@ static int cut_partial_line(struct evlog *lg)
 
 /* A rotation cut between its two steps (a crash) leaves the live file with a second name: that
  * name goes, or the segment would keep growing with the live file. */
-static void undo_half_rotation(struct evlog *lg)
+static void undo_half_rotation(struct rotlog *lg)
 {
 	struct stat live, st;
 	struct evseg *s;
@@ -618,32 +595,35 @@ static void undo_half_rotation(struct evlog *lg)
 	evlog_segments_free(s, n);
 }
 
-struct evlog *evlog_open(const struct evlog_opts *o, char *err, size_t errlen)
+struct rotlog *rotlog_open(const struct rotlog_opts *o, char *err, size_t errlen)
 {
-	struct evlog *lg = calloc(1, sizeof(*lg));
+	struct rotlog *lg = calloc(1, sizeof(*lg));
+	const char *key = o->key ? o->key : "log.path";
 	char tmp[PATH_MAX];
 	struct stat st;
 	int rc;
 
-	if (!lg || !(lg->path = strdup(o->path))) {
+	if (!lg || !(lg->path = strdup(o->path)) || !(lg->key = strdup(key))) {
 		snprintf(err, errlen, "out of memory");
+		if (lg)
+			free(lg->path);
 		free(lg);
 		return NULL;
 	}
 	lg->o = *o;
 	lg->o.path = lg->path;
+	lg->o.key = lg->key;
 	lg->fd = lg->child_pidfd = -1;
 	lg->next_seq = 1;
 	rc = mkdir_p_parent(o->path, 0755);
 	if (rc) {
-		snprintf(err, errlen, "cannot create the directory of %s: %s (check log.path)",
-			 o->path, strerror(-rc));
+		snprintf(err, errlen, "cannot create the directory of %s: %s (check %s)", o->path,
+			 strerror(-rc), key);
 		goto fail;
 	}
 	lg->fd = open(o->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
 	if (lg->fd < 0) {
-		snprintf(err, errlen, "cannot open %s: %s (check log.path)", o->path,
-			 strerror(errno));
+		snprintf(err, errlen, "cannot open %s: %s (check %s)", o->path, strerror(errno), key);
 		goto fail;
 	}
 	if (fstat(lg->fd, &st) == 0)
@@ -658,13 +638,18 @@ struct evlog *evlog_open(const struct evlog_opts *o, char *err, size_t errlen)
 	compressor_start(lg); /* what a previous run left pending */
 	return lg;
 fail:
-	evlog_close(lg);
+	rotlog_close(lg);
 	return NULL;
 }
 
-/* The old file keeps its inode under the segment name (link), and a fresh file replaces log.path
- * (rename): readers following log.path see a new inode, while the old one is complete. */
-static int rotate(struct evlog *lg)
+const char *rotlog_path(const struct rotlog *lg)
+{
+	return lg->path;
+}
+
+/* The old file keeps its inode under the segment name (link), and a fresh file replaces the path
+ * (rename): readers following the path see a new inode, while the old one is complete. */
+static int rotate(struct rotlog *lg)
 {
 	char next[PATH_MAX], seg[PATH_MAX];
 	bool keep = lg->o.keep > 0;
@@ -705,6 +690,148 @@ fail:
 	return ret;
 }
 
+/* A rotation that fails is said once per cause; the lines still go to the old file. */
+static int rotate_or_say(struct rotlog *lg)
+{
+	int rc = rotate(lg);
+
+	if (rc && rc != lg->rotate_err)
+		fprintf(stderr,
+			"revenant: cannot rotate %s: %s (it grows past the size limit of %s until a "
+			"rotation succeeds)\n",
+			lg->path, strerror(-rc), lg->key);
+	lg->rotate_err = rc;
+	return rc;
+}
+
+/* The length of the longest prefix of buf[0..len) that ends a line within room bytes. */
+static size_t lines_within(const char *buf, size_t len, size_t room)
+{
+	const char *nl;
+
+	if (room > len)
+		room = len;
+	nl = room ? memrchr(buf, '\n', room) : NULL;
+	return nl ? (size_t)(nl - buf) + 1 : 0;
+}
+
+/* The space for len more bytes, taken before they are written (the size stays): a full disk
+ * then fails the whole batch up front instead of leaving half a line that readers could see
+ * before it is cut. Filesystems that cannot preallocate are written to as they are. */
+static int reserve(struct rotlog *lg, size_t len)
+{
+	if (lg->no_reserve || !fallocate(lg->fd, FALLOC_FL_KEEP_SIZE, lg->size, len))
+		return 0;
+	if (errno == ENOSPC || errno == EDQUOT || errno == EFBIG)
+		return -errno;
+	lg->no_reserve = true; /* EOPNOTSUPP and the like: not this filesystem's */
+	return 0;
+}
+
+/* One write(2), reserved first. A short one all the same keeps the whole lines it wrote and
+ * cuts the rest, so no half line stays behind. */
+static int append(struct rotlog *lg, const char *buf, size_t len, size_t *written)
+{
+	ssize_t n;
+	size_t keep;
+	int rc = reserve(lg, len);
+
+	if (rc)
+		return rc;
+	n = write(lg->fd, buf, len);
+
+	if (n == (ssize_t)len) {
+		lg->size += n;
+		*written += n;
+		return 0;
+	}
+	rc = n < 0 ? -errno : -ENOSPC; /* a short write is the disk filling up */
+	keep = n > 0 ? lines_within(buf, n, n) : 0;
+	if (n > 0 && (size_t)n != keep && ftruncate(lg->fd, lg->size + keep))
+		rc = -errno;
+	lg->size += keep;
+	*written += keep;
+	return rc;
+}
+
+int rotlog_write(struct rotlog *lg, const char *buf, size_t len, size_t *written)
+{
+	long long max = lg->o.max_bytes;
+	size_t dummy = 0, n;
+	int rc;
+
+	if (!written)
+		written = &dummy;
+	*written = 0;
+	if (lg->fd < 0)
+		return -EBADF;
+	while (len) {
+		n = len;
+		if (max > 0 && lg->size + (long long)len > max) {
+			n = lines_within(buf, len, lg->size < max ? (size_t)(max - lg->size) : 0);
+			if (!n && lg->size > 0 && !rotate_or_say(lg))
+				continue; /* a fresh file: what fits now is measured again */
+			/* A line longer than the limit starts an empty file on its own; a failed
+			 * rotation writes on: better too big than lost. */
+			if (!n)
+				n = lg->rotate_err ? len : lines_within(buf, len, len);
+			if (!n)
+				n = len; /* no newline at all: the caller's business */
+		}
+		rc = append(lg, buf, n, written);
+		if (rc)
+			return rc;
+		buf += n;
+		len -= n;
+	}
+	return 0;
+}
+
+void rotlog_close(struct rotlog *lg)
+{
+	if (!lg)
+		return;
+	if (lg->child)
+		compressor_reap(lg, true);
+	/* A clean stop leaves nothing uncompressed: the rest is done here, the loop is over. */
+	if (lg->fd >= 0 && oldest_pending(lg->path))
+		compress_pending(lg->path, lg->o.keep);
+	if (lg->fd >= 0)
+		close(lg->fd);
+	free(lg->path);
+	free(lg->key);
+	free(lg);
+}
+
+/* ---- the event log: one JSON object per line of a rotlog ---- */
+
+struct evlog *evlog_open(const struct evlog_opts *o, char *err, size_t errlen)
+{
+	struct rotlog_opts ro = {.path = o->path,
+				 .key = "log.path",
+				 .max_bytes = o->max_bytes,
+				 .keep = o->keep,
+				 .compress = o->compress};
+	struct evlog *lg = calloc(1, sizeof(*lg));
+
+	if (!lg) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	lg->echo = o->echo;
+	lg->rl = rotlog_open(&ro, err, errlen);
+	if (!lg->rl) {
+		free(lg);
+		return NULL;
+	}
+	return lg;
+}
+
+int evlog_attach_loop(struct evlog *lg, struct loop *l)
+{
+	return rotlog_attach_loop(lg->rl, l);
+}
+
 static void echo(const cJSON *obj)
 {
 	const cJSON *type = cJSON_GetObjectItemCaseSensitive(obj, "type");
@@ -719,49 +846,20 @@ int evlog_emit(struct evlog *lg, cJSON *obj)
 {
 	char *line;
 	size_t len;
-	ssize_t n;
 	int rc = 0;
 
 	if (!obj)
 		return -ENOMEM;
 	line = cJSON_PrintUnformatted(obj);
-	if (lg && lg->o.echo)
+	if (lg && lg->echo)
 		echo(obj);
-	{
-		const cJSON *type = cJSON_GetObjectItemCaseSensitive(obj, "type");
-
-		if (cJSON_IsString(type))
-			metrics_count_event(type->valuestring);
-	}
 	cJSON_Delete(obj);
 	if (!line)
 		return -ENOMEM;
 	len = strlen(line);
 	line[len] = '\n'; /* cJSON's terminator becomes the newline: one buffer, one write */
-	if (lg && lg->fd >= 0) {
-		if (lg->o.max_bytes > 0 && lg->size > 0 &&
-		    lg->size + (long long)len + 1 > lg->o.max_bytes) {
-			rc = rotate(lg);
-			/* The line still goes to the old file: better too big than lost. */
-			if (rc && rc != lg->rotate_err)
-				fprintf(
-				    stderr,
-				    "revenant: cannot rotate %s: %s (it grows past log.max_bytes "
-				    "until a rotation succeeds)\n",
-				    lg->path, strerror(-rc));
-			lg->rotate_err = rc;
-		}
-		n = write(lg->fd, line, len + 1);
-		if (n < 0) {
-			rc = -errno;
-		} else if ((size_t)n != len + 1) {
-			rc = -EIO;
-			if (ftruncate(lg->fd, lg->size)) /* no half line stays behind */
-				rc = -errno;
-		} else {
-			lg->size += n;
-		}
-	}
+	if (lg)
+		rc = rotlog_write(lg->rl, line, len + 1, NULL);
 	if (lg && lg->tap)
 		lg->tap(lg->tap_ctx, line, len);
 	free(line);
@@ -772,13 +870,6 @@ void evlog_close(struct evlog *lg)
 {
 	if (!lg)
 		return;
-	if (lg->child)
-		compressor_reap(lg, true);
-	/* A clean stop leaves nothing uncompressed: the rest is done here, the loop is over. */
-	if (lg->fd >= 0 && oldest_pending(lg->path))
-		compress_pending(lg->path, lg->o.keep);
-	if (lg->fd >= 0)
-		close(lg->fd);
-	free(lg->path);
+	rotlog_close(lg->rl);
 	free(lg);
 }

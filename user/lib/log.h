@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* The event log: JSON lines appended to log.path, one write(2) per line, so a reader or a crash
- * never sees half a line; rotation into numbered (gzip) segments; the helpers every module uses to
- * build an event object; and the segment naming that writer and reader (`revenant tail`) share. */
+/* Rotating line files (the event log, the services' output): one write(2) per batch of whole
+ * lines, so a reader or a crash never sees half a line; rotation into numbered (gzip) segments;
+ * event timestamps; and the segment naming that writers and readers (`tail`, `logs`) share. The
+ * event log is JSON lines in log.path; what an event holds is lib/events.h's. */
 #ifndef REVENANT_LOG_H
 #define REVENANT_LOG_H
 
@@ -11,7 +12,34 @@
 #include <cjson/cJSON.h>
 
 struct evlog;
+struct rotlog;
 struct loop;
+
+/* A file of lines that rotates into numbered (gzip) segments: the event log's and each service's
+ * output file. */
+struct rotlog_opts {
+	const char *path;
+	const char *key;     /* the config key naming path, for messages (default "log.path") */
+	long long max_bytes; /* rotate before the file would pass this; 0 = never */
+	int keep;	     /* rotated segments kept; 0 = a rotation discards the old file */
+	bool compress;	     /* gzip rotated segments (in a child process, off the loop) */
+};
+
+/* Opens (creates) o->path for appending and repairs what a crash may have left: a half line at
+ * the end, a rotation cut between its two steps, a partial .gz; starts compressing segments a
+ * previous run left uncompressed. NULL with a message in err on failure. */
+struct rotlog *rotlog_open(const struct rotlog_opts *o, char *err, size_t errlen);
+/* Appends buf, whole lines (each ending in '\n'), one write(2) per file: it rotates first when
+ * the lines would pass max_bytes, splitting them between the files at a line end, so a file
+ * passes max_bytes only by a single longer line (or while rotations fail: better too big than
+ * lost). *written (may be NULL) is how much of buf is in the files, whole lines only: on a short
+ * write (disk full) the cut line is removed. 0 or -errno (-ENOSPC for a short write). */
+int rotlog_write(struct rotlog *lg, const char *buf, size_t len, size_t *written);
+/* Watch the compressor through a pidfd in l (NULL detaches): see evlog_attach_loop. */
+int rotlog_attach_loop(struct rotlog *lg, struct loop *l);
+/* Waits for the compressor, compresses what is still queued, closes. Never touches the loop. */
+void rotlog_close(struct rotlog *lg);
+const char *rotlog_path(const struct rotlog *lg);
 
 struct evlog_opts {
 	const char *path;
@@ -40,9 +68,6 @@ void evlog_set_tap(struct evlog *lg, evlog_tap_fn fn, void *ctx);
 /* Waits for the compressor, compresses what is still queued, closes. Never touches the loop. */
 void evlog_close(struct evlog *lg);
 
-/* A new event {"ts": ..., "type": type}. ts_ns is CLOCK_MONOTONIC (as the kernel stamps events);
- * 0 means now. */
-cJSON *ev_new(const char *type, uint64_t mono_ts_ns);
 /* RFC 3339 UTC with microseconds, e.g. 2026-11-27T11:23:33.123456Z, from CLOCK_REALTIME ns. */
 void ev_format_ts(char *buf, size_t len, uint64_t real_ns);
 /* The inverse, for any RFC 3339 date-time: "2026-11-27T11:23:33Z", fractions of a second up to ns,
@@ -50,9 +75,6 @@ void ev_format_ts(char *buf, size_t len, uint64_t real_ns);
 int ev_parse_ts(const char *s, uint64_t *real_ns);
 uint64_t ev_mono_to_real_ns(uint64_t mono_ns);
 
-void ev_add_str(cJSON *o, const char *k, const char *v); /* NULL v: JSON null */
-void ev_add_num(cJSON *o, const char *k, double v);
-void ev_add_bool(cJSON *o, const char *k, bool v);
 
 /* A rotated segment of the log at PATH. Numbered ones are PATH.1.gz (newest) .. PATH.N.gz, or
  * PATH.1 .. PATH.N without compression. A pending one, PATH.pending.SEQ, is a rotated file waiting

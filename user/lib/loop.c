@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "lib/loop.h"
+#include "lib/util.h"
 
 struct fd_slot {
 	loop_fd_cb cb;
@@ -24,6 +25,8 @@ struct loop {
 	int n_slots;
 	struct loop_timer *timers; /* sorted by deadline, earliest first */
 	uint64_t armed_for;	   /* deadline the timerfd is set to, 0 = disarmed */
+	loop_hook_cb before_wait;
+	void *before_wait_ctx;
 	bool stop;
 	int code;
 };
@@ -183,7 +186,7 @@ int loop_timer_at(struct loop *l, struct loop_timer *t, uint64_t deadline_ns)
 
 int loop_timer_after_ms(struct loop *l, struct loop_timer *t, uint64_t ms)
 {
-	return loop_timer_at(l, t, mono_ns() + ms * 1000000ull);
+	return loop_timer_at(l, t, mono_ns() + ms_to_ns(ms));
 }
 
 bool loop_busy(struct loop *l)
@@ -199,12 +202,24 @@ void loop_stop(struct loop *l, int code)
 	l->code = code;
 }
 
+void loop_set_before_wait(struct loop *l, loop_hook_cb cb, void *ctx)
+{
+	l->before_wait = cb;
+	l->before_wait_ctx = ctx;
+}
+
 int loop_run(struct loop *l)
 {
 	struct epoll_event evs[32];
 
 	while (!l->stop) {
-		int n = epoll_wait(l->epfd, evs, 32, -1);
+		int n;
+
+		if (l->before_wait)
+			l->before_wait(l, l->before_wait_ctx);
+		if (l->stop)
+			break;
+		n = epoll_wait(l->epfd, evs, 32, -1);
 
 		if (n < 0) {
 			if (errno == EINTR)

@@ -10,6 +10,7 @@
 struct loop;
 typedef void (*loop_fd_cb)(struct loop *l, int fd, uint32_t events, void *ctx);
 typedef void (*loop_timer_cb)(struct loop *l, void *ctx);
+typedef void (*loop_hook_cb)(struct loop *l, void *ctx);
 
 /* Embedded in its owner; the loop links it into a list sorted by deadline. */
 struct loop_timer {
@@ -37,6 +38,11 @@ void loop_timer_cancel(struct loop *l, struct loop_timer *t);
  * asking consumes nothing. Long work done in steps (the status page's fan-out to its clients)
  * asks between steps and gives way, so that a kernel record never waits behind it. */
 bool loop_busy(struct loop *l);
+
+/* Called before each wait, after the callbacks of the previous wake-up (redis' beforeSleep): a
+ * module that reports a summary of the state (the service manager's STATUS=) looks once per
+ * batch of events, not once per event. One hook; NULL removes it. */
+void loop_set_before_wait(struct loop *l, loop_hook_cb cb, void *ctx);
 
 /* Runs until loop_stop(); returns the code given to it. */
 int loop_run(struct loop *l);

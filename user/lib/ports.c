@@ -108,13 +108,36 @@ int ports_best_snap(const struct snap_sock *ss, size_t n, const struct sock_iden
 		if (!score)
 			continue;
 		/* Listening beats merely bound; a row with a process beats a table-only row. */
-		score += (ss[i].state == 10) * 2 + (ss[i].type == REV_SNAP_SOCK_FD);
+		score += (ss[i].state == REV_TCP_LISTEN) * 2 + (ss[i].type == REV_SNAP_SOCK_FD);
 		if (score > best_score) {
 			best = i;
 			best_score = score;
 		}
 	}
 	return best;
+}
+
+bool ports_owner(const struct listener *ls, size_t n, const struct snap *s,
+		 const struct sock_ident *want, pid_t loser, struct port_owner *out)
+{
+	bool held = false;
+	int i;
+
+	memset(out, 0, sizeof(*out));
+	if (want->proto == REV_PROTO_TCP && (i = ports_best_listener(ls, n, want)) >= 0) {
+		held = true;
+		out->pid = ls[i].v.pid;
+		snprintf(out->comm, sizeof(out->comm), "%.*s", REV_COMM_LEN, ls[i].v.comm);
+		if (out->pid)
+			return true;
+	}
+	i = s ? ports_best_snap(s->socks, s->n_socks, want) : -1;
+	if (i < 0 || (s->socks[i].pid == (uint32_t)loser && loser &&
+		      s->socks[i].state != REV_TCP_LISTEN))
+		return held;
+	out->pid = s->socks[i].pid;
+	snprintf(out->comm, sizeof(out->comm), "%.*s", REV_COMM_LEN, s->socks[i].comm);
+	return true;
 }
 
 /* One syscall per 256 entries: a collision on a busy host must not stall the loop. */
@@ -231,7 +254,7 @@ int ports_seed(int map_fd, int owners_fd, const struct snap *s)
 		struct listener_key k = {0};
 		struct listener_val v = {0};
 
-		if (r->proto != REV_PROTO_TCP || r->state != 10)
+		if (r->proto != REV_PROTO_TCP || r->state != REV_TCP_LISTEN)
 			continue;
 		/* A listener in the tables that no process showed (a hidden owner, the kernel):
 		 * recorded with pid 0, so the map alone answers for every listener. */
@@ -243,7 +266,6 @@ int ports_seed(int map_fd, int owners_fd, const struct snap *s)
 		k.port = r->port;
 		k.family = r->family;
 		k.proto = r->proto;
-		v.file = r->file;
 		v.pid = r->type == REV_SNAP_SOCK_FD ? r->pid : 0;
 		v.uid = r->uid;
 		memcpy(v.comm, r->comm, sizeof(v.comm));
@@ -265,13 +287,12 @@ int ports_seed(int map_fd, int owners_fd, const struct snap *s)
 
 void ports_pin_dir(const char *control_socket, char *buf, size_t len)
 {
-	uint32_t h = 2166136261u;
+	uint32_t h;
 
 	if (!control_socket || !strcmp(control_socket, CONFIG_DEFAULT_CONTROL_SOCKET)) {
 		snprintf(buf, len, "%s/revenant", REV_PIN_ROOT);
 		return;
 	}
-	for (const char *p = control_socket; *p; p++)
-		h = (h ^ (uint8_t)*p) * 16777619u;
+	h = fnv1a(FNV_SEED, control_socket, strlen(control_socket));
 	snprintf(buf, len, "%s/revenant-%08x", REV_PIN_ROOT, h);
 }

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "ports_rec.h"
 #include "lib/snapshot.h"
@@ -28,6 +29,19 @@ struct listener {
 /* How strongly a socket that wants `want` collides with one that holds `held`: 0 not at all,
  * 1 across families (dual-stack wildcard), 2 through a wildcard address, 3 the same address. */
 int ports_conflict(const struct sock_ident *held, const struct sock_ident *want);
+
+/* Who holds an address, as Linux decides a bind() conflict. */
+struct port_owner {
+	pid_t pid; /* 0: a holder nobody can name (PID 1 here, or a socket no process holds) */
+	char comm[REV_COMM_LEN + 1];
+};
+
+/* Who holds what `want` asks for: the listeners map `ls` first; where it names nobody (UDP, TCP
+ * bound but not listening, a listener seeded without an owner), the snapshot `s` (may be NULL).
+ * `loser` is the pid whose bind()/listen() failed (0: none): after a failed listen() its own
+ * bound socket holds the address too, and is not the owner. true when something holds it. */
+bool ports_owner(const struct listener *ls, size_t n, const struct snap *s,
+		 const struct sock_ident *want, pid_t loser, struct port_owner *out);
 
 /* Index of the best owner in ls for want (confirmed listeners first), or -1. */
 int ports_best_listener(const struct listener *ls, size_t n, const struct sock_ident *want);

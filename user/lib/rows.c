@@ -12,11 +12,10 @@
 #include <unistd.h>
 #include <cjson/cJSON.h>
 
+#include "event.h"
 #include "lib/rows.h"
 #include "lib/state.h"
 #include "lib/util.h"
-
-#define TCP_LISTEN 10
 
 static int cmp_pid(const void *a, const void *b)
 {
@@ -176,7 +175,7 @@ int scan_merge(const struct listener *ls, size_t n_ls, const struct snap_sock *s
 			row->port = l->k.port;
 			row->family = l->k.family;
 			row->proto = l->k.proto;
-			row->state = TCP_LISTEN;
+			row->state = REV_TCP_LISTEN;
 			row->v6only = l->v.v6only;
 		}
 		if (!row->n_holders && l->v.pid) { /* pid 0: seeded from the tables, owner unseen */
@@ -251,7 +250,7 @@ static const char *state_name(const struct scan_row *row)
 {
 	if (row->proto == REV_PROTO_UDP)
 		return "bound";
-	return row->state == TCP_LISTEN ? "listen" : "bound";
+	return row->state == REV_TCP_LISTEN ? "listen" : "bound";
 }
 
 /* getpwuid() reads /etc/passwd on every call: remember the last answer (rows share a few uids). */
@@ -415,7 +414,7 @@ char *scan_table(const struct scan_rows *r, uint32_t host_netns)
 
 void scan_attribute_services(struct scan_rows *rows, const char *control_socket)
 {
-	char path[4200];
+	char path[REV_PATH_BUF];
 	struct rt_state st;
 
 	state_runtime_path(control_socket, REV_STATE_FILE, path, sizeof(path));
@@ -500,7 +499,7 @@ cJSON *zombies_json(const struct snap_zombie *zs, size_t n, const struct rt_stat
 		cJSON_AddStringToObject(o, "comm", z->comm);
 		cJSON_AddStringToObject(o, "parent_comm", z->parent_comm);
 		if (z->age_ns || ages_known)
-			cJSON_AddNumberToObject(o, "age_ms", (double)(z->age_ns / 1000000));
+			cJSON_AddNumberToObject(o, "age_ms", (double)(z->age_ns / NS_PER_MS));
 		else
 			cJSON_AddNullToObject(o, "age_ms");
 		cJSON_AddNumberToObject(o, "uid", z->uid);

@@ -149,6 +149,7 @@ static const struct iter_spec specs[] = {
 	{SNAP_SOCK_TABLES, REV_UDP_PIN},
 	{SNAP_ZOMBIES, REV_ZOMBIES_PIN},
 };
+#define N_ITERS ARRAY_SIZE(specs)
 
 static struct bpf_program *spec_prog(struct snapshot_bpf *skel, size_t i)
 {
@@ -183,8 +184,8 @@ static struct snapshot_bpf *load(unsigned what, char *err, size_t errlen)
 
 struct snap_pins {
 	struct snapshot_bpf *skel;
-	struct bpf_link *links[4];
-	char paths[4][512];
+	struct bpf_link *links[N_ITERS];
+	char paths[N_ITERS][512];
 };
 
 static bool pinned(const char *pin_dir, unsigned what)
@@ -209,14 +210,13 @@ static bool cache_dir(char *buf, size_t len)
 	struct statfs sf;
 	size_t sz = 0;
 	const unsigned char *elf = snapshot_bpf__elf_bytes(&sz);
-	uint32_t h = 2166136261u;
+	uint32_t h;
 	DIR *d;
 	struct dirent *de;
 
 	if (!is_root() || statfs(REV_PIN_ROOT, &sf) || sf.f_type != REV_BPF_FS_MAGIC)
 		return false;
-	for (size_t i = 0; i < sz; i++)
-		h = (h ^ elf[i]) * 16777619u;
+	h = fnv1a(FNV_SEED, elf, sz);
 	snprintf(buf, len, "%s/revenant-iter-%08x", REV_PIN_ROOT, h);
 	if (access(buf, F_OK) == 0)
 		return true;
@@ -253,14 +253,14 @@ int snapshot_take(struct snap *s, unsigned what, const char *pin_dir, char *err,
 			struct snap_pins *p = snapshot_pin(cache, err, errlen);
 
 			/* Leave the pins in place: they are the cache. */
-			for (size_t i = 0; p && i < 4; i++)
+			for (size_t i = 0; p && i < N_ITERS; i++)
 				p->paths[i][0] = 0;
 			snapshot_unpin(p);
 		}
 		pin_dir = cache;
 	}
 	if (pin_dir && pinned(pin_dir, what)) {
-		for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]) && !rc; i++) {
+		for (size_t i = 0; i < N_ITERS && !rc; i++) {
 			char path[512];
 			int fd;
 
@@ -281,7 +281,7 @@ int snapshot_take(struct snap *s, unsigned what, const char *pin_dir, char *err,
 			rc = -errno;
 			goto out;
 		}
-		for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]) && !rc; i++) {
+		for (size_t i = 0; i < N_ITERS && !rc; i++) {
 			if (!(what & specs[i].what))
 				continue;
 			rc = read_iter(spec_prog(skel, i), &b);
@@ -290,8 +290,8 @@ int snapshot_take(struct snap *s, unsigned what, const char *pin_dir, char *err,
 					 bpf_program__name(spec_prog(skel, i)), strerror(-rc));
 		}
 	}
-	if (!rc)
-		rc = collect(s, &b);
+	if (!rc && (rc = collect(s, &b)))
+		snprintf(err, errlen, "cannot keep the snapshot: %s", strerror(-rc));
 out:
 	free(b.data);
 	snapshot_bpf__destroy(skel);
@@ -311,12 +311,14 @@ struct snap_pins *snapshot_pin(const char *pin_dir, char *err, size_t errlen)
 {
 	struct snap_pins *p = calloc(1, sizeof(*p));
 
-	if (!p)
+	if (!p) {
+		snprintf(err, errlen, "cannot pin the iterators: out of memory");
 		return NULL;
+	}
 	p->skel = load(SNAP_SOCK_FDS | SNAP_SOCK_TABLES | SNAP_ZOMBIES, err, errlen);
 	if (!p->skel)
 		goto fail;
-	for (size_t i = 0; i < 4; i++) {
+	for (size_t i = 0; i < N_ITERS; i++) {
 		snprintf(p->paths[i], sizeof(p->paths[i]), "%s/%s", pin_dir, specs[i].pin);
 		unlink(p->paths[i]);
 		p->links[i] = bpf_program__attach_iter(spec_prog(p->skel, i), NULL);
@@ -337,7 +339,7 @@ void snapshot_unpin(struct snap_pins *p)
 {
 	if (!p)
 		return;
-	for (size_t i = 0; i < 4; i++) {
+	for (size_t i = 0; i < N_ITERS; i++) {
 		if (p->paths[i][0])
 			unlink(p->paths[i]);
 		bpf_link__destroy(p->links[i]);

@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include "lib/state.h"
+#include "lib/util.h"
 
 void state_runtime_path(const char *control_socket, const char *name, char *buf, size_t len)
 {
@@ -49,7 +50,7 @@ uint64_t proc_start_ticks(pid_t pid)
 int state_write(const char *path, const struct rt_state *st)
 {
 	cJSON *root = cJSON_CreateObject(), *svcs;
-	char tmp[4200];
+	char tmp[REV_PATH_BUF];
 	char *text;
 	int fd, rc = 0;
 

@@ -184,6 +184,15 @@ int signal_from_name(const char *s)
 	return -EINVAL;
 }
 
+uint32_t fnv1a(uint32_t h, const void *data, size_t n)
+{
+	const uint8_t *p = data;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ p[i]) * 16777619u;
+	return h;
+}
+
 bool is_root(void)
 {
 	return geteuid() == 0;
@@ -251,4 +260,15 @@ int accept_shed(int lfd, int flags)
 	if (fd < 0)
 		return errno == EAGAIN ? -EAGAIN : -EMFILE;
 	return -ECONNABORTED;
+}
+
+/* The initial PID namespace has a fixed inode number (PROC_PID_INIT_INO in the kernel). */
+#define INIT_PID_NS_INO 0xEFFFFFFCu
+
+bool in_init_pid_ns(void)
+{
+	struct stat st;
+
+	/* Unknown (no /proc): say yes rather than warn about what cannot be checked. */
+	return stat("/proc/self/ns/pid", &st) || st.st_ino == INIT_PID_NS_INO;
 }

@@ -14,6 +14,19 @@
 #define REV_PIN_ROOT "/sys/fs/bpf"
 #define REV_BPF_FS_MAGIC 0xcafe4a11
 
+/* A path built from a directory (up to PATH_MAX) and a file name. */
+#define REV_PATH_BUF 4200
+
+#define NS_PER_MS 1000000ull
+static inline uint64_t ms_to_ns(uint64_t ms)
+{
+	return ms * NS_PER_MS;
+}
+
+/* 32-bit FNV-1a of n bytes, continuing from h (start with FNV_SEED). */
+#define FNV_SEED 2166136261u
+uint32_t fnv1a(uint32_t h, const void *data, size_t n);
+
 /* mkdir -p of the directory that will hold path. 0 or -errno. */
 int mkdir_p_parent(const char *path, mode_t mode);
 int mkdir_p(const char *dir, mode_t mode);
@@ -39,6 +52,8 @@ const char *signal_name(int sig, char *buf, size_t len);
 int signal_from_name(const char *s);
 
 bool is_root(void);
+/* True in the host's (initial) PID namespace, where the pids BPF reports are /proc's pids. */
+bool in_init_pid_ns(void);
 
 /* RLIMIT_NOFILE: raise the soft limit to the hard one (the agent holds an fd per service, client
  * and probe; 1024, systemd's default soft limit, is soon reached). Remembers the old soft limit
