@@ -6,16 +6,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <pwd.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <cjson/cJSON.h>
 
@@ -24,401 +20,6 @@
 #include "lib/state.h"
 #include "lib/util.h"
 
-
-static int cmp_pid(const void *a, const void *b)
-{
-	pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;
-
-	return (x > y) - (x < y);
-}
-
-static int cmp_snap_sk(const void *a, const void *b)
-{
-	const struct snap_sock *x = a, *y = b;
-
-	if (x->sk != y->sk)
-		return x->sk < y->sk ? -1 : 1;
-	return cmp_pid(&x->pid, &y->pid);
-}
-
-static int cmp_row(const void *a, const void *b)
-{
-	const struct scan_row *x = a, *y = b;
-	int c;
-
-	if (x->proto != y->proto)
-		return x->proto < y->proto ? -1 : 1;
-	if (x->port != y->port)
-		return x->port < y->port ? -1 : 1;
-	if (x->family != y->family)
-		return x->family < y->family ? -1 : 1;
-	c = memcmp(x->addr, y->addr, sizeof(x->addr));
-	if (c)
-		return c;
-	if (x->netns != y->netns)
-		return x->netns < y->netns ? -1 : 1;
-	return (x->sk > y->sk) - (x->sk < y->sk);
-}
-
-/* rows[0..sorted) are in ascending sk order (made from the sorted snapshot): binary search
- * there, a linear look at the few rows added after. */
-static int cmp_row_sk(const void *a, const void *b)
-{
-	const struct scan_row *x = a, *y = b;
-
-	return (x->sk > y->sk) - (x->sk < y->sk);
-}
-
-static struct scan_row *find_sk(struct scan_rows *r, size_t sorted, uint64_t sk)
-{
-	size_t lo = 0, hi = sorted;
-
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-
-		if (r->rows[mid].sk < sk)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (lo < sorted && r->rows[lo].sk == sk)
-		return &r->rows[lo];
-	for (size_t i = sorted; i < r->n; i++)
-		if (r->rows[i].sk == sk)
-			return &r->rows[i];
-	return NULL;
-}
-
-static struct scan_row *add_row(struct scan_rows *r, size_t *cap)
-{
-	if (r->n == *cap) {
-		size_t ncap = *cap ? *cap * 2 : 64;
-		struct scan_row *p = realloc(r->rows, ncap * sizeof(*p));
-
-		if (!p)
-			return NULL;
-		r->rows = p;
-		*cap = ncap;
-	}
-	memset(&r->rows[r->n], 0, sizeof(r->rows[0]));
-	return &r->rows[r->n++];
-}
-
-static void row_from_snap(struct scan_row *row, const struct snap_sock *s)
-{
-	row->sk = s->sk;
-	row->ino = s->ino;
-	memcpy(row->addr, s->addr, sizeof(row->addr));
-	row->netns = s->netns;
-	row->port = s->port;
-	row->family = s->family;
-	row->proto = s->proto;
-	row->state = s->state;
-	row->v6only = s->v6only;
-}
-
-int scan_merge(const struct listener *ls, size_t n_ls, const struct snap_sock *ss, size_t n_ss,
-	       struct scan_rows *out)
-{
-	struct snap_sock *sorted = NULL;
-	size_t cap = 0, n_sorted;
-
-	memset(out, 0, sizeof(*out));
-	/* At most one row per snapshot row and per map entry: no growing (and copying) later. */
-	cap = n_ss + n_ls;
-	out->rows = cap ? malloc(cap * sizeof(*out->rows)) : NULL;
-	if (cap && !out->rows)
-		return -ENOMEM;
-	if (n_ss) {
-		sorted = malloc(n_ss * sizeof(*sorted));
-		if (!sorted)
-			return -ENOMEM;
-		memcpy(sorted, ss, n_ss * sizeof(*sorted));
-		qsort(sorted, n_ss, sizeof(*sorted), cmp_snap_sk);
-	}
-	/* One row per socket that some process holds through an fd: every holder listed. */
-	for (size_t i = 0; i < n_ss;) {
-		size_t j = i;
-		struct scan_row *row;
-
-		while (j < n_ss && sorted[j].sk == sorted[i].sk)
-			j++;
-		if (sorted[i].type == REV_SNAP_SOCK_FD || j - i > 1) {
-			row = add_row(out, &cap);
-			if (!row)
-				goto nomem;
-			row_from_snap(row, &sorted[i]);
-			row->holders = calloc(j - i, sizeof(pid_t));
-			if (!row->holders)
-				goto nomem;
-			for (size_t k = i; k < j; k++) {
-				if (sorted[k].type != REV_SNAP_SOCK_FD)
-					continue;
-				if (row->n_holders && row->holders[row->n_holders - 1] == (pid_t)sorted[k].pid)
-					continue; /* the same process holds it through several fds */
-				if (!row->n_holders) {
-					row->pid = sorted[k].pid;
-					row->uid = sorted[k].uid;
-					snprintf(row->comm, sizeof(row->comm), "%.*s", REV_COMM_LEN,
-						 sorted[k].comm);
-				}
-				row->holders[row->n_holders++] = sorted[k].pid;
-			}
-		}
-		i = j;
-	}
-	/* The map knows who called listen(): that is the owner, also of sockets only it knows. */
-	n_sorted = out->n;
-	for (size_t i = 0; i < n_ls; i++) {
-		const struct listener *l = &ls[i];
-		struct scan_row *row = find_sk(out, n_sorted, l->k.sk);
-
-		if (!row) {
-			row = add_row(out, &cap);
-			if (!row)
-				goto nomem;
-			row->sk = l->k.sk;
-			memcpy(row->addr, l->k.addr, sizeof(row->addr));
-			row->netns = l->k.netns;
-			row->port = l->k.port;
-			row->family = l->k.family;
-			row->proto = l->k.proto;
-			row->state = REV_TCP_LISTEN;
-			row->v6only = l->v.v6only;
-		}
-		if (!row->n_holders && l->v.pid) { /* pid 0: seeded from the tables, owner unseen */
-			free(row->holders);
-			row->holders = calloc(1, sizeof(pid_t));
-			if (!row->holders)
-				goto nomem;
-			row->holders[row->n_holders++] = l->v.pid;
-		}
-		for (size_t k = 0; k < row->n_holders; k++) {
-			if (row->holders[k] != (pid_t)l->v.pid)
-				continue;
-			row->pid = l->v.pid;
-			row->uid = l->v.uid;
-			snprintf(row->comm, sizeof(row->comm), "%.*s", REV_COMM_LEN, l->v.comm);
-		}
-	}
-	/* Sockets in the tables that no visible process holds (kernel sockets, hidden owners). */
-	if (out->n > 1) /* qsort's base may not be NULL, even for nothing to sort */
-		qsort(out->rows, out->n, sizeof(*out->rows), cmp_row_sk);
-	n_sorted = out->n;
-	for (size_t i = 0; i < n_ss; i++) {
-		struct scan_row *row;
-
-		if (sorted[i].type != REV_SNAP_SOCK_TABLE || find_sk(out, n_sorted, sorted[i].sk))
-			continue;
-		row = add_row(out, &cap);
-		if (!row)
-			goto nomem;
-		row_from_snap(row, &sorted[i]);
-		row->uid = sorted[i].uid;
-	}
-	free(sorted);
-	if (out->n > 1)
-		qsort(out->rows, out->n, sizeof(*out->rows), cmp_row);
-	return 0;
-nomem:
-	free(sorted);
-	scan_rows_free(out);
-	return -ENOMEM;
-}
-
-void scan_rows_free(struct scan_rows *r)
-{
-	for (size_t i = 0; i < r->n; i++)
-		free(r->rows[i].holders);
-	free(r->rows);
-	memset(r, 0, sizeof(*r));
-}
-
-void scan_filter(struct scan_rows *r, const int *ports, size_t n_ports, bool tcp, bool udp)
-{
-	size_t w = 0;
-
-	for (size_t i = 0; i < r->n; i++) {
-		bool keep = (r->rows[i].proto == REV_PROTO_TCP ? tcp : udp);
-
-		if (keep && n_ports) {
-			keep = false;
-			for (size_t k = 0; k < n_ports; k++)
-				keep |= ports[k] == r->rows[i].port;
-		}
-		if (keep)
-			r->rows[w++] = r->rows[i];
-		else
-			free(r->rows[i].holders);
-	}
-	r->n = w;
-}
-
-static const char *state_name(const struct scan_row *row)
-{
-	if (row->proto == REV_PROTO_UDP)
-		return "bound";
-	return row->state == REV_TCP_LISTEN ? "listen" : "bound";
-}
-
-/* getpwuid() reads /etc/passwd on every call: remember the last answer (rows share a few uids). */
-static void user_name(uint32_t uid, char *buf, size_t len)
-{
-	static uint32_t last_uid = (uint32_t)-1;
-	static char last[64];
-
-	if (uid != last_uid) {
-		struct passwd *pw = getpwuid(uid);
-
-		if (pw)
-			snprintf(last, sizeof(last), "%s", pw->pw_name);
-		else
-			snprintf(last, sizeof(last), "%u", uid);
-		last_uid = uid;
-	}
-	snprintf(buf, len, "%s", last);
-}
-
-static cJSON *row_json(const struct scan_row *row)
-{
-	cJSON *o = cJSON_CreateObject(), *h;
-	char addr[64], user[64];
-
-	addr_format(addr, sizeof(addr), row->family, row->addr);
-	cJSON_AddStringToObject(o, "proto", proto_name(row->proto));
-	cJSON_AddStringToObject(o, "family", family_name(row->family));
-	cJSON_AddStringToObject(o, "addr", addr);
-	cJSON_AddNumberToObject(o, "port", row->port);
-	cJSON_AddStringToObject(o, "state", state_name(row));
-	if (row->pid) {
-		cJSON_AddNumberToObject(o, "pid", row->pid);
-		cJSON_AddStringToObject(o, "comm", row->comm);
-	} else {
-		cJSON_AddNullToObject(o, "pid");
-		cJSON_AddNullToObject(o, "comm");
-	}
-	cJSON_AddNumberToObject(o, "uid", row->uid);
-	user_name(row->uid, user, sizeof(user));
-	cJSON_AddStringToObject(o, "user", user);
-	if (row->service[0])
-		cJSON_AddStringToObject(o, "service", row->service);
-	else
-		cJSON_AddNullToObject(o, "service");
-	h = cJSON_AddArrayToObject(o, "holders");
-	for (size_t k = 0; k < row->n_holders; k++)
-		cJSON_AddItemToArray(h, cJSON_CreateNumber(row->holders[k]));
-	cJSON_AddNumberToObject(o, "netns", row->netns);
-	if (row->ino)
-		cJSON_AddNumberToObject(o, "inode", (double)row->ino);
-	return o;
-}
-
-int scan_json_write(FILE *f, const struct scan_rows *r)
-{
-	char buf[2048];
-
-	/* One row at a time into one buffer: a thousand rows never become a thousand-object tree
-	 * (on this VM, faulting in that much fresh heap was a third of the whole call). */
-	fputc('[', f);
-	for (size_t i = 0; i < r->n; i++) {
-		cJSON *o = row_json(&r->rows[i]);
-
-		if (i)
-			fputc(',', f);
-		if (o && cJSON_PrintPreallocated(o, buf, sizeof(buf), false)) {
-			fputs(buf, f);
-		} else {
-			char *s = o ? cJSON_PrintUnformatted(o) : NULL;
-
-			if (!s) {
-				cJSON_Delete(o);
-				return -ENOMEM;
-			}
-			fputs(s, f);
-			free(s);
-		}
-		cJSON_Delete(o);
-	}
-	fputc(']', f);
-	return ferror(f) ? -EIO : 0;
-}
-
-char *scan_json(const struct scan_rows *r)
-{
-	char *s = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&s, &len);
-
-	if (!f)
-		return NULL;
-	if (scan_json_write(f, r)) {
-		fclose(f);
-		free(s);
-		return NULL;
-	}
-	fclose(f);
-	return s;
-}
-
-struct strbuf {
-	char *s;
-	size_t len, cap;
-};
-
-__attribute__((format(printf, 2, 3))) static void sb_printf(struct strbuf *b, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	for (;;) {
-		va_start(ap, fmt);
-		n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
-		va_end(ap);
-		if (n < 0)
-			return;
-		if (b->s && b->len + n < b->cap) {
-			b->len += n;
-			return;
-		}
-		b->cap = (b->cap + n + 1) * 2;
-		b->s = realloc(b->s, b->cap);
-		if (!b->s)
-			return;
-	}
-}
-
-char *scan_table(const struct scan_rows *r, uint32_t host_netns)
-{
-	struct strbuf b = {0};
-
-	sb_printf(&b, "%-5s %-28s %-6s %-8s %-16s %-10s %-12s %-16s %s\n", "PROTO", "ADDRESS",
-		  "STATE", "PID", "COMM", "USER", "SERVICE", "HOLDERS", "NETNS");
-	for (size_t i = 0; i < r->n; i++) {
-		const struct scan_row *row = &r->rows[i];
-		char addr[64], where[96], pid[16], user[64], holders[128] = "", netns[24];
-		size_t hl = 0;
-
-		addr_format(addr, sizeof(addr), row->family, row->addr);
-		snprintf(where, sizeof(where), row->family == REV_AF_INET6 ? "[%s]:%u" : "%s:%u", addr,
-			 row->port);
-		snprintf(pid, sizeof(pid), row->pid ? "%d" : "-", row->pid);
-		user_name(row->uid, user, sizeof(user));
-		for (size_t k = 0; k < row->n_holders && hl < sizeof(holders) - 12; k++)
-			hl += snprintf(holders + hl, sizeof(holders) - hl, "%s%d", k ? "," : "",
-				       row->holders[k]);
-		if (!row->n_holders)
-			snprintf(holders, sizeof(holders), "-");
-		if (row->netns == host_netns)
-			snprintf(netns, sizeof(netns), "host");
-		else
-			snprintf(netns, sizeof(netns), "%u", row->netns);
-		sb_printf(&b, "%-5s %-28s %-6s %-8s %-16s %-10s %-12s %-16s %s\n",
-			  proto_name(row->proto), where, state_name(row), pid,
-			  row->pid ? row->comm : "?", user, row->service[0] ? row->service : "-",
-			  holders, netns);
-	}
-	return b.s;
-}
 
 /* --- sources --- */
 
@@ -575,33 +176,10 @@ static int proc_snapshot(struct snap *s)
 	return 0;
 }
 
-void scan_attribute_services(struct scan_rows *rows, const char *control_socket)
-{
-	char path[REV_PATH_BUF];
-	struct rt_state st;
-
-	state_runtime_path(control_socket, REV_STATE_FILE, path, sizeof(path));
-	if (state_read(path, &st))
-		return;
-	for (size_t i = 0; i < rows->n; i++) {
-		struct scan_row *row = &rows->rows[i];
-		const char *svc = state_service_of(&st, row->pid);
-
-		for (size_t k = 0; !svc && k < row->n_holders; k++)
-			svc = state_service_of(&st, row->holders[k]);
-		if (svc)
-			snprintf(row->service, sizeof(row->service), "%s", svc);
-	}
-	state_free(&st);
-}
-
 int scan_collect(const char *control_socket, bool udp, int verbose, struct scan_rows *rows)
 {
 	char pin_dir[256], map_path[320], err[512];
-	struct listener *ls = NULL;
 	struct snap s = {0};
-	size_t n_ls = 0;
-	bool from_map = false;
 	int rc = 0;
 
 	if (!is_root()) {
@@ -618,49 +196,31 @@ int scan_collect(const char *control_socket, bool udp, int verbose, struct scan_
 	snprintf(map_path, sizeof(map_path), "%s/%s", pin_dir, REV_LISTENERS_PIN);
 	if (scan_agent_running(control_socket) && access(map_path, F_OK) == 0) {
 		int fd = bpf_obj_get(map_path);
-		bool walk = udp;
+		bool walked = false;
 
-		rc = fd < 0 ? -errno : ports_read_map(fd, &ls, &n_ls);
-		if (fd >= 0)
+		if (fd < 0) {
+			rc = -errno;
+			snprintf(err, sizeof(err), "%s", strerror(-rc));
+		} else {
+			rc = scan_rows_from_map(fd, pin_dir, udp, rows, &walked, err, sizeof(err));
 			close(fd);
+		}
 		if (!rc) {
-			/* The map names who called listen(), and holds the listeners no process
-			 * showed at start-up too (seeded from the tables, pid 0). Only a socket whose
-			 * owner forked or died (the probes mark those), or that was shared when the
-			 * agent started, needs the kernel's fd tables for its holders. */
-			uint32_t here = self_netns();
-
-			for (size_t i = 0; i < n_ls && !walk; i++)
-				walk = ls[i].v.shared;
-			/* The tables are this netns's only: elsewhere a shared socket goes unseen. */
-			for (size_t i = 0; i < n_ls && !walk; i++)
-				walk = ls[i].k.netns != here;
-			if (walk)
-				rc = snapshot_take(&s, SNAP_SOCK_FDS | SNAP_SOCK_TABLES, pin_dir, err,
-						   sizeof(err));
 			if (verbose)
 				cli_err("source: the agent's listeners map (%s)%s", map_path,
-					walk ? " and its pinned fd iterator" : "");
-			from_map = !rc;
+					walked ? " and its pinned fd iterator" : "");
+			return 0;
 		}
-		if (rc)
-			cli_err("warning: cannot read the agent's map %s: %s; using iterators",
-				map_path, strerror(-rc));
+		cli_err("warning: cannot read the agent's map %s: %s; using iterators", map_path, err);
 	}
-	if (!from_map) {
-		free(ls);
-		ls = NULL;
-		n_ls = 0;
-		if (verbose)
-			cli_err("source: BPF iterators (no agent running for %s)", control_socket);
-		rc = snapshot_take(&s, SNAP_SOCK_FDS | SNAP_SOCK_TABLES, NULL, err, sizeof(err));
-		if (rc) {
-			cli_err("%s", err);
-			return rc;
-		}
+	if (verbose)
+		cli_err("source: BPF iterators (no agent running for %s)", control_socket);
+	rc = snapshot_take(&s, SNAP_SOCK_FDS | SNAP_SOCK_TABLES, NULL, err, sizeof(err));
+	if (rc) {
+		cli_err("%s", err);
+		return rc;
 	}
-	rc = scan_merge(ls, n_ls, s.socks, s.n_socks, rows);
-	free(ls);
+	rc = scan_merge(NULL, 0, s.socks, s.n_socks, rows);
 	snapshot_free(&s);
 	return rc;
 }
@@ -917,30 +477,9 @@ int cmd_zombies(int argc, char **argv)
 	state_runtime_path(sock, REV_STATE_FILE, path, sizeof(path));
 	have_state = state_read(path, &st) == 0;
 	if (json) {
-		cJSON *arr = cJSON_CreateArray();
-		char *out;
+		cJSON *arr = zombies_json(s.zombies, s.n_zombies, have_state ? &st : NULL, is_root());
+		char *out = arr ? cJSON_PrintUnformatted(arr) : NULL;
 
-		for (size_t i = 0; i < s.n_zombies; i++) {
-			const struct snap_zombie *z = &s.zombies[i];
-			const char *svc = have_state ? state_service_of(&st, z->ppid) : NULL;
-			cJSON *o = cJSON_CreateObject();
-
-			cJSON_AddNumberToObject(o, "pid", z->pid);
-			cJSON_AddNumberToObject(o, "ppid", z->ppid);
-			cJSON_AddStringToObject(o, "comm", z->comm);
-			cJSON_AddStringToObject(o, "parent_comm", z->parent_comm);
-			if (z->age_ns || is_root())
-				cJSON_AddNumberToObject(o, "age_ms", (double)(z->age_ns / NS_PER_MS));
-			else
-				cJSON_AddNullToObject(o, "age_ms");
-			cJSON_AddNumberToObject(o, "uid", z->uid);
-			if (svc)
-				cJSON_AddStringToObject(o, "service", svc);
-			else
-				cJSON_AddNullToObject(o, "service");
-			cJSON_AddItemToArray(arr, o);
-		}
-		out = cJSON_PrintUnformatted(arr);
 		if (out)
 			printf("%s\n", out);
 		free(out);
