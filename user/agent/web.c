@@ -177,6 +177,14 @@ static void on_fanout(struct loop *l, void *ctx)
 	}
 	if (base < oldest)
 		base = oldest;
+	/* The furthest behind first: it is the one the ring may leave behind. */
+	for (int i = 1; i < k; i++)
+		for (int j = i; j > 0 && turn[j]->sent_to < turn[j - 1]->sent_to; j--) {
+			struct sse *t = turn[j];
+
+			turn[j] = turn[j - 1];
+			turn[j - 1] = t;
+		}
 	buf = k ? malloc(cap) : NULL;
 	for (uint64_t id = base; buf && id < w->next_id; id++) {
 		const struct ring_ent *r = &w->ring[id % WEB_RING];
@@ -197,8 +205,10 @@ static void on_fanout(struct loop *l, void *ctx)
 	for (int i = 0; buf && i < k; i++) {
 		struct sse *s = turn[i];
 
-		if (i && loop_busy(w->loop)) {
-			behind = true; /* the rest in the next turn, after what is ready now */
+		/* The rest in the next turn, after what is ready now — unless the ring is about to
+		 * overtake it (a burst that keeps the loop busy must not cost it events). */
+		if (i && loop_busy(w->loop) && w->next_id - s->sent_to < WEB_RING / 2) {
+			behind = true;
 			break;
 		}
 
