@@ -137,11 +137,13 @@ class Agent:
         log_dir = os.path.dirname(self.log_path)
         self.ino = Inotify(log_dir if os.path.isdir(log_dir) else self.dir)
 
-    def start(self, extra=(), wait=True, env=None):
+    def start(self, extra=(), wait=True, env=None, preexec_fn=None):
+        """preexec_fn runs in the agent's process before exec (e.g. to lower an rlimit)."""
         self.stderr = open(os.path.join(self.dir, "agent.stderr"), "w+")
         self.proc = subprocess.Popen([BIN, "run", "-c", self.config_path, *extra],
                                      stdout=self.stderr, stderr=self.stderr,
-                                     env=dict(os.environ, **env) if env else None)
+                                     env=dict(os.environ, **env) if env else None,
+                                     preexec_fn=preexec_fn)
         if wait:
             self.wait_event(lambda e: e["type"] == "agent_start" and e.get("pid") == self.proc.pid,
                             timeout=20, what="agent_start")

@@ -707,7 +707,7 @@ sys.stdin.readline()
         pid, port = map(int, p.info)
         assert map_entries(agent, port) == []
         rows, r = scan_json("-v", "-c", agent.config_path, str(port), check=0)
-        assert "could not attribute" in r.stderr, r.stderr
+        assert "cannot attribute" in r.stderr, r.stderr
         row = one_row(rows, port, "udp")
         assert (row["pid"], row["holders"]) == (pid, [pid]), row
     finally:

@@ -368,7 +368,8 @@ static void test_unknown_keys(void **state)
 	EXPECT_ERR("{\"log\": {\"size\": 1}}",
 		   "log.size: unknown key (known: path, max_bytes, keep, compress)");
 	EXPECT_ERR("{\"control\": {\"port\": 1}}", "control.port: unknown key (known: socket)");
-	EXPECT_ERR("{\"metrics\": {\"port\": 1}}", "metrics.port: unknown key (known: listen)");
+	EXPECT_ERR("{\"metrics\": {\"port\": 1}}",
+		   "metrics.port: unknown key (known: listen, control, token_file)");
 	EXPECT_ERR(svc("\"port\": 1, \"port\": 2"), "services.backend.port: key given twice");
 }
 
@@ -715,7 +716,18 @@ static void test_enums_and_checks(void **state)
 	config_free(&cfg);
 	parse_ok("{\"metrics\": {\"listen\": \"\"}}", &cfg);
 	assert_null(cfg.metrics.listen);
+	assert_false(cfg.metrics.control); /* the status page is read-only by default */
+	assert_null(cfg.metrics.token_file);
 	config_free(&cfg);
+	parse_ok("{\"metrics\": {\"control\": true, \"token_file\": \"run/tok\"}}", &cfg);
+	assert_true(cfg.metrics.control);
+	assert_string_equal(cfg.metrics.token_file, "/tmp/x/run/tok");
+	config_free(&cfg);
+	EXPECT_ERR("{\"metrics\": {\"control\": \"yes\"}}",
+		   "metrics.control: expected a boolean, got string");
+	EXPECT_ERR("{\"metrics\": {\"token_file\": \"\"}}", "metrics.token_file: empty path");
+	EXPECT_ERR("{\"metrics\": {\"token_file\": 1}}",
+		   "metrics.token_file: expected a string, got number");
 	parse_ok("{\"metrics\": {\"listen\": \"[::1]:9100\"}, \"control\": {\"socket\": "
 		 "\"/run/r.sock\"},"
 		 "\"conflict_resolution\": {\"strategy\": \"fail\"}}",

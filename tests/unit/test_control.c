@@ -175,6 +175,8 @@ enum behaviour {
 	HANG_UP, /* read the request, close without an answer */
 	SILENT,	 /* read the request, never answer */
 	HUGE,	 /* answer with a message larger than the client takes */
+	CHUNKED, /* answer in chunk messages, as the agent sends a large reply */
+	BAD_CHUNKS, /* a chunk, then a message that is no chunk */
 };
 
 #define CANNED "{\"ok\":true,\"agent_pid\":4242,\"services\":{\"backend\":{\"state\":\"running\"}}}"
@@ -227,6 +229,33 @@ static void srv_serve(struct srv *s, enum behaviour b, const char *expect)
 		case SILENT:
 			for (;;)
 				pause();
+		case CHUNKED: {
+			/* {"ok":true,"pad":"xxx..."} in 3 chunks of at most CONTROL_MAX_MSG - 1 */
+			static char big[2 * CONTROL_MAX_MSG + 100], msg[CONTROL_MAX_MSG];
+			size_t len = sizeof(big), off = 0;
+
+			memset(big, 'x', len);
+			memcpy(big, "{\"ok\":true,\"pad\":\"", 18);
+			memcpy(big + len - 2, "\"}", 2);
+			while (off < len) {
+				size_t n = len - off;
+
+				if (n > CONTROL_MAX_MSG - 1)
+					n = CONTROL_MAX_MSG - 1;
+				msg[0] = off + n < len ? CONTROL_CHUNK_MORE : CONTROL_CHUNK_LAST;
+				memcpy(msg + 1, big + off, n);
+				if (send(fd, msg, n + 1, MSG_NOSIGNAL) < 0)
+					_exit(4);
+				off += n;
+			}
+			break;
+		}
+		case BAD_CHUNKS:
+			/* a first chunk, then a plain message where the next chunk should be */
+			if (send(fd, "+{\"ok\":", 7, MSG_NOSIGNAL) < 0 ||
+			    send(fd, "{}", 2, MSG_NOSIGNAL) < 0)
+				_exit(4);
+			break;
 		case HUGE: {
 			static char big[CONTROL_MAX_MSG + 64];
 			size_t len = sizeof(big);
@@ -440,6 +469,39 @@ static void call_oversized_answer(void **state)
 	cJSON_Delete(req);
 }
 
+/* A reply larger than one message comes in chunks, joined in order. */
+static void call_chunked_answer(void **state)
+{
+	struct srv *s = *state;
+	cJSON *req = status_req(), *resp = NULL;
+	const cJSON *pad;
+
+	srv_serve(s, CHUNKED, "{\"cmd\":\"status\"}");
+	assert_int_equal(control_call(s->path, req, 5000, &resp), 0);
+	assert_non_null(resp);
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(resp, "ok")));
+	pad = cJSON_GetObjectItemCaseSensitive(resp, "pad");
+	assert_true(cJSON_IsString(pad));
+	assert_int_equal(strlen(pad->valuestring), 2 * CONTROL_MAX_MSG + 100 - 20);
+	for (const char *p = pad->valuestring; *p; p++)
+		assert_int_equal(*p, 'x');
+	assert_int_equal(srv_child_status(s, false), 0);
+	cJSON_Delete(resp);
+	cJSON_Delete(req);
+}
+
+static void call_broken_chunks(void **state)
+{
+	struct srv *s = *state;
+	cJSON *req = status_req(), *resp = NULL;
+
+	srv_serve(s, BAD_CHUNKS, "{\"cmd\":\"status\"}");
+	assert_int_equal(control_call(s->path, req, 5000, &resp), -EBADMSG);
+	assert_null(resp);
+	assert_int_equal(srv_child_status(s, false), 0);
+	cJSON_Delete(req);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -458,6 +520,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(call_never_accepted_times_out, srv_setup, srv_teardown),
 	    cmocka_unit_test_setup_teardown(call_hang_up, srv_setup, srv_teardown),
 	    cmocka_unit_test_setup_teardown(call_garbage_answer, srv_setup, srv_teardown),
+	    cmocka_unit_test_setup_teardown(call_chunked_answer, srv_setup, srv_teardown),
+	    cmocka_unit_test_setup_teardown(call_broken_chunks, srv_setup, srv_teardown),
 	    cmocka_unit_test_setup_teardown(call_oversized_answer, srv_setup, srv_teardown),
 	};
 

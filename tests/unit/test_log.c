@@ -363,6 +363,67 @@ static void one_line_per_event_and_encoding(void **state)
 	free(text);
 }
 
+/* Segments oldest first, then the live file, as one text. */
+static char *slurp_all_segments(size_t *len)
+{
+	struct evseg *segs;
+	size_t n, l;
+	char *all = NULL, *t;
+
+	*len = 0;
+	assert_int_equal(evlog_segments(logpath, &segs, &n), 0);
+	for (size_t i = 0; i <= n; i++) {
+		t = slurp(i < n ? segs[i].path : logpath, &l);
+		all = realloc(all, *len + l + 1);
+		assert_non_null(all);
+		memcpy(all + *len, t, l);
+		*len += l;
+		free(t);
+	}
+	evlog_segments_free(segs, n);
+	return all;
+}
+
+struct tapped {
+	char *all;
+	size_t len;
+	int lines;
+};
+
+static void tap(void *ctx, const char *line, size_t len)
+{
+	struct tapped *t = ctx;
+
+	t->all = realloc(t->all, t->len + len + 1);
+	assert_non_null(t->all);
+	memcpy(t->all + t->len, line, len);
+	t->all[t->len + len] = '\n';
+	t->len += len + 1;
+	t->lines++;
+}
+
+/* The tap sees exactly the lines of the file, in order, each once; none after it is removed. */
+static void tap_sees_every_line(void **state)
+{
+	struct evlog *lg = open_log(4096, 5, false);
+	struct tapped t = {0};
+	size_t len;
+	char *text;
+
+	(void)state;
+	evlog_set_tap(lg, tap, &t);
+	emit_seq(lg, 0, 100); /* rotates a few times on the way */
+	evlog_set_tap(lg, NULL, NULL);
+	emit_seq(lg, 100, 101);
+	evlog_close(lg);
+	assert_int_equal(t.lines, 100);
+	text = slurp_all_segments(&len);
+	assert_true(len > t.len);
+	assert_memory_equal(text, t.all, t.len);
+	free(text);
+	free(t.all);
+}
+
 static void rotation_gzip_keeps_every_line_once(void **state)
 {
 	struct evlog *lg = open_log(400, 1000, true);
@@ -798,6 +859,7 @@ int main(void)
 	    cmocka_unit_test(new_event_fields),
 	    cmocka_unit_test_setup_teardown(one_line_per_event_and_encoding, setup_dir,
 					    teardown_dir),
+	    cmocka_unit_test_setup_teardown(tap_sees_every_line, setup_dir, teardown_dir),
 	    cmocka_unit_test_setup_teardown(rotation_gzip_keeps_every_line_once, setup_dir,
 					    teardown_dir),
 	    cmocka_unit_test_setup_teardown(rotation_keep_bound, setup_dir, teardown_dir),

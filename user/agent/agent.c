@@ -25,6 +25,7 @@
 #include "agent/output.h"
 #include "agent/sensor.h"
 #include "agent/supervisor.h"
+#include "agent/web.h"
 #include "agent/zcensus.h"
 #include "agent/zombie.h"
 #include "cmd/cli.h"
@@ -51,6 +52,7 @@ struct agent {
 	struct supervisor *sup;
 	struct control *ctl;
 	struct metrics *metrics;
+	struct web *web;
 	struct zwatch *zw;
 	struct outputs *output;
 	uint32_t host_netns;
@@ -455,10 +457,16 @@ static int parse_args(struct agent *a, int argc, char **argv, const char **cfg_p
 	return -1;
 }
 
-/* Before anything forks: services must not inherit NOTIFY_SOCKET. */
+/* Before anything forks: services must not inherit NOTIFY_SOCKET. Before any fd is opened: every
+ * client, probe and service holds one, so the fd limit is raised to its hard limit first. */
 static void prepare(void)
 {
+	long n;
+
 	notify_init();
+	n = nofile_raise();
+	if (n < 0)
+		cli_err("warning: cannot raise RLIMIT_NOFILE to its hard limit: %s", strerror((int)-n));
 	if (!in_init_pid_ns())
 		cli_err("warning: not in the host's PID namespace: the pids the kernel reports are "
 			"not this /proc's, so zombies cannot be confirmed or nudged (run the agent "
@@ -677,6 +685,24 @@ static void on_output_warning(void *ctx, const char *service, const char *detail
 	emit(ctx, &e);
 }
 
+/* The status page on the metrics listener; without it the agent runs on, metrics included. */
+static void open_web(struct agent *a)
+{
+	struct web_opts wo = {.loop = a->loop,
+			      .sup = a->sup,
+			      .cfg = &a->cfg,
+			      .log = a->log,
+			      .listeners_fd = sensor_listeners_fd(a->sensor),
+			      .pin_dir = a->pin_dir};
+	char err[1024], warn[5000];
+
+	a->web = web_open(metrics_httpd(a->metrics), &wo, warn, sizeof(warn), err, sizeof(err));
+	if (!a->web)
+		cli_err("warning: %s; no status page", err);
+	else if (warn[0])
+		cli_err("warning: %s", warn);
+}
+
 static int start_supervisor(struct agent *a)
 {
 	struct sup_hooks h = {.event = on_sup_event,
@@ -712,6 +738,8 @@ static int start_supervisor(struct agent *a)
 			metrics_set_services(a->metrics, sup_metrics, a->sup);
 		else
 			cli_err("warning: %s; running without metrics", err);
+		if (a->metrics)
+			open_web(a);
 	}
 	sup_start_all(a->sup);
 	/* Loading BPF parsed the kernel's BTF (megabytes, freed since): give those pages back, so
@@ -744,6 +772,8 @@ static void announce_stop(struct agent *a)
 	notify_stopping(a->stop_reason < 0 ? "error" : stop_reason_name(a->stop_reason));
 	control_close(a->ctl);
 	a->ctl = NULL;
+	web_close(a->web); /* its routes live on the metrics listener */
+	a->web = NULL;
 	metrics_close(a->metrics);
 	a->metrics = NULL;
 	/* The services are down: their last lines (and any loss not told yet) come before ours. */
@@ -760,6 +790,7 @@ static void announce_stop(struct agent *a)
 static void teardown(struct agent *a)
 {
 	snapshot_free(&a->owner_snap);
+	web_close(a->web);
 	metrics_close(a->metrics);
 	control_close(a->ctl);
 	sup_free(a->sup);

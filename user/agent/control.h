@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* The control socket: AF_UNIX SOCK_SEQPACKET at control.socket, mode 0600, root peers only
- * (SO_PEERCRED on every request). One JSON request, one JSON response, each one message. */
+ * (SO_PEERCRED on every request). One JSON request (one message), one JSON response: one message
+ * when it is under CONTROL_MAX_MSG bytes, else a series of chunk messages, each a marker byte
+ * (CONTROL_CHUNK_MORE, then CONTROL_CHUNK_LAST on the final one) and up to CONTROL_MAX_MSG - 1
+ * bytes of the JSON text, which the client joins. */
 #ifndef REVENANT_CONTROL_H
 #define REVENANT_CONTROL_H
 
@@ -11,6 +14,12 @@
 #include "agent/supervisor.h"
 
 #define CONTROL_MAX_MSG 65536
+#define CONTROL_CHUNK_MORE '+'
+#define CONTROL_CHUNK_LAST '.'
+#define CONTROL_MAX_REPLY (64 * 1024 * 1024) /* what a client joins at most */
+#define CONTROL_MAX_CLIENTS 64		     /* at once; more wait in the backlog */
+#define CONTROL_REQUEST_MS 5000		     /* a request must come within this of the connect */
+#define CONTROL_WRITE_MS 10000		     /* a client must take its answer this fast */
 
 struct control;
 

@@ -1,15 +1,12 @@
 // SPDX-License-Identifier: MIT
-/* The metrics endpoint: accepts on metrics.listen, reads one request, answers the Prometheus text
- * exposition and closes. Counters are process-wide so every module can count without plumbing. */
+/* The metrics endpoint: GET /metrics on metrics.listen (served by httpd, which the status page
+ * shares), the Prometheus text exposition. Counters are process-wide so every module can count
+ * without plumbing. */
 #include <errno.h>
 #include <stdarg.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "agent/metrics.h"
 #include "agent/zcensus.h"
@@ -19,6 +16,7 @@
 #include "lib/util.h"
 
 #define PAGE (64 * 1024)
+#define MAX_PAGE (64 * 1024 * 1024)
 
 static struct {
 	uint64_t zombies;
@@ -37,7 +35,7 @@ _Static_assert(ARRAY_SIZE(record_names) == ARRAY_SIZE(counters.records), "a name
 
 struct metrics {
 	struct loop *loop;
-	int fd;
+	struct httpd *http;
 	metrics_services_fn services;
 	void *services_ctx;
 };
@@ -132,103 +130,90 @@ size_t metrics_render(struct metrics *m, char *buf, size_t len)
 		(unsigned long long)ls.queued);
 	if (n < len)
 		n += zcensus_metrics(buf + n, len - n);
+	if (m && m->http) {
+		struct httpd_stats st;
+
+		httpd_stats(m->http, &st);
+		n = metrics_appendf(
+			buf, len, n,
+			"# HELP revenant_http_connections Open connections to metrics.listen.\n"
+			"# TYPE revenant_http_connections gauge\n"
+			"revenant_http_connections %d\n"
+			"# HELP revenant_http_connections_max The cap on those connections.\n"
+			"# TYPE revenant_http_connections_max gauge\n"
+			"revenant_http_connections_max %d\n"
+			"# HELP revenant_http_full_total Times the cap was reached (clients wait).\n"
+			"# TYPE revenant_http_full_total counter\n"
+			"revenant_http_full_total %llu\n"
+			"# HELP revenant_http_shed_total Connections closed at once: no fd left.\n"
+			"# TYPE revenant_http_shed_total counter\n"
+			"revenant_http_shed_total %llu\n"
+			"# HELP revenant_http_timeouts_total Connections closed at their deadline.\n"
+			"# TYPE revenant_http_timeouts_total counter\n"
+			"revenant_http_timeouts_total %llu\n",
+			st.conns, st.max_conns, st.full, st.shed, st.timeouts);
+	}
 	if (m && m->services && n < len)
 		n += m->services(m->services_ctx, buf + n, len - n);
 	return n < len ? n : len;
 }
 
-static void on_conn(struct loop *l, int fd, uint32_t events, void *ctx)
+/* The exposition grows with the services: render into a buffer doubled until it fits. */
+static char *render_all(struct metrics *m, size_t *len)
 {
-	struct metrics *m = ctx;
-	char req[2048], *body, head[256];
-	ssize_t r = recv(fd, req, sizeof(req) - 1, MSG_DONTWAIT);
-	size_t blen;
-	int hl;
+	size_t cap = PAGE;
 
-	(void)events;
-	if (r < 0 && errno == EAGAIN)
-		return; /* wait for the request line */
-	loop_del_fd(l, fd);
-	body = malloc(PAGE);
-	if (r > 0 && body) {
-		req[r] = 0;
-		if (!strncmp(req, "GET /metrics", 12) || !strncmp(req, "GET / ", 6)) {
-			blen = metrics_render(m, body, PAGE);
-			hl = snprintf(head, sizeof(head),
-				      "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
-				      "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-				      blen);
-		} else {
-			blen = snprintf(body, PAGE, "only GET /metrics here\n");
-			hl = snprintf(head, sizeof(head),
-				      "HTTP/1.0 404 Not Found\r\nContent-Length: %zu\r\n\r\n", blen);
-		}
-		/* Small answers on loopback: a short send just loses this scrape, never the loop. */
-		if (send(fd, head, hl, MSG_NOSIGNAL | MSG_DONTWAIT) == hl)
-			send(fd, body, blen, MSG_NOSIGNAL | MSG_DONTWAIT);
+	for (;;) {
+		char *buf = malloc(cap);
+
+		if (!buf)
+			return NULL;
+		*len = metrics_render(m, buf, cap);
+		if (*len < cap - 1 || cap >= MAX_PAGE)
+			return buf;
+		free(buf);
+		cap *= 2;
 	}
-	free(body);
-	close(fd);
 }
 
-static void on_accept(struct loop *l, int fd, uint32_t events, void *ctx)
+static void on_metrics(void *ctx, struct http_conn *c, const struct http_req *req,
+		       const char *body)
 {
-	(void)events;
-	for (;;) {
-		int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	struct metrics *m = ctx;
+	size_t len;
+	char *page = render_all(m, &len);
 
-		if (c < 0)
-			return;
-		if (loop_add_fd(l, c, EPOLLIN, on_conn, ctx))
-			close(c);
+	(void)req;
+	(void)body;
+	if (!page) {
+		httpd_respondf(c, 500, "text/plain; charset=utf-8", NULL, "out of memory\n");
+		return;
 	}
+	httpd_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, page, len);
+	free(page);
 }
 
 struct metrics *metrics_open(struct loop *l, const char *listen_at, char *err, size_t errlen)
 {
-	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				 .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
-	struct addrinfo *ai = NULL;
-	char host[256], *colon;
-	struct metrics *m;
-	int one = 1, rc;
+	struct metrics *m = calloc(1, sizeof(*m));
 
-	snprintf(host, sizeof(host), "%s", listen_at);
-	colon = strrchr(host, ':');
-	if (!colon) {
-		snprintf(err, errlen, "metrics.listen %s is not host:port", listen_at);
-		return NULL;
-	}
-	*colon = 0;
-	if (host[0] == '[') {
-		memmove(host, host + 1, strlen(host));
-		host[strlen(host) - 1] = 0;
-	}
-	rc = getaddrinfo(host, colon + 1, &hints, &ai);
-	if (rc) {
-		snprintf(err, errlen, "metrics.listen %s: %s", listen_at, gai_strerror(rc));
-		return NULL;
-	}
-	m = calloc(1, sizeof(*m));
 	if (!m) {
-		freeaddrinfo(ai);
 		snprintf(err, errlen, "cannot serve metrics: out of memory");
 		return NULL;
 	}
 	m->loop = l;
-	m->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	setsockopt(m->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (m->fd < 0 || bind(m->fd, ai->ai_addr, ai->ai_addrlen) || listen(m->fd, 16) ||
-	    loop_add_fd(l, m->fd, EPOLLIN, on_accept, m)) {
-		snprintf(err, errlen, "cannot serve metrics on %s: %s (change or empty metrics.listen)",
-			 listen_at, strerror(errno));
-		if (m->fd >= 0)
-			close(m->fd);
+	m->http = httpd_open(l, listen_at, NULL, err, errlen);
+	if (!m->http || httpd_route(m->http, "/metrics", HTTP_GET, on_metrics, m)) {
+		httpd_close(m->http);
 		free(m);
-		m = NULL;
+		return NULL;
 	}
-	freeaddrinfo(ai);
 	return m;
+}
+
+struct httpd *metrics_httpd(struct metrics *m)
+{
+	return m ? m->http : NULL;
 }
 
 void metrics_set_services(struct metrics *m, metrics_services_fn fn, void *ctx)
@@ -243,7 +228,6 @@ void metrics_close(struct metrics *m)
 {
 	if (!m)
 		return;
-	loop_del_fd(m->loop, m->fd);
-	close(m->fd);
+	httpd_close(m->http);
 	free(m);
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Prometheus metrics: a tiny HTTP endpoint in the loop (metrics.listen) serving counters of
- * events by type, services' state and restarts, tracked zombies and lost kernel events. */
+/* Prometheus metrics: GET /metrics on the agent's HTTP listener (metrics.listen) serving counters
+ * of events by type, services' state and restarts, tracked zombies and the listener's own load. */
 #ifndef REVENANT_METRICS_H
 #define REVENANT_METRICS_H
 
@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "lib/loop.h"
+#include "agent/httpd.h"
 
 struct metrics;
 
@@ -17,6 +18,8 @@ typedef size_t (*metrics_services_fn)(void *ctx, char *buf, size_t len);
 struct metrics *metrics_open(struct loop *l, const char *listen, char *err, size_t errlen);
 void metrics_close(struct metrics *m);
 void metrics_set_services(struct metrics *m, metrics_services_fn fn, void *ctx);
+/* The HTTP server behind it, for the status page's routes (NULL when m is). */
+struct httpd *metrics_httpd(struct metrics *m);
 
 /* Counters, callable whether or not an endpoint is open (m may be NULL). */
 void metrics_set_gauge_zombies(uint64_t n);

@@ -316,6 +316,7 @@ static void exec_child(const struct procs *p, const struct service_config *c,
 		signal(sig, SIG_DFL);
 	setpgid(0, 0);
 	prctl(PR_SET_PDEATHSIG, 0);
+	nofile_restore(); /* the agent's raised fd limit is not the service's */
 	if (!sp->cgroup[0] && p && p->tree_fd >= 0) {
 		/* Into the tree before exec: nothing it forks can escape before it is in. */
 		__u32 self = getpid(), tag = sp->tag;

@@ -1758,6 +1758,11 @@ static cJSON *status_json(struct supervisor *s)
 	return r;
 }
 
+cJSON *sup_status(struct supervisor *s)
+{
+	return status_json(s);
+}
+
 static cJSON *error_json(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static cJSON *error_json(const char *fmt, ...)

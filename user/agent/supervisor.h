@@ -156,6 +156,9 @@ int sup_reload(struct supervisor *s, struct rev_config *next, char *detail, size
  * resp) is called later (the supervisor keeps ctx until then). */
 typedef void (*sup_reply_fn)(void *ctx, cJSON *resp);
 cJSON *sup_control(struct supervisor *s, const cJSON *req, sup_reply_fn reply, void *ctx);
+/* The status reply, as `status` gets it: {"ok", "agent_pid", "services": {NAME: {...}}}. */
+cJSON *sup_status(struct supervisor *s);
+
 /* Forget a deferred reply whose client went away. */
 void sup_cancel_reply(struct supervisor *s, void *ctx);
 /* The services' part of the metrics exposition (a metrics_services_fn). */

@@ -552,7 +552,8 @@ static bool valid_listen(const char *s)
 	return !errno && !*end && colon[1] >= '0' && colon[1] <= '9' && port >= 1 && port <= 65535;
 }
 
-static const char *const metrics_keys[] = {"listen"};
+enum { MET_LISTEN, MET_CONTROL, MET_TOKEN };
+static const char *const metrics_keys[] = {"listen", "control", "token_file"};
 
 static int parse_metrics(struct ctx *c, const cJSON *obj, struct rev_config *cfg)
 {
@@ -566,20 +567,31 @@ static int parse_metrics(struct ctx *c, const cJSON *obj, struct rev_config *cfg
 		return ret;
 	FOR_EACH_KEY(c, obj, "metrics", metrics_keys, seen, k, it, kp)
 	{
-		if ((ret = get_str(c, it, kp, &s)))
-			return ret;
-		if (!*s) {
-			/* "" turns the endpoint off: consumers test for NULL */
-			free(cfg->metrics.listen);
-			cfg->metrics.listen = NULL;
-			continue;
+		switch (k) {
+		case MET_CONTROL:
+			ret = get_bool(c, it, kp, &cfg->metrics.control);
+			break;
+		case MET_TOKEN:
+			ret = get_path(c, it, kp, cfg->dir, &cfg->metrics.token_file);
+			break;
+		case MET_LISTEN:
+			if ((ret = get_str(c, it, kp, &s)))
+				return ret;
+			if (!*s) {
+				/* "" turns the endpoint off: consumers test for NULL */
+				free(cfg->metrics.listen);
+				cfg->metrics.listen = NULL;
+				continue;
+			}
+			if (!valid_listen(s))
+				return fail(c, kp,
+					    "\"%s\" is not host:port (e.g. \"127.0.0.1:9464\", "
+					    "\"[::1]:9464\", or \"\" to disable metrics)",
+					    s);
+			ret = set_str(&cfg->metrics.listen, s);
+			break;
 		}
-		if (!valid_listen(s))
-			return fail(c, kp,
-				    "\"%s\" is not host:port (e.g. \"127.0.0.1:9464\", "
-				    "\"[::1]:9464\", or \"\" to disable metrics)",
-				    s);
-		if ((ret = set_str(&cfg->metrics.listen, s)))
+		if (ret)
 			return ret;
 	}
 	return 0;
@@ -1744,5 +1756,6 @@ void config_free(struct rev_config *cfg)
 	free(cfg->log.path);
 	free(cfg->control.socket);
 	free(cfg->metrics.listen);
+	free(cfg->metrics.token_file);
 	memset(cfg, 0, sizeof(*cfg));
 }

@@ -100,6 +100,8 @@ struct rev_config {
 	} control;
 	struct {
 		char *listen; /* "host:port" or NULL (default "127.0.0.1:9464"); "" disables */
+		bool control; /* status page start/stop/restart (POST with the token); default false */
+		char *token_file; /* absolute, or NULL: <control socket dir>/metrics.token */
 	} metrics;
 };
 

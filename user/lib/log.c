@@ -89,7 +89,15 @@ struct evlog {
 	uint64_t ep_errors, ep_lost; /* the same, since the episode began */
 	uint64_t reported_ns;	     /* last stderr report (CLOCK_MONOTONIC) */
 	char warn[700];		     /* an agent_warning to log after the current line */
+	evlog_tap_fn tap; /* the status page's live stream */
+	void *tap_ctx;
 };
+
+void evlog_set_tap(struct evlog *lg, evlog_tap_fn fn, void *ctx)
+{
+	lg->tap = fn;
+	lg->tap_ctx = ctx;
+}
 
 uint64_t ev_mono_to_real_ns(uint64_t mono)
 {
@@ -1247,6 +1255,8 @@ int evlog_emit(struct evlog *lg, cJSON *obj)
 	len = strlen(line);
 	line[len] = '\n'; /* cJSON's terminator becomes the newline: one buffer, one write */
 	rc = log_line(lg, line, len + 1);
+	if (lg && lg->tap)
+		lg->tap(lg->tap_ctx, line, len);
 	free(line);
 	if (lg->warn[0])
 		emit_warning(lg);

@@ -74,6 +74,11 @@ int evlog_emit(struct evlog *lg, cJSON *obj);
  * soon as one is done. NULL detaches (needed only when the loop is freed before the log).
  * Without a loop the compressor is still checked at each rotation and at close. 0 or -errno. */
 int evlog_attach_loop(struct evlog *lg, struct loop *l);
+/* Calls fn(ctx, line, len) for each line emitted from now on (the JSON object, without its
+ * newline; not NUL-terminated), right after it was written to the file (written or not: the tap
+ * sees every event). One tap; NULL fn removes it. The status page's live stream uses it. */
+typedef void (*evlog_tap_fn)(void *ctx, const char *line, size_t len);
+void evlog_set_tap(struct evlog *lg, evlog_tap_fn fn, void *ctx);
 /* Tries once more to write what waits, waits for the compressor, compresses what is still
  * queued, closes. Touches the loop only to cancel its retry timer when still attached. */
 void evlog_close(struct evlog *lg);

@@ -195,6 +195,13 @@ int loop_timer_after_ms(struct loop *l, struct loop_timer *t, uint64_t ms)
 	return loop_timer_at(l, t, mono_ns() + ms_to_ns(ms));
 }
 
+bool loop_busy(struct loop *l)
+{
+	struct epoll_event ev;
+
+	return epoll_wait(l->epfd, &ev, 1, 0) > 0;
+}
+
 void loop_stop(struct loop *l, int code)
 {
 	l->stop = true;

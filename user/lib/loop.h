@@ -34,6 +34,11 @@ int loop_timer_at(struct loop *l, struct loop_timer *t, uint64_t deadline_ns);
 int loop_timer_after_ms(struct loop *l, struct loop_timer *t, uint64_t ms);
 void loop_timer_cancel(struct loop *l, struct loop_timer *t);
 
+/* Whether some registered fd (or a due timer) is ready right now. Every fd is level-triggered, so
+ * asking consumes nothing. Long work done in steps (the status page's fan-out to its clients)
+ * asks between steps and gives way, so that a kernel record never waits behind it. */
+bool loop_busy(struct loop *l);
+
 /* Called before each wait, after the callbacks of the previous wake-up (redis' beforeSleep): a
  * module that reports a summary of the state (the service manager's STATUS=) looks once per
  * batch of events, not once per event. One hook; NULL removes it. */

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -210,6 +212,70 @@ uint32_t fnv1a(uint32_t h, const void *data, size_t n)
 bool is_root(void)
 {
 	return geteuid() == 0;
+}
+
+static struct rlimit nofile_at_start;
+static bool nofile_saved;
+
+long nofile_raise(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return -errno;
+	if (!nofile_saved) {
+		nofile_at_start = rl;
+		nofile_saved = true;
+	}
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl))
+			return -errno;
+	}
+	return rl.rlim_cur > (rlim_t)0x7fffffff ? 0x7fffffff : (long)rl.rlim_cur;
+}
+
+void nofile_restore(void)
+{
+	struct rlimit rl;
+
+	if (!nofile_saved || getrlimit(RLIMIT_NOFILE, &rl))
+		return;
+	rl.rlim_cur = nofile_at_start.rlim_cur;
+	setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+static int spare_fd = -1;
+
+int accept_spare_init(void)
+{
+	if (spare_fd < 0)
+		spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	return spare_fd < 0 ? -errno : 0;
+}
+
+int accept_shed(int lfd, int flags)
+{
+	int fd = accept4(lfd, NULL, NULL, flags);
+
+	if (fd >= 0)
+		return fd;
+	if (errno == EINTR || errno == ECONNABORTED)
+		return -ECONNABORTED;
+	if (errno != EMFILE && errno != ENFILE)
+		return -errno;
+	if (spare_fd < 0)
+		return -EMFILE;
+	/* One fd of headroom: take the connection off the queue and refuse it by closing it. */
+	close(spare_fd);
+	spare_fd = -1;
+	fd = accept4(lfd, NULL, NULL, flags);
+	if (fd >= 0)
+		close(fd);
+	accept_spare_init();
+	if (fd < 0)
+		return errno == EAGAIN ? -EAGAIN : -EMFILE;
+	return -ECONNABORTED;
 }
 
 /* The initial PID namespace has a fixed inode number (PROC_PID_INIT_INO in the kernel). */

@@ -60,4 +60,21 @@ bool is_root(void);
 /* True in the host's (initial) PID namespace, where the pids BPF reports are /proc's pids. */
 bool in_init_pid_ns(void);
 
+/* RLIMIT_NOFILE: raise the soft limit to the hard one (the agent holds an fd per service, client
+ * and probe; 1024, systemd's default soft limit, is soon reached). Remembers the old soft limit
+ * for nofile_restore(). Returns the new soft limit, or -errno. */
+long nofile_raise(void);
+/* In a child before exec: give back the soft limit the agent started with (programs that use
+ * select() break with fds past 1024). Async-signal-safe. */
+void nofile_restore(void);
+
+/* accept4() that survives fd exhaustion: on EMFILE/ENFILE it frees the process's spare fd, accepts
+ * the pending connection, closes it at once and takes the spare again, so the listening socket is
+ * drained instead of staying readable (the classic busy loop). Returns the new fd; -EAGAIN when
+ * nothing is pending; -ECONNABORTED when a connection was shed that way (call again); -EMFILE when
+ * no spare could be used (the caller must stop watching the listener for a while). */
+int accept_shed(int lfd, int flags);
+/* Take the spare fd now, while fds are plentiful (idempotent). 0 or -errno. */
+int accept_spare_init(void);
+
 #endif
