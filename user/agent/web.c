@@ -248,8 +248,17 @@ static void on_line(void *ctx, const char *line, size_t len)
 	r->len = r->line ? len : 0;
 	if (lifecycle(line, len))
 		remember(w, line, len);
-	if (w->streams)
-		arm_fanout(w, FANOUT_DELAY_NS);
+	if (!w->streams)
+		return;
+	/* A burst can outrun the fan-out's delay (a thousand events in a few ms, or in one batch
+	 * of the ring buffer, with no loop pass between): a stream the ring is about to overtake
+	 * gets what it is owed now. */
+	for (struct sse *s = w->streams; s; s = s->next)
+		if (w->next_id - s->sent_to >= WEB_RING * 3 / 4) {
+			on_fanout(w->loop, w);
+			break;
+		}
+	arm_fanout(w, FANOUT_DELAY_NS);
 }
 
 /* ---- helpers ---- */
