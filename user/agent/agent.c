@@ -800,13 +800,13 @@ static void teardown(struct agent *a)
 	zwatch_free(a->zw);
 	if (a->sigfd >= 0)
 		close(a->sigfd);
+	notify_close(); /* its watchdog hook is on the loop */
 	loop_free(a->loop);
 	metrics_watch_log(NULL);
 	evlog_close(a->log);
 	agentrec_release(a->recfd);
 	if (a->lockfd >= 0)
 		close(a->lockfd);
-	notify_close();
 	zcensus_free();
 	config_free(&a->cfg);
 }
