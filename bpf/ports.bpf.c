@@ -15,6 +15,9 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 /* Set by the agent once cgroup/sock_release is attached: only then can a bound socket's entry be
  * trusted to leave the map with the socket, so only then are bind()s recorded. */
 __u32 track_binds = 0;
+/* Set by the agent before it starts a service outside any cgroup (which puts itself in
+ * `service_tree`): until then forks and exits skip that map. */
+__u32 track_tree = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -33,6 +36,26 @@ struct {
 	__type(value, __u32);
 } owners SEC(".maps");
 
+/* Entries of `owners` by tgid modulo REV_OWNER_HINTS (the agent adds the ones it seeds): 0 means
+ * this tgid owns nothing, without a look-up in the map. */
+__u32 owner_hint[REV_OWNER_HINTS] = {};
+
+static __always_inline __u32 *hint_of(__u32 tgid)
+{
+	return &owner_hint[tgid & (REV_OWNER_HINTS - 1)];
+}
+
+static __always_inline bool may_own(__u32 tgid)
+{
+	return *hint_of(tgid) != 0;
+}
+
+static __always_inline void owner_forget(__u32 tgid)
+{
+	if (bpf_map_delete_elem(&owners, &tgid) == 0)
+		__sync_fetch_and_add(hint_of(tgid), (__u32)-1);
+}
+
 static __always_inline void owner_add(__u32 tgid, int delta)
 {
 	__u32 *n = bpf_map_lookup_elem(&owners, &tgid), one = 1;
@@ -41,11 +64,12 @@ static __always_inline void owner_add(__u32 tgid, int delta)
 		if (delta > 0)
 			__sync_fetch_and_add(n, 1);
 		else if (*n <= 1)
-			bpf_map_delete_elem(&owners, &tgid);
+			owner_forget(tgid);
 		else
 			__sync_fetch_and_add(n, (__u32)-1); /* XADD: no atomic sub before -mcpu=v3 */
 	} else if (delta > 0) {
-		bpf_map_update_elem(&owners, &tgid, &one, BPF_NOEXIST);
+		if (bpf_map_update_elem(&owners, &tgid, &one, BPF_NOEXIST) == 0)
+			__sync_fetch_and_add(hint_of(tgid), 1);
 	}
 }
 
@@ -388,12 +412,14 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 {
 	__u32 tgid = parent->tgid, child_tgid = child->tgid, *tag;
 
-	if (child_tgid != tgid && (tag = bpf_map_lookup_elem(&service_tree, &tgid))) {
+	if (track_tree && child_tgid != tgid &&
+	    (tag = bpf_map_lookup_elem(&service_tree, &tgid))) {
 		__u32 t = *tag;
 
 		bpf_map_update_elem(&service_tree, &child_tgid, &t, BPF_ANY);
 	}
-	if (child->files == parent->files || !bpf_map_lookup_elem(&owners, &tgid))
+	if (child->files == parent->files || !may_own(tgid) ||
+	    !bpf_map_lookup_elem(&owners, &tgid))
 		return 0;
 	bpf_for_each_map_elem(&listeners, mark_shared, &tgid, 0);
 	return 0;
@@ -409,11 +435,13 @@ int BPF_PROG(on_owner_exit, struct task_struct *p)
 
 	if (!exit_group_dead(p, ctx))
 		return 0;
-	bpf_map_delete_elem(&service_tree, &tgid);
-	if (!bpf_map_lookup_elem(&owners, &tgid))
+	/* A look-up first: a delete takes the bucket's lock even for a pid that is not there. */
+	if (track_tree && bpf_map_lookup_elem(&service_tree, &tgid))
+		bpf_map_delete_elem(&service_tree, &tgid);
+	if (!may_own(tgid) || !bpf_map_lookup_elem(&owners, &tgid))
 		return 0;
 	bpf_for_each_map_elem(&listeners, mark_shared, &tgid, 0);
-	bpf_map_delete_elem(&owners, &tgid);
+	owner_forget(tgid);
 	return 0;
 }
 
@@ -473,7 +501,7 @@ int on_sendmsg(struct trace_event_raw_sys_enter *ctx)
 	int fds[SCM_MAX_FDS];
 	__u64 n;
 
-	if (!bpf_map_lookup_elem(&owners, &tgid))
+	if (!may_own(tgid) || !bpf_map_lookup_elem(&owners, &tgid))
 		return 0;
 	if (bpf_probe_read_user(&m, sizeof(m), (void *)ctx->args[1]) || !m.msg_control ||
 	    m.msg_controllen < sizeof(c))
@@ -526,7 +554,7 @@ int on_pidfd_getfd(struct trace_event_raw_sys_enter *ctx)
 	if (!t)
 		return 0;
 	tgid = BPF_CORE_READ(t, tgid);
-	if (!bpf_map_lookup_elem(&owners, &tgid))
+	if (!may_own(tgid) || !bpf_map_lookup_elem(&owners, &tgid))
 		return 0;
 	files = BPF_CORE_READ(t, files);
 	fdt = BPF_CORE_READ(files, fdt);

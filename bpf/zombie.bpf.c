@@ -23,14 +23,61 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 __u64 zombie_grace_ns = 1000000000;
 __u32 watch_exits = 1; /* monitoring.enabled */
 
-/* Exits handed to userspace (the pending map was full), and how many entries it holds. */
+/* Exits handed to userspace (slot and overflow table both taken); how many entries of the overflow
+ * table there are (userspace counts the ones it writes); the entries userspace wrote (the exits
+ * the kernel watches are this plus the per-CPU counts). */
 __u64 rev_untracked = 0;
+__s64 rev_overflow = 0;
 __s64 rev_pending = 0;
 
-/* Exited, unreaped processes by pid. Preallocated: an exit storm drains the per-CPU caches a
- * BPF_F_NO_PREALLOC map allocates from faster than they refill. No timer in the entries: a
- * bpf_timer is allocated when it is initialised (kmalloc_nolock on 6.18), and under exit storms
- * here that allocation failed for a third to nine tenths of the exits, so one timer serves all. */
+/* Exits the kernel watches, counted per CPU (an exit and its free on two CPUs would pass one
+ * shared counter's cache line back and forth at every exit of the host); the sum is the count. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __s64);
+} pending_count SEC(".maps");
+
+static __always_inline void count_pending(__s64 d)
+{
+	__u32 zero = 0;
+	__s64 *n = bpf_map_lookup_elem(&pending_count, &zero);
+
+	if (n) /* atomic: a preempted program and another on this CPU may both add */
+		__sync_fetch_and_add(n, d);
+}
+
+/* Exited, unreaped processes, first in a slot chosen by pid: an array look-up is a few
+ * instructions (the verifier inlines it), where a hash update costs ~1 us here (its bucket lock
+ * and free list). `pid` is the slot's claim word: 0 free, CLAIMING while an exit fills it, then
+ * the pid; exits, frees and the sweep change it only by compare-and-swap, so none takes a slot
+ * another one holds. */
+#define CLAIMING 0xffffffffu
+
+struct slot {
+	/* What the free reads, together: the claim word, v.notify's copy, and the leader's
+	 * task_struct, by which the free tells its entry without reading the freed task's start
+	 * time (a cache miss: the task was last touched at its exit). */
+	__u32 pid;
+	__u32 notify;
+	__u64 task;
+	struct zombie_pending v;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, REV_ZOMBIE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct slot);
+} slots SEC(".maps");
+
+/* The overflow: an exit whose slot another process holds (pids equal modulo the slot count; a
+ * host keeping many zombies), and the zombies that predate the agent. Preallocated: an exit
+ * storm drains the per-CPU caches a BPF_F_NO_PREALLOC map allocates from faster than they
+ * refill. No timer in the entries: a bpf_timer is allocated when it is initialised
+ * (kmalloc_nolock on 6.18), and under exit storms here that allocation failed for a third to
+ * nine tenths of the exits, so one timer serves all. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, REV_MAX_PENDING);
@@ -38,8 +85,8 @@ struct {
 	__type(value, struct zombie_pending);
 } pending SEC(".maps");
 
-/* The one timer, armed for the earliest deadline in `pending` (as userspace's tracker arms its
- * timerfd for the head of its heap). armed_for: that deadline, 0 when not armed. */
+/* The one timer, armed for the earliest deadline in `slots` and `pending` (as userspace's tracker
+ * arms its timerfd for the head of its heap). armed_for: that deadline, 0 when not armed. */
 struct clock {
 	struct bpf_timer timer;
 	__u64 armed_for;
@@ -153,8 +200,16 @@ static __always_inline int task_now(__u32 pid, __u64 start_ns)
 
 static __always_inline void forget(__u32 *pid)
 {
-	if (bpf_map_delete_elem(&pending, pid) == 0)
-		__sync_fetch_and_add(&rev_pending, -1);
+	if (bpf_map_delete_elem(&pending, pid) == 0) {
+		count_pending(-1);
+		__sync_fetch_and_add(&rev_overflow, -1);
+	}
+}
+
+static __always_inline void release(struct slot *s, __u32 pid)
+{
+	if (__sync_val_compare_and_swap(&s->pid, pid, 0) == pid)
+		count_pending(-1);
 }
 
 static __always_inline void send_zombie(const struct zombie_pending *v, __u32 pid)
@@ -181,13 +236,13 @@ struct sweep {
 	__u64 next; /* the earliest deadline still ahead */
 };
 
-/* One pending entry, looked at when the timer fires. Past its deadline: only here does anything
- * reach userspace, a zombie record, once; a process that is gone (reaped, its free perhaps lost)
- * or that is another one now is dropped, so a lost free never makes a false zombie. A reported
- * zombie is looked at every REPORTED_CHECK_NS in case its free never comes. */
-static long visit(struct bpf_map *map, __u32 *pid, struct zombie_pending *v, struct sweep *sw)
+/* One pending exit, looked at when the timer fires; returns 1 when it is to be let go. Past its
+ * deadline: only here does anything reach userspace, a zombie record, once; a process that is
+ * gone (reaped, its free perhaps lost) or that is another one now is dropped, so a lost free
+ * never makes a false zombie. A reported zombie is looked at every REPORTED_CHECK_NS in case its
+ * free never comes. */
+static __always_inline int visit(__u32 p, struct zombie_pending *v, struct sweep *sw)
 {
-	__u32 p = *pid;
 	int st;
 
 	if (v->deadline_ns > sw->now) {
@@ -197,19 +252,16 @@ static long visit(struct bpf_map *map, __u32 *pid, struct zombie_pending *v, str
 	}
 	st = task_now(p, v->start_ns);
 	if (v->notify) {
-		if (st == ZOMBIE) {
-			v->deadline_ns = sw->now + REPORTED_CHECK_NS;
-		} else {
+		if (st != ZOMBIE) {
 			/* reaped, and its free never reached us */
 			send_reap(p, v->start_ns, v->comm, v->ppid, v->uid, v->exit_code);
-			forget(&p);
-			return 0;
+			return 1;
 		}
+		v->deadline_ns = sw->now + REPORTED_CHECK_NS;
 	} else if (st == EXITING && v->rechecks++ < MAX_RECHECKS) {
 		v->deadline_ns = sw->now + zombie_grace_ns;
 	} else if (st != ZOMBIE) {
-		forget(&p);
-		return 0;
+		return 1;
 	} else {
 		/* Found hashed in this RCU read section (a softirq): its free cannot run before we
 		 * return, so it will see `notify` and send the reap. */
@@ -222,12 +274,37 @@ static long visit(struct bpf_map *map, __u32 *pid, struct zombie_pending *v, str
 	return 0;
 }
 
+static long visit_slot(struct bpf_map *map, __u32 *key, struct slot *s, struct sweep *sw)
+{
+	__u32 p = s->pid;
+
+	if (!p || p == CLAIMING)
+		return 0;
+	if (visit(p, &s->v, sw))
+		release(s, p);
+	else
+		s->notify = s->v.notify; /* before this RCU section ends: see visit() */
+	return 0;
+}
+
+static long visit_overflow(struct bpf_map *map, __u32 *pid, struct zombie_pending *v,
+			   struct sweep *sw)
+{
+	__u32 p = *pid;
+
+	if (visit(p, v, sw))
+		forget(&p);
+	return 0;
+}
+
 static int clock_due(void *map, __u32 *key, struct clock *c)
 {
 	struct sweep sw = {.now = bpf_ktime_get_ns(), .next = ~0ull};
 
 	c->armed_for = 0;
-	bpf_for_each_map_elem(&pending, visit, &sw, 0);
+	bpf_for_each_map_elem(&slots, visit_slot, &sw, 0);
+	if (rev_overflow > 0)
+		bpf_for_each_map_elem(&pending, visit_overflow, &sw, 0);
 	if (sw.next != ~0ull && !c->armed_for) {
 		/* Exits that came meanwhile armed it for their deadline, or not: the earliest. */
 		c->armed_for = sw.next;
@@ -246,10 +323,10 @@ static __always_inline struct clock *the_clock(void)
 /* Have the timer fire by `deadline`: armed now when it is not, or armed for later (a lowered
  * grace). Racing exits on two CPUs may both start it; the later start wins, and a sweep finds
  * whatever is due anyway. */
-static __always_inline void arm_for(__u64 deadline)
+static __always_inline void arm_for(__u64 deadline, __u64 now)
 {
 	struct clock *c = the_clock();
-	__u64 at, now;
+	__u64 at;
 
 	if (!c || !c->ready)
 		return;
@@ -257,7 +334,6 @@ static __always_inline void arm_for(__u64 deadline)
 	if (at && at <= deadline)
 		return;
 	c->armed_for = deadline;
-	now = bpf_ktime_get_ns();
 	bpf_timer_start(&c->timer, deadline > now ? deadline - now : 0, 0);
 }
 
@@ -283,43 +359,79 @@ int start_clock(void *ctx)
 	return 1;
 }
 
+/* What the kernel keeps of an exit. Fields are read straight through the task's BTF pointers
+ * (the JIT guards each load), which is cheaper than a helper call per field. */
+static __always_inline void fill_pending(struct zombie_pending *v, struct task_struct *p, __u64 now)
+{
+	struct task_struct *leader = p->group_leader, *parent = leader->real_parent;
+
+	v->exit_ns = now;
+	v->deadline_ns = now + zombie_grace_ns;
+	v->start_ns = leader->start_time;
+	v->uid = leader->cred->uid.val;
+	v->exit_code = p->exit_code;
+	v->ppid = parent->tgid;
+	v->notify = 0;
+	v->rechecks = 0;
+	v->pad = 0;
+	__builtin_memcpy(v->comm, leader->comm, sizeof(v->comm));
+	__builtin_memcpy(v->parent_comm, parent->comm, sizeof(v->parent_comm));
+}
+
+static __always_inline struct slot *slot_of(__u32 pid)
+{
+	__u32 k = pid & (REV_ZOMBIE_SLOTS - 1);
+
+	return bpf_map_lookup_elem(&slots, &k);
+}
+
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(on_exit_timed, struct task_struct *p)
 {
-	struct task_struct *leader, *parent;
 	struct zombie_pending v;
-	__u32 pid;
+	struct slot *s;
+	__u64 now;
+	__u32 pid, was;
 	long rc;
 
 	if (!watch_exits || !exit_group_dead(p, ctx))
 		return 0;
 	pid = p->tgid;
-	leader = p->group_leader;
-	parent = leader->real_parent;
-	v.exit_ns = bpf_ktime_get_ns();
-	v.deadline_ns = v.exit_ns + zombie_grace_ns;
-	v.start_ns = leader->start_time;
-	v.uid = BPF_CORE_READ(leader, cred, uid.val);
-	v.exit_code = p->exit_code;
-	v.ppid = BPF_CORE_READ(parent, tgid);
-	v.notify = 0;
-	v.rechecks = 0;
-	v.pad = 0;
-	bpf_probe_read_kernel_str(v.comm, sizeof(v.comm), leader->comm);
-	bpf_probe_read_kernel_str(v.parent_comm, sizeof(v.parent_comm), parent->comm);
-	/* An entry left for this pid lost its free: the pid was reused, so it is gone. */
+	now = bpf_ktime_get_ns();
+	s = slot_of(pid);
+	if (!s)
+		return 0;
+	/* A slot still holding this pid lost its free: the pid was reused, so that one is gone. */
+	was = __sync_val_compare_and_swap(&s->pid, 0, CLAIMING);
+	if (was == pid)
+		was = __sync_val_compare_and_swap(&s->pid, pid, CLAIMING) == pid ? 0 : CLAIMING;
+	else if (was == 0)
+		count_pending(1);
+	if (was == 0) {
+		s->task = (__u64)p->group_leader;
+		s->notify = 0;
+		fill_pending(&s->v, p, now);
+		s->pid = pid; /* published: the sweep and the free look at it from here on */
+		arm_for(s->v.deadline_ns, now);
+		return 0;
+	}
+
+	/* Another process holds the slot: the overflow table. */
+	fill_pending(&v, p, now);
 	rc = bpf_map_update_elem(&pending, &pid, &v, BPF_NOEXIST);
-	if (rc == -17 /* EEXIST */)
+	if (rc == -17 /* EEXIST */) {
 		rc = bpf_map_update_elem(&pending, &pid, &v, BPF_EXIST);
-	else if (!rc)
-		__sync_fetch_and_add(&rev_pending, 1);
+	} else if (!rc) {
+		count_pending(1);
+		__sync_fetch_and_add(&rev_overflow, 1);
+	}
 	if (rc) {
 		/* Full: userspace's tracker takes this one (it checks /proc at the deadline). */
 		__sync_fetch_and_add(&rev_untracked, 1);
 		send_exit(p);
 		return 0;
 	}
-	arm_for(v.deadline_ns);
+	arm_for(v.deadline_ns, now);
 	return 0;
 }
 
@@ -330,9 +442,19 @@ SEC("tp_btf/sched_process_free")
 int BPF_PROG(on_free_timed, struct task_struct *p)
 {
 	struct zombie_pending *v;
+	struct slot *s;
 	__u32 pid = p->pid;
 
 	if (pid != p->tgid)
+		return 0;
+	s = slot_of(pid);
+	if (s && s->pid == pid && s->task == (__u64)p) {
+		if (s->notify)
+			send_reap(pid, s->v.start_ns, p->comm, s->v.ppid, s->v.uid, p->exit_code);
+		release(s, pid);
+		return 0;
+	}
+	if (rev_overflow <= 0)
 		return 0;
 	v = bpf_map_lookup_elem(&pending, &pid);
 	if (!v || v->start_ns != p->start_time)

@@ -6,9 +6,12 @@
 
 #include "event.h"
 
-/* Exited, unreaped processes the kernel watches at once (preallocated, ~0.5 MiB); past that,
- * exits go to userspace's tracker. Small on purpose: the timer's sweep visits every bucket
- * (~480 us for 16384 here, ~150 us for 4096), and the zombie record waits for it. */
+/* Exited, unreaped processes the kernel watches at once: one slot per pid modulo
+ * REV_ZOMBIE_SLOTS (a power of two), and an overflow table of REV_MAX_PENDING for pids whose slot
+ * is taken; past both, exits go to userspace's tracker. Small on purpose: the timer's sweep
+ * visits every slot (and every overflow bucket while it holds anything), and the zombie record
+ * waits for it. */
+#define REV_ZOMBIE_SLOTS 4096
 #define REV_MAX_PENDING 4096
 
 struct exit_event {
@@ -25,8 +28,9 @@ struct exit_event {
 };
 _Static_assert(sizeof(struct exit_event) == 72, "exit_event layout");
 
-/* One exited process whose grace the kernel keeps (map `pending`, keyed by pid). Userspace writes
- * entries only for zombies that predate the agent (notify set), so their free is reported. */
+/* One exited process whose grace the kernel keeps (in its slot, or in the overflow map `pending`,
+ * keyed by pid). Userspace writes entries (in `pending`) only for zombies that predate the agent
+ * (notify set), so their free is reported. */
 struct zombie_pending {
 	__u64 exit_ns;
 	__u64 deadline_ns; /* when the timer's sweep looks at it next */

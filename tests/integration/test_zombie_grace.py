@@ -1,6 +1,8 @@
-"""The zombie grace kept in the kernel (a bpf_timer per exit): a zombie is reported at the grace,
-an ordinary exit never reaches userspace, a reap cancels the timer, a reload changes the grace;
-and the userspace fallback (REVENANT_ZOMBIE_GRACE=userspace) passes every zombie test."""
+"""The zombie grace kept in the kernel (pending exits in slots by pid and an overflow table, one
+bpf_timer for the earliest deadline): a zombie is reported at the grace, an ordinary exit never
+reaches userspace, a reap before the grace keeps it silent, a pid whose slot is taken is kept in
+the overflow table, a reload changes the grace; and the userspace fallback
+(REVENANT_ZOMBIE_GRACE=userspace) passes every zombie test."""
 import json
 import os
 import re
@@ -165,6 +167,51 @@ def test_reap_before_the_grace_cancels_the_timer():
             set_mode(None)
 
 
+SLOTS = 4096  # REV_ZOMBIE_SLOTS
+
+
+def fork_with_pid_like(parent, like):
+    """Has `parent` fork a zombie whose pid equals `like` modulo SLOTS (the next pid is chosen
+    through ns_last_pid; another process forking in between takes it: tried again)."""
+    pid_max = int(open("/proc/sys/kernel/pid_max").read())
+    for _ in range(20):
+        free = [p for p in range(like + SLOTS, pid_max, SLOTS) if not os.path.exists("/proc/%d" % p)]
+        assert free, "no free pid like %d below pid_max %d" % (like, pid_max)
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(free[0] - 1))
+        kid = int(tell(parent, "fork")[0])
+        if kid % SLOTS == like % SLOTS:
+            return kid
+    raise AssertionError("could not get a pid like %d" % like)
+
+
+def test_pid_whose_slot_is_taken_goes_to_the_overflow_table():
+    """Two zombies whose pids share a slot: the second waits in the overflow table; both are
+    reported at the grace, counted among the unreaped (the per-CPU counts summed), and both
+    reaps are seen."""
+    set_mode("kernel")
+    parent = spawn(ZOMBIE_PARENT)
+    port = free_port()
+    agent = Agent({"monitoring": {"zombie_grace_ms": 200},
+                   "metrics": {"listen": "127.0.0.1:%d" % port}}, "overflow").start()
+    try:
+        first = int(tell(parent, "fork")[0])
+        second = fork_with_pid_like(parent, first)
+        for kid in (first, second):
+            z = agent.wait_event(lambda e: e["type"] == "zombie" and e["pid"] == kid,
+                                 what="zombie %d" % kid)
+            assert z["ppid"] == parent.pid and z["comm"] == "python3", z
+        assert metrics(port)[("revenant_exited_unreaped", None)] >= 2
+        assert tell(parent, "reap") == ["reaped"]
+        for kid in (first, second):
+            agent.wait_event(lambda e: e["type"] == "zombie_reaped" and e["pid"] == kid,
+                             what="zombie_reaped %d" % kid)
+    finally:
+        end(parent)
+        agent.close()
+        set_mode(None)
+
+
 def test_reload_changes_the_kernel_grace():
     set_mode("kernel")
     try:
@@ -200,6 +247,7 @@ if __name__ == "__main__":
         test_kernel_path_is_chosen_and_reports_at_the_grace,
         test_ordinary_exits_never_reach_userspace,
         test_reap_before_the_grace_cancels_the_timer,
+        test_pid_whose_slot_is_taken_goes_to_the_overflow_table,
         test_reload_changes_the_kernel_grace,
         test_bad_mode_is_a_usage_error,
     ] + [fallback(t) for t in (

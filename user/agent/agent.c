@@ -634,7 +634,7 @@ static void seed(struct agent *a)
 		return;
 	}
 	added = ports_seed(sensor_listeners_fd(a->sensor), sensor_owners_fd(a->sensor),
-			   sensor_bound_fd(a->sensor), &s);
+			   sensor_owner_hints(a->sensor), sensor_bound_fd(a->sensor), &s);
 	zwatch_seed(a->zw, s.zombies, s.n_zombies, mono_ns());
 	sensor_watch_reaps(a->sensor, s.zombies, s.n_zombies);
 	if (a->verbose)
@@ -712,6 +712,7 @@ static int start_supervisor(struct agent *a)
 			      .ctx = a,
 			      .listeners_fd = sensor_listeners_fd(a->sensor),
 			      .tree_fd = sensor_tree_fd(a->sensor),
+			      .tree_used = sensor_tree_used(a->sensor),
 			      .causes_fd = sensor_causes_fd(a->sensor),
 			      .host_netns = a->host_netns};
 	char err[1024];

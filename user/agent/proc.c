@@ -33,6 +33,7 @@ struct procs {
 	char **made; /* the cgroup directories this agent made (only those are ever used) */
 	size_t n_made;
 	int tree_fd;
+	uint32_t *tree_used;
 	int causes_fd;		/* bpf/cause's watched pids, -1: none */
 	struct outputs *output; /* reads the services' pipes; NULL: the log file is their output */
 };
@@ -430,6 +431,9 @@ int procs_spawn(struct procs *p, const struct service_config *c, int port,
 	if (logfd < 0)
 		logfd = dup(devnull); /* no usable log file: the output is discarded */
 	make_cgroup(p, c, out, warn + strlen(warn), warnlen - strlen(warn));
+	/* The child puts itself in the tree: the fork probe follows it from before its exec. */
+	if (!out->cgroup[0] && p->tree_fd >= 0 && p->tree_used)
+		__atomic_store_n(p->tree_used, 1, __ATOMIC_SEQ_CST);
 
 	pid = fork();
 	if (pid == 0)
@@ -622,7 +626,7 @@ static void remove_stale_cgroups(const char *root)
 	closedir(d);
 }
 
-struct procs *procs_new(int tree_fd)
+struct procs *procs_new(int tree_fd, uint32_t *tree_used)
 {
 	static const char *roots[] = {"/sys/fs/cgroup/unified", "/sys/fs/cgroup"};
 	struct procs *p = calloc(1, sizeof(*p));
@@ -631,6 +635,7 @@ struct procs *procs_new(int tree_fd)
 	if (!p)
 		return NULL;
 	p->tree_fd = tree_fd;
+	p->tree_used = tree_used;
 	p->causes_fd = -1;
 	for (size_t i = 0; i < ARRAY_SIZE(roots) && !(no_cgroup && !strcmp(no_cgroup, "1")); i++) {
 		char probe[300];

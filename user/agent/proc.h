@@ -28,8 +28,9 @@ struct exit_cause;
 /* Finds a writable cgroup hierarchy (v2, or v1's unified), removes the directories of dead agents
  * and makes this agent's own. Without one (or with REVENANT_NO_CGROUP=1 in the environment) a
  * service's processes are found through tree_fd, the sensor's process-tree map (-1: none; then
- * only the process group reaches what escaped it). */
-struct procs *procs_new(int tree_fd);
+ * only the process group reaches what escaped it). tree_used: set before the first service
+ * starts outside a cgroup (the sensor's probes skip the tree until then); may be NULL. */
+struct procs *procs_new(int tree_fd, uint32_t *tree_used);
 /* Removes the agent's cgroup directories (they are empty once the services are gone). */
 void procs_free(struct procs *p);
 /* bpf/cause's map of watched pids (-1: none): every main process is watched from before exec. */

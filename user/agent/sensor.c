@@ -437,7 +437,14 @@ uint64_t sensor_unreaped(void *ctx)
 {
 	const struct sensor *s = ctx;
 	int64_t n = __atomic_load_n(&s->zombie->bss->rev_pending, __ATOMIC_RELAXED);
+	int ncpu = libbpf_num_possible_cpus();
+	int64_t *per = ncpu > 0 ? calloc(ncpu, sizeof(*per)) : NULL;
+	__u32 zero = 0;
 
+	if (per && bpf_map_lookup_elem(bpf_map__fd(s->zombie->maps.pending_count), &zero, per) == 0)
+		for (int i = 0; i < ncpu; i++)
+			n += per[i];
+	free(per);
 	return n > 0 ? (uint64_t)n : 0;
 }
 
@@ -457,7 +464,11 @@ int sensor_watch_reaps(struct sensor *s, const struct snap_zombie *zs, size_t n)
 
 		memcpy(v.comm, zs[i].comm, sizeof(v.comm));
 		memcpy(v.parent_comm, zs[i].parent_comm, sizeof(v.parent_comm));
-		if (bpf_map_update_elem(fd, &pid, &v, BPF_NOEXIST) == 0) {
+		/* Counted first: the free looks in the overflow table only when it holds anything. */
+		__atomic_fetch_add(&s->zombie->bss->rev_overflow, 1, __ATOMIC_RELAXED);
+		if (bpf_map_update_elem(fd, &pid, &v, BPF_NOEXIST) != 0) {
+			__atomic_fetch_add(&s->zombie->bss->rev_overflow, -1, __ATOMIC_RELAXED);
+		} else {
 			__atomic_fetch_add(&s->zombie->bss->rev_pending, 1, __ATOMIC_RELAXED);
 			added++;
 		}
@@ -468,6 +479,16 @@ int sensor_watch_reaps(struct sensor *s, const struct snap_zombie *zs, size_t n)
 int sensor_listeners_fd(const struct sensor *s)
 {
 	return bpf_map__fd(s->ports->maps.listeners);
+}
+
+uint32_t *sensor_tree_used(struct sensor *s)
+{
+	return &s->ports->bss->track_tree;
+}
+
+uint32_t *sensor_owner_hints(struct sensor *s)
+{
+	return s->ports->bss->owner_hint;
 }
 
 int sensor_tree_fd(const struct sensor *s)

@@ -55,6 +55,10 @@ bool sensor_tracks_binds(const struct sensor *s);
 int sensor_bound_fd(const struct sensor *s);
 /* The services' process trees (tgid -> tag), for hosts without a cgroup of ours. */
 int sensor_tree_fd(const struct sensor *s);
+/* The ports probes' switch for the process-tree map (see procs_new). */
+uint32_t *sensor_tree_used(struct sensor *s);
+/* The ports probes' counters of `owners` entries by tgid (REV_OWNER_HINTS of them). */
+uint32_t *sensor_owner_hints(struct sensor *s);
 /* The exit causes (pid -> struct cause_val) of bpf/cause, -1 when they are not recorded. */
 int sensor_causes_fd(const struct sensor *s);
 void sensor_stop(struct sensor *s);

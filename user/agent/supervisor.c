@@ -1365,7 +1365,7 @@ struct supervisor *sup_new(struct loop *l, const struct rev_config *cfg, const s
 	if (h->ops) {
 		s->ops = *h->ops;
 	} else {
-		s->procs = procs_new(h->tree_fd);
+		s->procs = procs_new(h->tree_fd, h->tree_used);
 		s->ops = (struct sup_ops){real_spawn, real_signal, real_count, real_listeners, s,
 					  real_exit_cause};
 		if (s->procs) {

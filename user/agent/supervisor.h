@@ -102,6 +102,7 @@ struct sup_hooks {
 	void *ctx;
 	int listeners_fd;
 	int tree_fd; /* the sensor's process-tree map, -1: none */
+	uint32_t *tree_used; /* the sensor's switch for that map's probes, NULL: none */
 	int causes_fd;		/* the sensor's exit-cause map, -1: none */
 	struct outputs *output; /* reads the services' output; NULL: straight to log_file */
 	uint32_t host_netns;

@@ -281,7 +281,7 @@ static bool seed_entry(const struct snap *s, const struct snap_sock *r, bool bin
 	return true;
 }
 
-int ports_seed(int map_fd, int owners_fd, int bound_fd, const struct snap *s)
+int ports_seed(int map_fd, int owners_fd, uint32_t *hints, int bound_fd, const struct snap *s)
 {
 	int added = 0;
 
@@ -302,7 +302,10 @@ int ports_seed(int map_fd, int owners_fd, int bound_fd, const struct snap *s)
 
 			bpf_map_lookup_elem(owners_fd, &tgid, &n);
 			n++;
-			bpf_map_update_elem(owners_fd, &tgid, &n, BPF_ANY);
+			/* The probes look in the map only for a tgid whose counter is not 0. */
+			if (bpf_map_update_elem(owners_fd, &tgid, &n, BPF_ANY) == 0 && n == 1 && hints)
+				__atomic_fetch_add(&hints[tgid & (REV_OWNER_HINTS - 1)], 1,
+						   __ATOMIC_SEQ_CST);
 			added++;
 		}
 	}

@@ -54,8 +54,9 @@ int ports_read_map(int fd, struct listener **out, size_t *n);
 
 /* Put the TCP listeners of a snapshot into the map, never over an entry the probes made; with
  * bound_fd >= 0 (binds are tracked) also bound UDP and TCP sockets, whose keys go in bound_fd
- * for the release hook. Returns how many were added. */
-int ports_seed(int map_fd, int owners_fd, int bound_fd, const struct snap *s);
+ * for the release hook. hints (may be NULL): the probes' counters of owners by tgid, counted up
+ * for each owner added. Returns how many were added. */
+int ports_seed(int map_fd, int owners_fd, uint32_t *hints, int bound_fd, const struct snap *s);
 
 /* The agent's note to readers (REV_META_* flags), written under the meta key; read back from the
  * entries of a map read (0 when absent). */
