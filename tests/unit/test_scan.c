@@ -368,6 +368,45 @@ static void tcp_bound_not_listening_is_bound(void **state)
 	scan_rows_free(&r);
 }
 
+/* The JSON writer escapes strings as cJSON does and writes addresses as inet_ntop does: comms
+ * with quotes, backslashes, control characters and UTF-8, every IPv4 digit count, IPv6. */
+static void json_strings_and_addresses_as_cjson_writes_them(void **state)
+{
+	static const char *comms[] = {"a\"b\\c", "tab\there\n", "\x01\x1f\x7f", "caf\xc3\xa9", ""};
+	static const char *addrs[] = {"0.0.0.0", "9.10.99.100", "255.255.255.255", "::1",
+				      "fe80::1:2"};
+	struct snap_sock ss[5];
+	struct scan_rows r;
+	char *s;
+
+	(void)state;
+	for (int i = 0; i < 5; i++) {
+		ss[i] = fd_row(i + 1, 40 + i, 3, "x", addrs[i], 7000 + i, REV_PROTO_TCP);
+		memcpy(ss[i].comm, comms[i], strlen(comms[i]) + 1);
+	}
+	assert_int_equal(scan_merge(NULL, 0, ss, 5, &r), 0);
+	assert_int_equal(r.n, 5);
+	s = scan_json(&r);
+	assert_non_null(s);
+	for (int i = 0; i < 5; i++) {
+		cJSON *c = cJSON_CreateString(comms[i]), *a = cJSON_CreateString(addrs[i]);
+		char *cs = cJSON_PrintUnformatted(c), *as = cJSON_PrintUnformatted(a);
+		char want[256];
+
+		/* rows are sorted by port: row i is ss[i] */
+		snprintf(want, sizeof(want), "\"addr\":%s,\"port\":%d,", as, 7000 + i);
+		assert_non_null(strstr(s, want));
+		snprintf(want, sizeof(want), "\"pid\":%d,\"comm\":%s,", 40 + i, cs);
+		assert_non_null(strstr(s, want));
+		free(cs);
+		free(as);
+		cJSON_Delete(c);
+		cJSON_Delete(a);
+	}
+	free(s);
+	scan_rows_free(&r);
+}
+
 static void table_has_header_and_rows(void **state)
 {
 	struct snap_sock ss[] = {
@@ -642,6 +681,7 @@ int main(void)
 	    cmocka_unit_test(filter_by_port_and_proto),
 	    cmocka_unit_test(json_fields),
 	    cmocka_unit_test(tcp_bound_not_listening_is_bound),
+	    cmocka_unit_test(json_strings_and_addresses_as_cjson_writes_them),
 	    cmocka_unit_test(table_has_header_and_rows),
 	    cmocka_unit_test(state_round_trip),
 	    cmocka_unit_test(service_of_pid_and_pgid),
