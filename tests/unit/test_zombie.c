@@ -166,8 +166,11 @@ static void lower_grace_reorders_deadlines(void **state)
 static char fake_state[64]; /* by pid: 'Z', 'R', 0 (gone) */
 static unsigned fake_flags[64];
 
+static int state_looks; /* calls of st_of */
+
 static char st_of(pid_t pid)
 {
+	state_looks++;
 	return pid < 64 ? fake_state[pid] : 0;
 }
 
@@ -215,6 +218,7 @@ static struct zwatch *watcher(struct loop **l, uint64_t grace_ms, size_t max)
 	memset(&seen, 0, sizeof(seen));
 	memset(fake_state, 0, sizeof(fake_state));
 	memset(fake_flags, 0, sizeof(fake_flags));
+	state_looks = 0;
 	seen.answer = ACT_REPORT;
 	*l = loop_new();
 	assert_non_null(*l);
@@ -418,6 +422,28 @@ static void watcher_kernel_zombie_record(void **state)
 	loop_free(l);
 }
 
+/* A zombie record is the kernel's own look at the deadline: reported without reading /proc (which
+ * here would say "gone"). A nudge's second look is ours: /proc is read then. */
+static void watcher_trusts_the_kernels_look(void **state)
+{
+	struct loop *l;
+	struct zwatch *w = watcher(&l, 200, 100);
+	struct exit_event e = exit_rec(REV_EV_ZOMBIE, 33, 1000 * MS);
+
+	(void)state;
+	seen.answer = ACT_NUDGE;
+	zwatch_zombie(w, &e, 1200 * MS);
+	assert_int_equal(seen.zombies, 1);
+	assert_int_equal(state_looks, 0);
+	zwatch_run_due(w, 1400 * MS); /* the second grace: /proc says it is gone now */
+	assert_int_equal(state_looks, 1);
+	assert_int_equal(seen.zombies, 1);
+	assert_int_equal(seen.reaped, 1);
+	assert_int_equal(zwatch_count(w), 0);
+	zwatch_free(w);
+	loop_free(l);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -436,6 +462,7 @@ int main(void)
 		cmocka_unit_test(watcher_full_table_is_said),
 		cmocka_unit_test(watcher_rearms_for_an_earlier_deadline),
 		cmocka_unit_test(watcher_kernel_zombie_record),
+		cmocka_unit_test(watcher_trusts_the_kernels_look),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

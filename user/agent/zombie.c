@@ -300,6 +300,7 @@ static void zw_gauge(struct zwatch *w)
 static void zw_requeue(struct zwatch *w, struct zrec *z, uint64_t now)
 {
 	z->deadline_ns = now + w->grace_ns;
+	z->verified = false; /* a later look is ours */
 	ztrack_forget(w->t, z->pid);
 	ztrack_exit(w->t, z);
 }
@@ -337,8 +338,9 @@ void zwatch_run_due(struct zwatch *w, uint64_t now)
 	struct zrec z;
 
 	while (ztrack_pop_due(w->t, now, &z)) {
-		/* One read at the deadline guards against a reap record lost in an overflow. */
-		char st = w->h.proc_state(z.pid);
+		/* One read at the deadline guards against a reap record lost in an overflow; the
+		 * kernel's grace did that look itself, just now. */
+		char st = z.verified ? 'Z' : w->h.proc_state(z.pid);
 
 		if (!st) {
 			zw_gone(w, &z, now);
@@ -414,12 +416,14 @@ static void zrec_of_exit(struct zrec *z, const struct exit_event *r)
 }
 
 /* Track r with its deadline (0: exit + grace); the table being full is said, never silently. */
-static void zw_track(struct zwatch *w, const struct exit_event *r, uint64_t deadline_ns)
+static void zw_track(struct zwatch *w, const struct exit_event *r, uint64_t deadline_ns,
+		     bool verified)
 {
 	struct zrec z;
 
 	zrec_of_exit(&z, r);
 	z.deadline_ns = deadline_ns;
+	z.verified = verified;
 	if (ztrack_exit(w->t, &z) == -ENOSPC) {
 		/* Never silent, never a flood: said at the 1st, 2nd, 4th, 8th... exit not tracked. */
 		w->not_tracked++;
@@ -430,7 +434,7 @@ static void zw_track(struct zwatch *w, const struct exit_event *r, uint64_t dead
 
 void zwatch_exit(struct zwatch *w, const struct exit_event *r)
 {
-	zw_track(w, r, 0);
+	zw_track(w, r, 0, false);
 	/* Deadlines do not arrive in order (a lowered grace, a nudge): re-arm for an earlier one. */
 	if (!w->timer.armed || ztrack_next_deadline(w->t) < w->timer.deadline_ns)
 		zw_arm(w);
@@ -439,9 +443,10 @@ void zwatch_exit(struct zwatch *w, const struct exit_event *r)
 
 void zwatch_zombie(struct zwatch *w, const struct exit_event *r, uint64_t now_ns)
 {
-	/* Due now: the usual path decides (one /proc look, the policy, a nudge's second watch),
-	 * and the entry stays until its reap record, which the kernel now sends. */
-	zw_track(w, r, now_ns);
+	/* Due now: the usual path decides (the policy, a nudge's second watch; no /proc look: the
+	 * kernel checked at the deadline, by pid and start time, that it is still a zombie), and
+	 * the entry stays until its reap record, which the kernel now sends. */
+	zw_track(w, r, now_ns, true);
 	zwatch_run_due(w, now_ns);
 	zw_gauge(w);
 }

@@ -27,6 +27,7 @@ struct zrec {
 	bool nudged;	/* its parent got SIGCHLD; the next deadline reports it as persisting */
 	bool announced; /* a zombie event was logged: its reap gets a zombie_reaped */
 	uint8_t rechecks; /* deadlines passed while the process was exiting but not yet a zombie */
+	bool verified;	  /* the kernel found it a zombie at this deadline: no /proc look */
 	char comm[16];
 	char parent_comm[16];
 };
