@@ -50,27 +50,33 @@ static __always_inline void count_pending(__s64 d)
 
 /* Exited, unreaped processes, first in a slot chosen by pid: an array look-up is a few
  * instructions (the verifier inlines it), where a hash update costs ~1 us here (its bucket lock
- * and free list). `pid` is the slot's claim word: 0 free, CLAIMING while an exit fills it, then
- * the pid; exits, frees and the sweep change it only by compare-and-swap, so none takes a slot
- * another one holds. */
+ * and free list). A slot is a 16-byte head, what the free and the sweep read, and a body, what
+ * the zombie record needs: the sweep that visits every head then reads 64 KiB, not every body.
+ * `pid` is the slot's claim word: 0 free, CLAIMING while an exit fills it, then the pid; exits,
+ * frees and the sweep change it only by compare-and-swap, so none takes a slot another holds. */
 #define CLAIMING 0xffffffffu
 
-struct slot {
-	/* What the free reads, together: the claim word, v.notify's copy, and the leader's
-	 * task_struct, by which the free tells its entry without reading the freed task's start
-	 * time (a cache miss: the task was last touched at its exit). */
+struct head {
 	__u32 pid;
-	__u32 notify;
+	__u32 notify; /* the body's notify, where the free reads it */
+	/* The leader's task_struct: the free tells its entry by this pointer, without reading the
+	 * freed task's start time (a cache miss: the task was last touched at its exit). */
 	__u64 task;
-	struct zombie_pending v;
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, REV_ZOMBIE_SLOTS);
 	__type(key, __u32);
-	__type(value, struct slot);
-} slots SEC(".maps");
+	__type(value, struct head);
+} heads SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, REV_ZOMBIE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct zombie_pending);
+} bodies SEC(".maps");
 
 /* The overflow: an exit whose slot another process holds (pids equal modulo the slot count; a
  * host keeping many zombies), and the zombies that predate the agent. Preallocated: an exit
@@ -85,7 +91,7 @@ struct {
 	__type(value, struct zombie_pending);
 } pending SEC(".maps");
 
-/* The one timer, armed for the earliest deadline in `slots` and `pending` (as userspace's tracker
+/* The one timer, armed for the earliest deadline in the slots and `pending` (as userspace's tracker
  * arms its timerfd for the head of its heap). armed_for: that deadline, 0 when not armed. */
 struct clock {
 	struct bpf_timer timer;
@@ -206,9 +212,9 @@ static __always_inline void forget(__u32 *pid)
 	}
 }
 
-static __always_inline void release(struct slot *s, __u32 pid)
+static __always_inline void release(struct head *h, __u32 pid)
 {
-	if (__sync_val_compare_and_swap(&s->pid, pid, 0) == pid)
+	if (__sync_val_compare_and_swap(&h->pid, pid, 0) == pid)
 		count_pending(-1);
 }
 
@@ -274,16 +280,20 @@ static __always_inline int visit(__u32 p, struct zombie_pending *v, struct sweep
 	return 0;
 }
 
-static long visit_slot(struct bpf_map *map, __u32 *key, struct slot *s, struct sweep *sw)
+static long visit_slot(struct bpf_map *map, __u32 *key, struct head *h, struct sweep *sw)
 {
-	__u32 p = s->pid;
+	struct zombie_pending *v;
+	__u32 p = h->pid;
 
 	if (!p || p == CLAIMING)
 		return 0;
-	if (visit(p, &s->v, sw))
-		release(s, p);
+	v = bpf_map_lookup_elem(&bodies, key);
+	if (!v)
+		return 0;
+	if (visit(p, v, sw))
+		release(h, p);
 	else
-		s->notify = s->v.notify; /* before this RCU section ends: see visit() */
+		h->notify = v->notify; /* before this RCU section ends: see visit() */
 	return 0;
 }
 
@@ -302,7 +312,7 @@ static int clock_due(void *map, __u32 *key, struct clock *c)
 	struct sweep sw = {.now = bpf_ktime_get_ns(), .next = ~0ull};
 
 	c->armed_for = 0;
-	bpf_for_each_map_elem(&slots, visit_slot, &sw, 0);
+	bpf_for_each_map_elem(&heads, visit_slot, &sw, 0);
 	if (rev_overflow > 0)
 		bpf_for_each_map_elem(&pending, visit_overflow, &sw, 0);
 	if (sw.next != ~0ull && !c->armed_for) {
@@ -378,41 +388,36 @@ static __always_inline void fill_pending(struct zombie_pending *v, struct task_s
 	__builtin_memcpy(v->parent_comm, parent->comm, sizeof(v->parent_comm));
 }
 
-static __always_inline struct slot *slot_of(__u32 pid)
-{
-	__u32 k = pid & (REV_ZOMBIE_SLOTS - 1);
-
-	return bpf_map_lookup_elem(&slots, &k);
-}
-
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(on_exit_timed, struct task_struct *p)
 {
-	struct zombie_pending v;
-	struct slot *s;
+	struct zombie_pending v, *body;
+	struct head *h;
 	__u64 now;
-	__u32 pid, was;
+	__u32 pid, k, was;
 	long rc;
 
 	if (!watch_exits || !exit_group_dead(p, ctx))
 		return 0;
 	pid = p->tgid;
 	now = bpf_ktime_get_ns();
-	s = slot_of(pid);
-	if (!s)
+	k = pid & (REV_ZOMBIE_SLOTS - 1);
+	h = bpf_map_lookup_elem(&heads, &k);
+	body = bpf_map_lookup_elem(&bodies, &k);
+	if (!h || !body)
 		return 0;
 	/* A slot still holding this pid lost its free: the pid was reused, so that one is gone. */
-	was = __sync_val_compare_and_swap(&s->pid, 0, CLAIMING);
+	was = __sync_val_compare_and_swap(&h->pid, 0, CLAIMING);
 	if (was == pid)
-		was = __sync_val_compare_and_swap(&s->pid, pid, CLAIMING) == pid ? 0 : CLAIMING;
+		was = __sync_val_compare_and_swap(&h->pid, pid, CLAIMING) == pid ? 0 : CLAIMING;
 	else if (was == 0)
 		count_pending(1);
 	if (was == 0) {
-		s->task = (__u64)p->group_leader;
-		s->notify = 0;
-		fill_pending(&s->v, p, now);
-		s->pid = pid; /* published: the sweep and the free look at it from here on */
-		arm_for(s->v.deadline_ns, now);
+		fill_pending(body, p, now);
+		h->task = (__u64)p->group_leader;
+		h->notify = 0;
+		h->pid = pid; /* published: the sweep and the free look at it from here on */
+		arm_for(body->deadline_ns, now);
 		return 0;
 	}
 
@@ -442,16 +447,17 @@ SEC("tp_btf/sched_process_free")
 int BPF_PROG(on_free_timed, struct task_struct *p)
 {
 	struct zombie_pending *v;
-	struct slot *s;
-	__u32 pid = p->pid;
+	struct head *h;
+	__u32 pid = p->pid, k;
 
 	if (pid != p->tgid)
 		return 0;
-	s = slot_of(pid);
-	if (s && s->pid == pid && s->task == (__u64)p) {
-		if (s->notify)
-			send_reap(pid, s->v.start_ns, p->comm, s->v.ppid, s->v.uid, p->exit_code);
-		release(s, pid);
+	k = pid & (REV_ZOMBIE_SLOTS - 1);
+	h = bpf_map_lookup_elem(&heads, &k);
+	if (h && h->pid == pid && h->task == (__u64)p) {
+		if (h->notify && (v = bpf_map_lookup_elem(&bodies, &k)))
+			send_reap(pid, v->start_ns, p->comm, v->ppid, v->uid, p->exit_code);
+		release(h, pid);
 		return 0;
 	}
 	if (rev_overflow <= 0)

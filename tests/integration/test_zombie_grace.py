@@ -167,7 +167,7 @@ def test_reap_before_the_grace_cancels_the_timer():
             set_mode(None)
 
 
-SLOTS = 1024  # REV_ZOMBIE_SLOTS
+SLOTS = 4096  # REV_ZOMBIE_SLOTS
 
 
 def fork_with_pid_like(parent, like):
