@@ -104,12 +104,42 @@ struct pending_call {
 	__u8 syscall;
 };
 
+/* A call waits in the slot of its thread id (modulo CALL_SLOTS; the array look-up is inlined),
+ * claimed by compare-and-swap of `tid`; a thread whose slot another thread's call holds uses the
+ * LRU table (an update there costs ~1 us here). A slot whose thread died inside the call (no
+ * syscall exit) is taken over by the next thread with that tid. */
+#define CALL_SLOTS 4096
+#define CALL_CLAIMING 0xffffffffu
+
+struct call_slot {
+	__u32 tid;
+	__u32 pad;
+	struct pending_call c;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CALL_SLOTS);
+	__type(key, __u32);
+	__type(value, struct call_slot);
+} call_slots SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
 	__type(key, __u32);
 	__type(value, struct pending_call);
 } calls SEC(".maps");
+
+/* Calls in the LRU table: the syscall exit looks there only when some are. */
+__s64 calls_overflow = 0;
+
+static __always_inline struct call_slot *call_slot_of(__u32 tid)
+{
+	__u32 k = tid & (CALL_SLOTS - 1);
+
+	return bpf_map_lookup_elem(&call_slots, &k);
+}
 
 static __always_inline struct file *file_of_fd(int fd)
 {
@@ -246,36 +276,68 @@ int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int
 
 static __always_inline void remember_call(int fd, __u8 syscall, const void *uaddr)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)bpf_get_current_pid_tgid(), was;
+	struct call_slot *s = call_slot_of(tid);
 	struct pending_call c;
 
+	if (!s)
+		return;
 	__builtin_memset(&c, 0, sizeof(c));
 	c.fd = fd;
 	c.syscall = syscall;
 	if (uaddr) {
-		__u16 family = 0;
-
-		bpf_probe_read_user(&family, sizeof(family), uaddr);
-		if (family == REV_AF_INET) {
+		/* One read of the larger address (a helper call each); a sockaddr_in at the end of a
+		 * mapping fails that, and is read at its own size. */
+		union {
 			struct sockaddr_in sin;
-
-			if (bpf_probe_read_user(&sin, sizeof(sin), uaddr))
-				return;
-			c.port = bpf_ntohs(sin.sin_port);
-			__builtin_memcpy(c.addr, &sin.sin_addr, 4);
-		} else if (family == REV_AF_INET6) {
 			struct sockaddr_in6 sin6;
+		} a;
 
-			if (bpf_probe_read_user(&sin6, sizeof(sin6), uaddr))
-				return;
-			c.port = bpf_ntohs(sin6.sin6_port);
-			__builtin_memcpy(c.addr, &sin6.sin6_addr, 16);
+		if (bpf_probe_read_user(&a.sin6, sizeof(a.sin6), uaddr) &&
+		    (bpf_probe_read_user(&a.sin, sizeof(a.sin), uaddr) || a.sin.sin_family != REV_AF_INET))
+			return;
+		if (a.sin.sin_family == REV_AF_INET) {
+			c.port = bpf_ntohs(a.sin.sin_port);
+			__builtin_memcpy(c.addr, &a.sin.sin_addr, 4);
+		} else if (a.sin6.sin6_family == REV_AF_INET6) {
+			c.port = bpf_ntohs(a.sin6.sin6_port);
+			__builtin_memcpy(c.addr, &a.sin6.sin6_addr, 16);
 		} else {
 			return; /* AF_UNIX, AF_NETLINK...: not ours */
 		}
-		c.family = family;
+		c.family = a.sin.sin_family;
 	}
-	bpf_map_update_elem(&calls, &tid, &c, BPF_ANY);
+	was = __sync_val_compare_and_swap(&s->tid, 0, CALL_CLAIMING);
+	if (was == tid) /* this thread's earlier call never returned (it cannot be running) */
+		was = __sync_val_compare_and_swap(&s->tid, tid, CALL_CLAIMING) == tid ? 0 : was;
+	if (was == 0) {
+		s->c = c;
+		s->tid = tid;
+		return;
+	}
+	if (bpf_map_update_elem(&calls, &tid, &c, BPF_ANY) == 0)
+		__sync_fetch_and_add(&calls_overflow, 1);
+}
+
+/* The call this thread remembered at entry, taken out of its slot or table (into *c): 0 when
+ * there is none. */
+static __always_inline int take_call(struct pending_call *c)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct call_slot *s = call_slot_of(tid);
+	struct pending_call *t;
+
+	if (s && s->tid == tid) {
+		*c = s->c;
+		__sync_val_compare_and_swap(&s->tid, tid, 0);
+		return 1;
+	}
+	if (calls_overflow <= 0 || !(t = bpf_map_lookup_elem(&calls, &tid)))
+		return 0;
+	*c = *t;
+	if (bpf_map_delete_elem(&calls, &tid) == 0)
+		__sync_fetch_and_add(&calls_overflow, -1);
+	return 1;
 }
 
 SEC("tp/syscalls/sys_enter_bind")
@@ -320,8 +382,7 @@ static __always_inline void record_bind(struct sock *sk, const struct sock_id *i
 
 static __always_inline int finish_call(long ret)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct pending_call *c = bpf_map_lookup_elem(&calls, &tid);
+	struct pending_call call, *c = &call;
 	struct listener_key k;
 	struct listener_val *v;
 	struct sock_id id;
@@ -329,19 +390,15 @@ static __always_inline int finish_call(long ret)
 	__u8 syscall;
 	int fd;
 
-	if (!c)
+	if (!take_call(c))
 		return 0;
 	fd = c->fd;
 	syscall = c->syscall;
-	if (ret != -REV_EADDRINUSE && !(ret == 0 && (syscall == REV_SYS_LISTEN || track_binds))) {
-		bpf_map_delete_elem(&calls, &tid);
+	if (ret != -REV_EADDRINUSE && !(ret == 0 && (syscall == REV_SYS_LISTEN || track_binds)))
 		return 0;
-	}
 	sk = sock_of_fd(fd);
-	if (!sk || read_sock_id(sk, &id)) {
-		bpf_map_delete_elem(&calls, &tid);
+	if (!sk || read_sock_id(sk, &id))
 		return 0;
-	}
 
 	if (ret == 0 && syscall == REV_SYS_BIND) {
 		record_bind(sk, &id);
@@ -379,7 +436,6 @@ static __always_inline int finish_call(long ret)
 		}
 		emit_port(REV_EV_COLLISION, &id, syscall);
 	}
-	bpf_map_delete_elem(&calls, &tid);
 	return 0;
 }
 
