@@ -56,6 +56,12 @@ static __always_inline void count_pending(__s64 d)
  * frees and the sweep change it only by compare-and-swap, so none takes a slot another holds. */
 #define CLAIMING 0xffffffffu
 
+/* Slots in use: REV_ZOMBIE_SLOTS, fewer when the agent is told so (REVENANT_ZOMBIE_SLOTS, for
+ * the tests of the overflow table). By pid: consecutive pids share cache lines. (A hash of the
+ * task pointer, which would spare the free its read of the freed task, scattered the slots:
+ * exits cost twice as much here.) */
+const volatile __u32 slot_mask = REV_ZOMBIE_SLOTS - 1;
+
 struct head {
 	__u32 pid;
 	__u32 notify; /* the body's notify, where the free reads it */
@@ -285,7 +291,7 @@ static long visit_slot(struct bpf_map *map, __u32 *key, struct head *h, struct s
 	struct zombie_pending *v;
 	__u32 p = h->pid;
 
-	if (!p || p == CLAIMING)
+	if (!p || p == CLAIMING || *key > slot_mask)
 		return 0;
 	v = bpf_map_lookup_elem(&bodies, key);
 	if (!v)
@@ -401,7 +407,7 @@ int BPF_PROG(on_exit_timed, struct task_struct *p)
 		return 0;
 	pid = p->tgid;
 	now = bpf_ktime_get_ns();
-	k = pid & (REV_ZOMBIE_SLOTS - 1);
+	k = pid & slot_mask;
 	h = bpf_map_lookup_elem(&heads, &k);
 	body = bpf_map_lookup_elem(&bodies, &k);
 	if (!h || !body)
@@ -452,7 +458,7 @@ int BPF_PROG(on_free_timed, struct task_struct *p)
 
 	if (pid != p->tgid)
 		return 0;
-	k = pid & (REV_ZOMBIE_SLOTS - 1);
+	k = pid & slot_mask;
 	h = bpf_map_lookup_elem(&heads, &k);
 	if (h && h->pid == pid && h->task == (__u64)p) {
 		if (h->notify && (v = bpf_map_lookup_elem(&bodies, &k)))

@@ -169,6 +169,25 @@ static int wanted_mode(enum zgrace_mode *m, bool *forced, char *err, size_t errl
 	return 0;
 }
 
+/* REVENANT_ZOMBIE_SLOTS=N (a power of two up to REV_ZOMBIE_SLOTS): the kernel grace uses N slots
+ * only, so that the tests can fill them and reach the overflow table. */
+static uint32_t slot_mask(void)
+{
+	const char *v = getenv("REVENANT_ZOMBIE_SLOTS");
+	char *end;
+	unsigned long n;
+
+	if (!v || !*v)
+		return REV_ZOMBIE_SLOTS - 1;
+	n = strtoul(v, &end, 10);
+	if (*end || !n || n > REV_ZOMBIE_SLOTS || (n & (n - 1))) {
+		fprintf(stderr, "revenant: warning: REVENANT_ZOMBIE_SLOTS='%s' is not a power of two "
+			"from 1 to %d: using %d\n", v, REV_ZOMBIE_SLOTS, REV_ZOMBIE_SLOTS);
+		return REV_ZOMBIE_SLOTS - 1;
+	}
+	return (uint32_t)n - 1;
+}
+
 static int try_zombie(struct sensor *s, enum zgrace_mode m)
 {
 	struct zombie_bpf *z = zombie_bpf__open();
@@ -185,6 +204,7 @@ static int try_zombie(struct sensor *s, enum zgrace_mode m)
 	bpf_map__set_max_entries(z->maps.events, kernel ? RING_KERNEL_GRACE : RING_EVERY_EXIT);
 	z->data->zombie_grace_ns = s->o.grace_ns;
 	z->data->watch_exits = s->o.watch_exits;
+	z->rodata->slot_mask = slot_mask();
 	rc = zombie_bpf__load(z);
 	if (rc) {
 		zombie_bpf__destroy(z);
