@@ -131,7 +131,8 @@ struct {
 	__type(value, struct pending_call);
 } calls SEC(".maps");
 
-/* Calls in the LRU table: the syscall exit looks there only when some are. */
+/* Calls put in the LRU table: the syscall exit looks there only when some were. (An entry the LRU
+ * evicts leaves it high; the look-up then only misses.) */
 __s64 calls_overflow = 0;
 
 static __always_inline struct call_slot *call_slot_of(__u32 tid)
