@@ -5,10 +5,11 @@ record goes at a clean stop, and one left by a killed agent is not believed."""
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 
-from harness import Agent, end, free_port, run_as, run_tests
+from harness import BIN, Agent, end, free_port, run_as, run_tests
 
 import test_scan
 
@@ -162,9 +163,29 @@ def test_second_agent_leaves_the_record_to_the_first():
         rec.close()
 
 
+def test_no_agent_and_no_config_says_where_it_looked():
+    """Without -c, a live agent or a config file, a command names the record and the files it
+    looked for and what to do (not "cannot read" of a fallback path)."""
+    if os.path.exists("/etc/revenant/revenant.json"):
+        print("  skipped: this host has /etc/revenant/revenant.json")
+        return
+    rec = Record()
+    cwd = tempfile.mkdtemp(prefix="revenant-nocfg-")
+    try:
+        for cmd in (["status"], ["tail"], ["stop", "web"]):
+            r = subprocess.run([BIN, *cmd], cwd=cwd, capture_output=True, text=True, timeout=30)
+            assert r.returncode == 2, (cmd, r.returncode, r.stderr)
+            assert "no running agent found" in r.stderr and rec.path in r.stderr and \
+                "/etc/revenant/revenant.json" in r.stderr and "-c FILE" in r.stderr, r.stderr
+    finally:
+        os.rmdir(cwd)
+        rec.close()
+
+
 if __name__ == "__main__":
     run_tests([
         test_commands_without_c_find_the_agent,
         test_killed_agents_record_is_not_believed,
         test_second_agent_leaves_the_record_to_the_first,
+        test_no_agent_and_no_config_says_where_it_looked,
     ])

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cmd/cli.h"
 #include "lib/agentrec.h"
@@ -79,11 +80,17 @@ int cli_load_target(const char *path, struct rev_config *cfg, bool need_file, bo
 {
 	struct agent_rec r;
 
-	*from_agent = false;
-	if (path || agentrec_find(&r))
-		return cli_load_config(path, cfg);
-	*from_agent = true;
-	return from_record(&r, cfg, need_file);
+	*from_agent = !path && agentrec_find(&r) == 0;
+	if (*from_agent)
+		return from_record(&r, cfg, need_file);
+	if (!path && access(config_default_path(), F_OK)) {
+		/* Nothing to go on: say where we looked rather than "cannot read" a fallback. */
+		cli_err("no running agent found (no live record at %s) and no config at %s or %s: "
+			"start one (sudo revenant run -c FILE) or give -c FILE",
+			agentrec_path(), CONFIG_DEFAULT_PATH, CONFIG_FALLBACK_PATH);
+		return EXIT_USAGE;
+	}
+	return cli_load_config(path, cfg);
 }
 
 /* Length of the valid UTF-8 sequence at s (n bytes left) that is no control character (C0, DEL,
