@@ -98,6 +98,30 @@ def test_reload_shorter_grace_applies_to_new_zombies():
         agent.close()
 
 
+def test_reload_turns_monitoring_on():
+    """An agent started with monitoring.enabled false reports no zombie; after a reload that
+    turns it on, a new zombie is reported (the kernel side watches exits again)."""
+    parent = spawn(ZOMBIE_PARENT)
+    agent = Agent({"monitoring": {"enabled": False, "zombie_grace_ms": 200}}, "monon").start()
+    try:
+        quiet = int(tell(parent, "fork")[0])
+        agent.config["monitoring"]["enabled"] = True
+        with open(agent.config_path, "w") as f:
+            json.dump(agent.config, f)
+        n = len(agent.events)
+        agent.proc.send_signal(signal.SIGHUP)
+        r = agent.wait_event(lambda e: e["type"] == "agent_reload", what="agent_reload", since=n)
+        assert r["ok"] is True, r
+        new = int(tell(parent, "fork")[0])
+        agent.wait_event(lambda e: e["type"] == "zombie" and e["pid"] == new, timeout=5,
+                         what="a zombie once monitoring is on", since=n)
+        # the exit made while monitoring was off was never watched
+        assert not [e for e in agent.events if e.get("pid") == quiet and e["type"] == "zombie"]
+    finally:
+        end(parent)
+        agent.close()
+
+
 def test_exit_reaped_in_time_is_not_a_zombie():
     agent = Agent({"monitoring": {"zombie_grace_ms": 300}}, "nozombie").start()
     try:
@@ -321,6 +345,7 @@ def test_bad_config_exits_2():
 if __name__ == "__main__":
     run_tests([
         test_reload_shorter_grace_applies_to_new_zombies,
+        test_reload_turns_monitoring_on,
         test_zombies_before_and_after_start,
         test_exit_reaped_in_time_is_not_a_zombie,
         test_collision_ipv4_owner_listening_before_agent,

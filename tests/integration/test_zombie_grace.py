@@ -236,6 +236,7 @@ if __name__ == "__main__":
     ] + [fallback(t) for t in (
         test_sensor.test_zombies_before_and_after_start,
         test_sensor.test_reload_shorter_grace_applies_to_new_zombies,
+        test_sensor.test_reload_turns_monitoring_on,
         test_sensor.test_exit_reaped_in_time_is_not_a_zombie,
         test_supervisor.test_zombie_policy_nudge,
         test_supervisor.test_zombie_policy_report,

@@ -309,6 +309,8 @@ static int reload(struct agent *a, char *detail, size_t len)
 			zwatch_set_grace(a->zw, ms_to_ns(next->monitoring.zombie_grace_ms));
 			sensor_set_grace(a->sensor, ms_to_ns(next->monitoring.zombie_grace_ms));
 		}
+		if (next->monitoring.enabled != a->cfg.monitoring.enabled)
+			sensor_set_watch_exits(a->sensor, next->monitoring.enabled);
 		a->cfg.monitoring = next->monitoring;
 		needs_restart(&a->cfg, next, detail, len);
 	}

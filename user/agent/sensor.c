@@ -453,6 +453,11 @@ void sensor_set_grace(struct sensor *s, uint64_t grace_ns)
 	__atomic_store_n(&s->zombie->data->zombie_grace_ns, grace_ns, __ATOMIC_RELAXED);
 }
 
+void sensor_set_watch_exits(struct sensor *s, bool on)
+{
+	__atomic_store_n(&s->zombie->data->watch_exits, on ? 1 : 0, __ATOMIC_RELAXED);
+}
+
 uint64_t sensor_unreaped(void *ctx)
 {
 	const struct sensor *s = ctx;

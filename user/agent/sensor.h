@@ -42,6 +42,8 @@ enum zgrace_mode sensor_zombie_mode(const struct sensor *s);
 const char *zgrace_mode_name(enum zgrace_mode m);
 /* A new grace for exits from now on (kernel mode; userspace's tracker has its own). */
 void sensor_set_grace(struct sensor *s, uint64_t grace_ns);
+/* monitoring.enabled (a reload): whether exits are watched at all. */
+void sensor_set_watch_exits(struct sensor *s, bool on);
 /* Kernel mode (ctx: the sensor): exits the kernel watches and zombies it reported, not yet
  * reaped. */
 uint64_t sensor_unreaped(void *ctx);
