@@ -15,9 +15,6 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 /* A process still inside do_exit at its deadline (a large address space to tear down) is looked
  * at again; one whose pid now names another process, or that is being reaped, is let go. */
 #define MAX_RECHECKS 64
-/* A reported zombie is looked at this often until its free is seen: a free the tracepoint never
- * delivered (seen under exit storms here) still ends in a reap record within this. */
-#define REPORTED_CHECK_NS (5ull * 1000000000ull)
 
 /* Settings the agent changes while it runs (SIGHUP), through the skeleton's mmapped .data. */
 __u64 zombie_grace_ns = 1000000000;

@@ -13,6 +13,9 @@
  * ~0.1 ms of a zombie's latency here, and with 1024 slots the storm's zombies took slots that
  * other exits then missed (the overflow table costs ~1 us more per exit). */
 #define REV_ZOMBIE_SLOTS 4096
+/* A reported zombie is looked at this often until its free is seen: a free the tracepoint never
+ * delivered (seen under exit storms here) still ends in a reap record within this. */
+#define REPORTED_CHECK_NS (5ull * 1000000000ull)
 #define REV_MAX_PENDING 4096
 
 struct exit_event {

@@ -289,11 +289,6 @@ static void track_binds(struct sensor *s)
 	ports_write_meta(bpf_map__fd(s->ports->maps.listeners), REV_META_TRACKS_BINDS);
 }
 
-bool sensor_tracks_binds(const struct sensor *s)
-{
-	return s->release_link != NULL;
-}
-
 int sensor_bound_fd(const struct sensor *s)
 {
 	return s->release_link ? bpf_map__fd(s->ports->maps.bound_socks) : -1;
@@ -482,7 +477,7 @@ int sensor_watch_reaps(struct sensor *s, const struct snap_zombie *zs, size_t n)
 		return 0;
 	for (size_t i = 0; i < n; i++) {
 		/* Looked at by the timer's sweeps from time to time, in case the free is lost. */
-		struct zombie_pending v = {.exit_ns = now, .deadline_ns = now + ms_to_ns(5000),
+		struct zombie_pending v = {.exit_ns = now, .deadline_ns = now + REPORTED_CHECK_NS,
 					   .start_ns = zs[i].start_ns, .ppid = zs[i].ppid,
 					   .uid = zs[i].uid, .notify = 1};
 		__u32 pid = zs[i].pid;

@@ -51,9 +51,8 @@ uint64_t sensor_unreaped(void *ctx);
  * never armed a timer for them). Returns how many were added. */
 int sensor_watch_reaps(struct sensor *s, const struct snap_zombie *zs, size_t n);
 int sensor_owners_fd(const struct sensor *s);
-/* Bound UDP/TCP sockets are recorded in the listeners map (the release hook is attached), and
- * the map of their keys by socket, for seeding (-1 when not tracked). */
-bool sensor_tracks_binds(const struct sensor *s);
+/* The map of bound sockets' keys by socket, for seeding (-1 when binds are not tracked: the
+ * release hook could not be attached). */
 int sensor_bound_fd(const struct sensor *s);
 /* The services' process trees (tgid -> tag), for hosts without a cgroup of ours. */
 int sensor_tree_fd(const struct sensor *s);

@@ -79,9 +79,11 @@ bool cli_find_agent(struct rev_config *cfg)
 int cli_load_target(const char *path, struct rev_config *cfg, bool need_file, bool *from_agent)
 {
 	struct agent_rec r;
+	bool found = !path && agentrec_find(&r) == 0;
 
-	*from_agent = !path && agentrec_find(&r) == 0;
-	if (*from_agent)
+	if (from_agent)
+		*from_agent = found;
+	if (found)
 		return from_record(&r, cfg, need_file);
 	if (!path && access(config_default_path(), F_OK)) {
 		/* Nothing to go on: say where we looked rather than "cannot read" a fallback. */

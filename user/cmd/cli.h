@@ -25,8 +25,8 @@ int cli_load_config(const char *path, struct rev_config *cfg);
 
 /* What a command works on: -c FILE when given; else the running agent's, found through the
  * host's agent record (its control socket and log; its config file parsed only when need_file:
- * the command uses services' settings), with *from_agent set; else the default file. Prints the
- * error and returns EXIT_USAGE on a bad file. */
+ * the command uses services' settings), with *from_agent set (from_agent may be NULL); else the
+ * default file. Prints the error and returns EXIT_USAGE on a bad file. */
 int cli_load_target(const char *path, struct rev_config *cfg, bool need_file, bool *from_agent);
 /* The running agent's control socket, log and config path into cfg (nothing parsed); false when
  * no live agent has a record. */

@@ -85,9 +85,7 @@ bad:
 /* -c FILE, else the running agent's (need_file: its config parsed too), else the default. */
 static int load(const struct ctl_opts *o, struct rev_config *cfg, bool need_file, bool *from_agent)
 {
-	bool unused;
-
-	return cli_load_target(o->config, cfg, need_file, from_agent ? from_agent : &unused);
+	return cli_load_target(o->config, cfg, need_file, from_agent);
 }
 
 static int call_agent(const struct rev_config *cfg, cJSON *req, cJSON **resp)

@@ -324,7 +324,6 @@ int cmd_logs(int argc, char **argv)
 	struct lr_src src[2];
 	struct lr_set set;
 	struct rev_config cfg = {0};
-	bool from_agent;
 	const struct service_config *sc;
 	char dir[4096];
 	sigset_t mask;
@@ -335,7 +334,7 @@ int cmd_logs(int argc, char **argv)
 	if (rc)
 		return rc < 0 ? EXIT_OK : rc;
 	/* Without -c: the running agent's config (its record), else the default file. */
-	rc = cli_load_target(o.cfg_path, &cfg, true, &from_agent);
+	rc = cli_load_target(o.cfg_path, &cfg, true, NULL);
 	if (rc)
 		return rc;
 	sc = config_service(&cfg, o.service);

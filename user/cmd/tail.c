@@ -382,7 +382,6 @@ int cmd_tail(int argc, char **argv)
 	struct lr_src src[3];
 	struct lr_set set;
 	struct rev_config cfg = {0};
-	bool from_agent;
 	const struct service_config *sc = NULL;
 	sigset_t mask;
 	size_t n = 1, no = 0;
@@ -392,7 +391,7 @@ int cmd_tail(int argc, char **argv)
 	if (rc)
 		goto out_args;
 	/* Without -c, the running agent's log (its record), else the default config's. */
-	rc = cli_load_target(t.cfg_path, &cfg, true, &from_agent);
+	rc = cli_load_target(t.cfg_path, &cfg, true, NULL);
 	if (rc)
 		goto out_args;
 	if (t.output && !(sc = config_service(&cfg, t.service))) {
