@@ -39,4 +39,23 @@ static __always_inline void *reserve_event(__u64 size)
 	return e;
 }
 
+/* Slots in BPF arrays claimed by an id (a pid, a thread id) through a claim word: 0 free,
+ * SLOT_CLAIMING while the claimer fills the slot, then the id (stored by the claimer once the
+ * slot is filled). Returns SLOT_NEW for a free slot taken, SLOT_STALE when the slot still held
+ * this same id (left by a holder whose end was never seen: the id was reused, so it is over),
+ * SLOT_BUSY when another id holds it. */
+#define SLOT_CLAIMING 0xffffffffu
+enum { SLOT_BUSY, SLOT_NEW, SLOT_STALE };
+
+static __always_inline int slot_claim(__u32 *word, __u32 id)
+{
+	__u32 was = __sync_val_compare_and_swap(word, 0, SLOT_CLAIMING);
+
+	if (was == 0)
+		return SLOT_NEW;
+	if (was == id && __sync_val_compare_and_swap(word, id, SLOT_CLAIMING) == id)
+		return SLOT_STALE;
+	return SLOT_BUSY;
+}
+
 #endif

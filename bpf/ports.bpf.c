@@ -45,9 +45,10 @@ static __always_inline __u32 *hint_of(__u32 tgid)
 	return &owner_hint[tgid & (REV_OWNER_HINTS - 1)];
 }
 
-static __always_inline bool may_own(__u32 tgid)
+/* Whether tgid owns a socket of the map: its counter first (0: no, without a look-up). */
+static __always_inline bool owns(__u32 tgid)
 {
-	return *hint_of(tgid) != 0;
+	return *hint_of(tgid) != 0 && bpf_map_lookup_elem(&owners, &tgid);
 }
 
 static __always_inline void owner_forget(__u32 tgid)
@@ -109,7 +110,6 @@ struct pending_call {
  * LRU table (an update there costs ~1 us here). A slot whose thread died inside the call (no
  * syscall exit) is taken over by the next thread with that tid. */
 #define CALL_SLOTS 4096
-#define CALL_CLAIMING 0xffffffffu
 
 struct call_slot {
 	__u32 tid;
@@ -277,7 +277,7 @@ int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int
 
 static __always_inline void remember_call(int fd, __u8 syscall, const void *uaddr)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid(), was;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct call_slot *s = call_slot_of(tid);
 	struct pending_call c;
 
@@ -308,10 +308,8 @@ static __always_inline void remember_call(int fd, __u8 syscall, const void *uadd
 		}
 		c.family = a.sin.sin_family;
 	}
-	was = __sync_val_compare_and_swap(&s->tid, 0, CALL_CLAIMING);
-	if (was == tid) /* this thread's earlier call never returned (it cannot be running) */
-		was = __sync_val_compare_and_swap(&s->tid, tid, CALL_CLAIMING) == tid ? 0 : was;
-	if (was == 0) {
+	/* A stale claim of this tid: its earlier call never returned (it cannot be running). */
+	if (slot_claim(&s->tid, tid) != SLOT_BUSY) {
 		s->c = c;
 		s->tid = tid;
 		return;
@@ -475,8 +473,7 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 
 		bpf_map_update_elem(&service_tree, &child_tgid, &t, BPF_ANY);
 	}
-	if (child->files == parent->files || !may_own(tgid) ||
-	    !bpf_map_lookup_elem(&owners, &tgid))
+	if (child->files == parent->files || !owns(tgid))
 		return 0;
 	bpf_for_each_map_elem(&listeners, mark_shared, &tgid, 0);
 	return 0;
@@ -495,7 +492,7 @@ int BPF_PROG(on_owner_exit, struct task_struct *p)
 	/* A look-up first: a delete takes the bucket's lock even for a pid that is not there. */
 	if (track_tree && bpf_map_lookup_elem(&service_tree, &tgid))
 		bpf_map_delete_elem(&service_tree, &tgid);
-	if (!may_own(tgid) || !bpf_map_lookup_elem(&owners, &tgid))
+	if (!owns(tgid))
 		return 0;
 	bpf_for_each_map_elem(&listeners, mark_shared, &tgid, 0);
 	owner_forget(tgid);
@@ -558,7 +555,7 @@ int on_sendmsg(struct trace_event_raw_sys_enter *ctx)
 	int fds[SCM_MAX_FDS];
 	__u64 n;
 
-	if (!may_own(tgid) || !bpf_map_lookup_elem(&owners, &tgid))
+	if (!owns(tgid))
 		return 0;
 	if (bpf_probe_read_user(&m, sizeof(m), (void *)ctx->args[1]) || !m.msg_control ||
 	    m.msg_controllen < sizeof(c))
@@ -611,7 +608,7 @@ int on_pidfd_getfd(struct trace_event_raw_sys_enter *ctx)
 	if (!t)
 		return 0;
 	tgid = BPF_CORE_READ(t, tgid);
-	if (!may_own(tgid) || !bpf_map_lookup_elem(&owners, &tgid))
+	if (!owns(tgid))
 		return 0;
 	files = BPF_CORE_READ(t, files);
 	fdt = BPF_CORE_READ(files, fdt);

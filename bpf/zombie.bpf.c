@@ -49,9 +49,9 @@ static __always_inline void count_pending(__s64 d)
  * instructions (the verifier inlines it), where a hash update costs ~1 us here (its bucket lock
  * and free list). A slot is a 16-byte head, what the free and the sweep read, and a body, what
  * the zombie record needs: the sweep that visits every head then reads 64 KiB, not every body.
- * `pid` is the slot's claim word: 0 free, CLAIMING while an exit fills it, then the pid; exits,
- * frees and the sweep change it only by compare-and-swap, so none takes a slot another holds. */
-#define CLAIMING 0xffffffffu
+ * `pid` is the slot's claim word (slot_claim, common.bpf.h): 0 free, SLOT_CLAIMING while an exit
+ * fills it, then the pid; only the claimer stores to it, frees and the sweep give it back by
+ * compare-and-swap, so none takes a slot another holds. */
 
 /* Slots in use: REV_ZOMBIE_SLOTS, fewer when the agent is told so (REVENANT_ZOMBIE_SLOTS, for
  * the tests of the overflow table). By pid: consecutive pids share cache lines. (A hash of the
@@ -288,7 +288,7 @@ static long visit_slot(struct bpf_map *map, __u32 *key, struct head *h, struct s
 	struct zombie_pending *v;
 	__u32 p = h->pid;
 
-	if (!p || p == CLAIMING || *key > slot_mask)
+	if (!p || p == SLOT_CLAIMING || *key > slot_mask)
 		return 0;
 	v = bpf_map_lookup_elem(&bodies, key);
 	if (!v)
@@ -397,7 +397,8 @@ int BPF_PROG(on_exit_timed, struct task_struct *p)
 	struct zombie_pending v, *body;
 	struct head *h;
 	__u64 now;
-	__u32 pid, k, was;
+	__u32 pid, k;
+	int claim;
 	long rc;
 
 	if (!watch_exits || !exit_group_dead(p, ctx))
@@ -410,12 +411,10 @@ int BPF_PROG(on_exit_timed, struct task_struct *p)
 	if (!h || !body)
 		return 0;
 	/* A slot still holding this pid lost its free: the pid was reused, so that one is gone. */
-	was = __sync_val_compare_and_swap(&h->pid, 0, CLAIMING);
-	if (was == pid)
-		was = __sync_val_compare_and_swap(&h->pid, pid, CLAIMING) == pid ? 0 : CLAIMING;
-	else if (was == 0)
+	claim = slot_claim(&h->pid, pid);
+	if (claim == SLOT_NEW)
 		count_pending(1);
-	if (was == 0) {
+	if (claim != SLOT_BUSY) {
 		fill_pending(body, p, now);
 		h->task = (__u64)p->group_leader;
 		h->notify = 0;
